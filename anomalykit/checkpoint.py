@@ -1,0 +1,105 @@
+"""Atomic writes and safe loads of everything anomalykit persists.
+
+Writes go to a temporary file in the destination folder, are fsynced and then renamed over the
+target, so a crash leaves either the old file or the new one, never half of one. Loads use
+``torch.load(weights_only=True)``: tensors, numbers, strings, lists and dicts only; a pickle
+that asks for anything else is refused.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import CheckpointError
+
+#: Bumped when the layout of saved files changes incompatibly.
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def safe_load(path: str | os.PathLike, *, kind: str) -> dict:
+    """Load an anomalykit file of ``kind`` (e.g. ``"detector"``, ``"train-state"``) safely.
+
+    Raises :class:`CheckpointError` with one line when the file is missing, truncated, not a
+    torch file, holds objects other than plain data (a foreign or tampered pickle), is of
+    another kind, or was written by an incompatible format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise CheckpointError(
+                f"refusing to load {path}: it contains Python objects other than tensors and plain data "
+                "(not an anomalykit checkpoint, or tampered with)"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}); re-save it") from None
+    if not isinstance(obj, dict) or obj.get("format") != f"anomalykit-{kind}":
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path} is not an anomalykit {kind} checkpoint (found {found!r})")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} was written with checkpoint format {version!r}; this anomalykit reads format {FORMAT_VERSION}"
+        )
+    return obj
+
+
+def stamp(kind: str, payload: dict) -> dict:
+    """Add the format header that :func:`safe_load` checks."""
+    from . import __version__
+
+    return {"format": f"anomalykit-{kind}", "format_version": FORMAT_VERSION, "anomalykit_version": __version__, **payload}

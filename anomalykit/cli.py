@@ -1,0 +1,208 @@
+"""The ``anomalykit`` command line (click).
+
+Every documented error (bad data, parameter, dataset, checkpoint, plugin) prints one line
+``error: ...`` on stderr and exits with status 2. ``ANOMALYKIT_DEBUG=1`` adds the traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import AnomalyKitError
+
+
+def _friendly(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AnomalyKitError as exc:
+            if os.environ.get("ANOMALYKIT_DEBUG") == "1":
+                traceback.print_exc()
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; an unfinished run folder can be continued with `anomalykit run --resume DIR`", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anomalykit")
+def cli():
+    """Generative anomaly detection: AMA, MAE-simplex, ADGAN, CSI-AAE and plugins."""
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@_friendly
+def list_cmd(as_json):
+    """List the installed methods (built-in and third-party plugins)."""
+    from .registry import get_registry
+
+    reg = get_registry()
+    rows = [
+        {"name": m.name, "summary": m.summary, "plugin": m.plugin, "distribution": m.distribution, "version": m.version}
+        for m in sorted(reg.methods.values(), key=lambda m: m.name)
+    ]
+    failed = [{"plugin": f.plugin, "distribution": f.distribution, "reason": f.reason} for f in reg.failures]
+    if as_json:
+        click.echo(json.dumps({"methods": rows, "failed_plugins": failed}, indent=2))
+        return
+    if not rows:
+        click.echo("no methods installed")
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {r['summary']}  [{r['distribution']} {r['version']}]")
+
+
+@cli.command("show")
+@click.argument("method")
+@_friendly
+def show_cmd(method):
+    """Show a method's summary and parameters (for --set key=value)."""
+    from .registry import get_registry
+
+    info = get_registry().method(method)
+    click.echo(f"{info.name}: {info.summary}")
+    click.echo(f"plugin {info.plugin} from {info.distribution} {info.version}")
+    click.echo("parameters (--set key=value):")
+    for p in info.cls.param_schema().values():
+        click.echo(f"  {p.describe()}")
+
+
+@cli.command("datasets")
+@_friendly
+def datasets_cmd():
+    """List the named datasets (paths to .npy/.npz/.csv files or image folders also work)."""
+    from .registry import get_registry
+
+    for d in sorted(get_registry().datasets.values(), key=lambda d: d.name):
+        click.echo(f"{d.name:<14} {d.summary}")
+
+
+@cli.command("info")
+@_friendly
+def info_cmd():
+    """Versions, devices and which kernel (native or reference) each op uses."""
+    import numpy
+    import torch
+
+    from .registry import get_registry
+
+    click.echo(f"anomalykit {__version__}, torch {torch.__version__}, numpy {numpy.__version__}, python {platform.python_version()}")
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        for i in range(torch.cuda.device_count()):
+            click.echo(f"cuda:{i}: {torch.cuda.get_device_name(i)}")
+    else:
+        click.echo("cuda: not available")
+    click.echo(f"threads: {torch.get_num_threads()}")
+    try:
+        from . import ops
+    except ImportError:
+        ops = None
+    if ops is not None:
+        click.echo(f"kernels: ANOMALYKIT_KERNELS={os.environ.get('ANOMALYKIT_KERNELS', 'auto')}; {ops.extension_status()}")
+        for dev in devices:
+            for op, path in ops.active_kernels(torch.device(dev)).items():
+                click.echo(f"  {dev:<7} {op:<16} {path}")
+    reg = get_registry()
+    click.echo(f"methods: {', '.join(sorted(reg.methods)) or 'none'}")
+    for f in reg.failures:
+        click.echo(f"failed plugin: {f.line()}")
+
+
+@cli.command("run", context_settings={"show_default": True})
+@click.argument("method", required=False)
+@click.option("--data", default=None, help="dataset name (`anomalykit datasets`) or a path  [default: digits]")
+@click.option("--protocol", type=click.Choice(["one-class", "ood", "tabular-topk"]), default=None, help="[default: one-class]")
+@click.option("--normal-class", type=int, default=None, help="normal class for one-class  [default: 0]")
+@click.option("--ood-data", default=None, help="dataset of the anomalies for --protocol ood")
+@click.option("--max-train", type=int, default=None, help="subsample the training rows to at most N (seeded)")
+@click.option("--epochs", type=int, default=None, help="training epochs (method default if omitted)")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or auto")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="method parameter (`anomalykit show METHOD`)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file (same layout as a run's config.toml)")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="report folder  [default: runs/METHOD-DATA-TIME]")
+@click.option("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (0 = each epoch)")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="continue the unfinished run in this folder")
+@click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@_friendly
+def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, batch_size, seed, device,
+            assignments, config_file, out, checkpoint_every, resume, quiet):
+    """Train METHOD, score the test split, print metrics and write a report folder.
+
+    \b
+    Examples:
+      anomalykit run ama
+      anomalykit run ama --data fashion-mnist --normal-class 3 --epochs 5
+      anomalykit run ama --data fashion-mnist --protocol ood --ood-data mnist-5k --max-train 10000
+      anomalykit run mae-simplex --data breast-cancer --protocol tabular-topk
+    """
+    from . import distributed as D
+    from .errors import ConfigError
+    from .params import parse_assignments
+    from .runner import RunConfig, run_experiment
+
+    if resume:
+        from pathlib import Path
+
+        cfg = RunConfig.from_toml(Path(resume) / "config.toml")
+        overrides = [n for n, v in [("data", data), ("protocol", protocol), ("normal-class", normal_class), ("ood-data", ood_data),
+                                     ("max-train", max_train), ("batch-size", batch_size), ("seed", seed), ("config", config_file),
+                                     ("out", out)] if v is not None] + (["set"] if assignments else [])
+        if overrides or (method and method != cfg.method):
+            raise ConfigError(f"--resume continues the run exactly as configured; drop --{', --'.join(overrides or ['METHOD'])}")
+        if epochs is not None:
+            cfg.params["epochs"] = epochs
+        if device is not None:
+            cfg.params["device"] = device
+        out = resume
+    else:
+        cfg = RunConfig.from_toml(config_file) if config_file else None
+        if cfg is None:
+            if not method:
+                raise ConfigError("missing METHOD; e.g. `anomalykit run ama` (`anomalykit list` shows methods)")
+            cfg = RunConfig(method=method)
+        elif method and method != cfg.method:
+            raise ConfigError(f"METHOD {method!r} disagrees with {config_file} (method = {cfg.method!r})")
+        for key, value in [("data", data), ("protocol", protocol), ("normal_class", normal_class),
+                           ("ood_data", ood_data), ("max_train", max_train), ("checkpoint_every", checkpoint_every)]:
+            if value is not None:
+                setattr(cfg, key, value)
+        params = dict(cfg.params)
+        for key, value in [("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("device", device)]:
+            if value is not None:
+                params[key] = value
+        params.update(parse_assignments(assignments))
+        cfg.params = params
+    if checkpoint_every is not None:
+        cfg.checkpoint_every = checkpoint_every
+
+    D.init_from_env(str(cfg.params.get("device", "cpu")))
+    record = run_experiment(cfg, out=out, resume=bool(resume), progress=False if quiet else True, echo=click.echo)
+    if D.is_main_process():
+        shown = ["auroc", "aupr", "f1"] + (["topk_precision", "topk_recall", "topk_f1"] if cfg.protocol == "tabular-topk" else [])
+        click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)
+                   + f"  train {record['train_seconds']:.1f}s  score {record['score_seconds']:.1f}s")
+        click.echo(f"report: {record['out']}")
+
+
+def main():
+    cli(prog_name="anomalykit")
+
+
+if __name__ == "__main__":
+    main()

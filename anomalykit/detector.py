@@ -1,0 +1,316 @@
+"""The detector base class every method implements (PyOD vocabulary, scikit-learn names).
+
+**Sign convention: ``score_samples`` returns higher = more anomalous** (PyOD's
+``decision_function`` sign, under scikit-learn's method name). ``decision_function`` is an
+alias. ``predict`` flags the ``contamination`` fraction of the training data with the highest
+scores: ``threshold_`` is the (1 - contamination) quantile of ``decision_scores_``.
+
+A plugin subclasses :class:`Detector`, sets ``name``, ``summary`` and ``params``, and
+implements three methods:
+
+- ``_build(input_shape)``: create the networks in ``self.nets`` (an ``nn.ModuleDict``) for
+  inputs of shape ``input_shape`` = (C, H, W) or (F,). Called by ``fit`` and by ``load``.
+- ``_fit(X, y)``: train on the validated float32 tensor ``X`` (labels ``y`` of known anomalies,
+  or None); use ``self.trainer(...)`` for the loop.
+- ``_score(X)``: return a (N,) tensor of anomaly scores for a batch ``X`` (already on
+  ``self.device``); ``score_samples`` batches, validates and checks the output.
+
+Optional: ``_extra_state()``/``_load_extra_state(d)`` for fitted non-network state (tensors and
+plain data only), and ``reconstruct(X)`` for the report's reconstruction grid.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import distributed as D
+from .checkpoint import atomic_torch_save, safe_load, stamp
+from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError
+from .params import Param, merge_schemas, validate_params
+from .training import FitOptions, Trainer
+from .validation import as_input_tensor, as_label_tensor
+
+#: Parameters every method has. A plugin may redeclare one to change its default or help.
+COMMON_PARAMS: tuple[Param, ...] = (
+    Param("epochs", 10, "training epochs", low=0),
+    Param("batch_size", 64, "training batch size", low=1),
+    Param("score_batch_size", 512, "batch size when scoring (bounds memory)", low=1),
+    Param("seed", 0, "random seed (weights, shuffling, sampling)"),
+    Param("device", "auto", "cpu, cuda, cuda:N, or auto (cuda when available)"),
+    Param("contamination", 0.1, "expected anomaly fraction; sets threshold_ for predict()", low=1e-6, high=0.5),
+)
+
+
+class Detector:
+    """Base class of all anomaly detectors. See the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: Score at most this many training rows to set ``threshold_`` (None = all). For methods
+    #: whose scoring is expensive (e.g. latent search).
+    threshold_sample: ClassVar[int | None] = None
+
+    def __init__(self, **params: Any):
+        self.params_ = validate_params(self.param_schema(), params, owner=self.name or type(self).__name__)
+        self.hp = SimpleNamespace(**self.params_)
+        self.nets = nn.ModuleDict()
+        self.input_shape_: tuple[int, ...] | None = None
+        self.threshold_: float | None = None
+        self.decision_scores_: np.ndarray | None = None
+        self.history_: list[dict[str, float]] = []
+        self._fit_options = FitOptions()
+
+    # -- schema --------------------------------------------------------------------------
+    @classmethod
+    def param_schema(cls) -> dict[str, Param]:
+        return merge_schemas(COMMON_PARAMS, cls.params)
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(self.params_)
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.params_.items() if v != self.param_schema()[k].default}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    # -- device ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        d = self.hp.device
+        if d == "auto":
+            d = "cuda" if torch.cuda.is_available() else "cpu"
+        if d.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {d!r} requested but CUDA is not available; use --device cpu")
+        try:
+            dev = torch.device(d)
+        except RuntimeError:
+            raise ConfigError(f"device {d!r} is not a valid torch device; use cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and dev.index is None and D.is_distributed():
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
+
+    # -- public API ------------------------------------------------------------------------
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
+        resume: bool = False,
+        progress: bool | None = None,
+    ) -> "Detector":
+        """Train on ``X`` ((N, F), (N, H, W) or (N, C, H, W)); ``y`` marks known anomalies (1).
+
+        Methods without a semi-supervised mode train on the rows with ``y == 0`` only.
+        ``checkpoint_dir``/``checkpoint_every``/``resume`` control training checkpoints (see
+        :class:`anomalykit.training.FitOptions`). Returns ``self``.
+        """
+        X = as_input_tensor(X, name="X")
+        labels = None if y is None else as_label_tensor(y, X.shape[0])
+        if labels is not None and int((labels == 0).sum()) == 0:
+            raise InputError("y marks every row as an anomaly; fit needs normal rows (y == 0)")
+        if checkpoint_every < 0:
+            raise ConfigError("checkpoint_every must be >= 0")
+        self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
+        seed_everything(self.hp.seed)
+        self.input_shape_ = tuple(X.shape[1:])
+        self.nets = nn.ModuleDict()
+        self._build(self.input_shape_)
+        self.nets.to(self.device)
+        self._trainers: list[Trainer] = []
+        with _plugin_guard(self.name, "fit"):
+            self._fit(X, labels)
+        many = len(self._trainers) > 1  # several training phases: prefix the loss names with the phase
+        self.history_ = [
+            {(f"{t.phase}/{k}" if many else k): v for k, v in h.items()} for t in self._trainers for h in t.history
+        ]
+        self.nets.eval()
+        if self.decision_scores_ is None:
+            normal = X if labels is None else X[labels == 0]
+            if self.threshold_sample is not None and normal.shape[0] > self.threshold_sample:
+                g = torch.Generator().manual_seed(self.hp.seed)
+                normal = normal[torch.randperm(normal.shape[0], generator=g)[: self.threshold_sample]]
+            self.decision_scores_ = self._score_validated(normal, desc="threshold")
+        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.hp.contamination))
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        """Anomaly scores, shape (N,), float64. **Higher = more anomalous.**"""
+        self._check_fitted("score_samples")
+        X = as_input_tensor(X, name="X")
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise InputError(
+                f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {self.input_shape_}"
+            )
+        return self._score_validated(X, desc="score")
+
+    decision_function = score_samples
+
+    def predict(self, X) -> np.ndarray:
+        """1 for anomalies (score above ``threshold_``), 0 for normal; shape (N,), int64."""
+        scores = self.score_samples(X)
+        return (scores > self.threshold_).astype(np.int64)
+
+    def save(self, path: str | Path) -> Path:
+        """Write config + state to ``path`` (a file, or ``path/model.pt`` if a folder); atomic."""
+        self._check_fitted("save")
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.pt"
+        payload = stamp(
+            "detector",
+            {
+                "method": self.name,
+                "params": self.params_,
+                "input_shape": list(self.input_shape_),
+                "nets": {k: v.detach().cpu() for k, v in self.nets.state_dict().items()},
+                "extra": self._extra_state(),
+                "threshold": self.threshold_,
+                "decision_scores": torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64)),
+            },
+        )
+        atomic_torch_save(payload, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, *, path: Path, **overrides: Any) -> "Detector":
+        if ckpt.get("method") != cls.name:
+            raise CheckpointError(f"{path} holds a {ckpt.get('method')!r} detector, not {cls.name!r}")
+        params = dict(ckpt.get("params", {}))
+        params.update(overrides)
+        schema = cls.param_schema()
+        unknown = sorted(set(params) - set(schema))
+        if unknown:
+            raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
+        det = cls(**params)
+        det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
+        det.nets = nn.ModuleDict()
+        det._build(det.input_shape_)
+        try:
+            det.nets.load_state_dict(ckpt["nets"])
+            det._load_extra_state(ckpt.get("extra", {}))
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path} does not match {cls.name!r} networks ({str(exc).splitlines()[0]})") from None
+        det.nets.to(det.device).eval()
+        det.threshold_ = float(ckpt["threshold"])
+        det.decision_scores_ = ckpt["decision_scores"].numpy()
+        return det
+
+    # -- helpers for plugins ---------------------------------------------------------------
+    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train") -> Trainer:
+        """A :class:`Trainer` wired to this detector's params and the fit options."""
+        trainer = Trainer(
+            method=self.name,
+            modules=self.nets if modules is None else modules,
+            optimizers=optimizers,
+            schedulers=schedulers,
+            epochs=self.hp.epochs if epochs is None else epochs,
+            batch_size=self.hp.batch_size,
+            seed=self.hp.seed,
+            device=self.device,
+            options=self._fit_options,
+            phase=phase,
+            config=self.params_,
+        )
+        getattr(self, "_trainers", []).append(trainer)
+        return trainer
+
+    def map_batches(self, fn: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, *, desc: str = "score") -> torch.Tensor:
+        """Apply ``fn`` to ``X`` in batches of ``score_batch_size`` on ``self.device``.
+
+        Returns the concatenated CPU outputs in input order. Under torchrun each rank handles a
+        contiguous shard and the results are all-gathered, so every rank gets the full result.
+        Memory stays bounded by one batch of ``fn``'s intermediates plus the outputs.
+        """
+        n = X.shape[0]
+        start, stop = D.shard_bounds(n)
+        bs = self.hp.score_batch_size
+        outs = []
+        show = self._fit_options.show_progress and (stop - start) > bs
+        for lo in tqdm(range(start, stop, bs), desc=f"{self.name} {desc}", unit="batch", disable=not show, leave=False):
+            out = fn(X[lo : min(lo + bs, stop)].to(self.device, non_blocking=True))
+            outs.append(out.detach().cpu())
+        local = torch.cat(outs) if outs else torch.empty(0)
+        return D.gather_shards(local, n)
+
+    # -- plugin hooks ----------------------------------------------------------------------
+    def _build(self, input_shape: tuple[int, ...]) -> None:
+        raise NotImplementedError
+
+    def _fit(self, X: torch.Tensor, y: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, X: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        if state:
+            raise CheckpointError(f"{self.name}: unexpected extra state {sorted(state)}")
+
+    def reconstruct(self, X) -> torch.Tensor | None:
+        """Reconstructions of ``X`` (same shape) for reports; None if the method has none."""
+        return None
+
+    # -- internals -------------------------------------------------------------------------
+    def _score_validated(self, X: torch.Tensor, *, desc: str) -> np.ndarray:
+        self.nets.eval()
+        with _plugin_guard(self.name, "score"):
+            scores = self.map_batches(self._score, X, desc=desc)
+        if not isinstance(scores, torch.Tensor) or scores.shape != (X.shape[0],):
+            got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise PluginError(f"plugin {self.name!r} broke the contract: _score returned {got}, expected shape ({X.shape[0]},)")
+        if not scores.is_floating_point():
+            raise PluginError(f"plugin {self.name!r} broke the contract: _score returned dtype {scores.dtype}, expected floating point")
+        scores = scores.to(torch.float64)
+        bad = ~torch.isfinite(scores)
+        if bool(bad.any()):
+            raise PluginError(
+                f"plugin {self.name!r} produced {int(bad.sum())} non-finite score(s) (model diverged or input out of range)"
+            )
+        return scores.numpy()
+
+    def _check_fitted(self, what: str) -> None:
+        if self.input_shape_ is None or self.threshold_ is None:
+            raise NotFittedError(f"{self.name}: call fit() before {what}()")
+
+
+class _plugin_guard:
+    """Turn an unexpected exception inside a plugin's _fit/_score into a one-line PluginError.
+
+    Documented anomalykit errors pass through unchanged; the original exception stays chained
+    (``__cause__``) for debugging (``ANOMALYKIT_DEBUG=1`` makes the CLI print it).
+    """
+
+    def __init__(self, method: str, stage: str):
+        self.method, self.stage = method, stage
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, (AnomalyKitError, KeyboardInterrupt)) or not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise ConfigError(f"{self.method}: out of GPU memory during {self.stage}; lower batch_size/score_batch_size") from exc
+        text = str(exc).strip().splitlines()
+        raise PluginError(
+            f"plugin {self.method!r} failed during {self.stage}: {type(exc).__name__}: {text[0] if text else ''}"
+        ) from exc
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)

@@ -1,0 +1,204 @@
+"""Discover methods and datasets from plugins (entry-point group ``anomalykit.methods``).
+
+Unlike ``pluggy.PluginManager.load_setuptools_entrypoints``, which lets one broken plugin crash
+start-up, each entry point is loaded, registered and called on its own; failures are recorded
+as :class:`PluginFailure` (plugin, distribution, one-line reason), warned about once, and the
+rest carry on.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError
+
+ENTRY_POINT_GROUP = "anomalykit.methods"
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    plugin: str
+    distribution: str
+    reason: str
+
+    def line(self) -> str:
+        return f"plugin {self.plugin!r} (distribution {self.distribution}) skipped: {self.reason}"
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    summary: str
+    cls: type
+    plugin: str
+    distribution: str
+    version: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    summary: str
+    loader: Callable
+    plugin: str
+
+
+@dataclass
+class Registry:
+    """Methods and datasets known to this process, and the plugins that failed."""
+
+    pm: pluggy.PluginManager
+    methods: dict[str, MethodInfo] = field(default_factory=dict)
+    datasets: dict[str, DatasetInfo] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
+    _dists: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    # -- loading -------------------------------------------------------------------------
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else "unknown"
+            dist_version = dist.version if dist is not None else "?"
+            if self.pm.has_plugin(ep.name):
+                continue
+            try:
+                obj = ep.load()
+            except BaseException as exc:  # noqa: BLE001 -- any import error, SystemExit included
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._fail(ep.name, dist_name, f"import failed: {type(exc).__name__}: {_first_line(exc)}")
+                continue
+            self.add_plugin(obj, name=ep.name, distribution=dist_name, version=dist_version)
+
+    def add_plugin(self, obj, *, name: str, distribution: str = "local", version: str = "?") -> bool:
+        """Register one plugin object and collect what it registers. Returns False on failure."""
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # pluggy validates hook names and signatures
+            self._fail(name, distribution, f"does not follow the hook contract: {_first_line(exc)}")
+            return False
+        self._dists[name] = (distribution, version)
+        ok = self._collect(name)
+        if not ok:
+            self.pm.unregister(name=name)
+        return ok
+
+    def remove_plugin(self, name: str) -> None:
+        """Unregister a plugin and forget what it registered (used by tests and notebooks)."""
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        self.methods = {k: v for k, v in self.methods.items() if v.plugin != name}
+        self.datasets = {k: v for k, v in self.datasets.items() if v.plugin != name}
+
+    def _collect(self, plugin_name: str) -> bool:
+        distribution, version = self._dists.get(plugin_name, ("local", "?"))
+        plugin = self.pm.get_plugin(plugin_name)
+        new_methods: dict[str, MethodInfo] = {}
+        new_datasets: dict[str, DatasetInfo] = {}
+
+        def register_method(cls) -> None:
+            problem = _method_contract_problem(cls)
+            if problem:
+                raise PluginError(problem)
+            if cls.name in self.methods or cls.name in new_methods:
+                other = (self.methods.get(cls.name) or new_methods[cls.name]).plugin
+                raise PluginError(f"method name {cls.name!r} is already registered by plugin {other!r}")
+            new_methods[cls.name] = MethodInfo(cls.name, cls.summary, cls, plugin_name, distribution, version)
+
+        def register_dataset(name: str, loader: Callable, summary: str = "") -> None:
+            if not isinstance(name, str) or not _NAME_RE.match(name):
+                raise PluginError(f"dataset name {name!r} must match {_NAME_RE.pattern}")
+            if not callable(loader):
+                raise PluginError(f"dataset {name!r}: loader is not callable")
+            new_datasets[name] = DatasetInfo(name, str(summary), loader, plugin_name)
+
+        calls = [
+            ("anomalykit_register_methods", register_method),
+            ("anomalykit_register_datasets", register_dataset),
+        ]
+        for hook_name, register in calls:
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                try:
+                    impl.function(register=register)
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(plugin_name, distribution, f"{hook_name} raised {type(exc).__name__}: {_first_line(exc)}")
+                    return False
+        self.methods.update(new_methods)
+        self.datasets.update(new_datasets)
+        return True
+
+    def _fail(self, plugin: str, distribution: str, reason: str) -> None:
+        failure = PluginFailure(plugin, distribution, reason)
+        self.failures.append(failure)
+        print(f"anomalykit: warning: {failure.line()}", file=sys.stderr)
+
+    # -- lookup --------------------------------------------------------------------------
+    def method(self, name: str) -> MethodInfo:
+        try:
+            return self.methods[name]
+        except KeyError:
+            known = ", ".join(sorted(self.methods)) or "none installed"
+            failed = [f.plugin for f in self.failures if f.plugin == name]
+            if failed:
+                raise ConfigError(f"method {name!r} failed to load (see the warning above); known methods: {known}") from None
+            raise ConfigError(f"unknown method {name!r}; known methods: {known} (`anomalykit list`)") from None
+
+
+def _method_contract_problem(cls) -> str | None:
+    from .detector import Detector  # late import: detector imports params only
+    from .params import Param
+
+    if not isinstance(cls, type) or not issubclass(cls, Detector):
+        return f"register() expects a subclass of anomalykit.Detector, got {cls!r}"
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return f"{cls.__name__}.name must be a lowercase string matching {_NAME_RE.pattern}, got {name!r}"
+    summary = getattr(cls, "summary", None)
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
+        return f"{cls.__name__}.summary must be a one-line string"
+    params = getattr(cls, "params", None)
+    if not isinstance(params, (tuple, list)) or not all(isinstance(p, Param) for p in params):
+        return f"{cls.__name__}.params must be a tuple of anomalykit.Param"
+    for hook in ("_build", "_fit", "_score"):
+        if getattr(cls, hook) is getattr(Detector, hook):
+            return f"{cls.__name__} does not implement {hook}()"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def get_registry(*, reload: bool = False) -> Registry:
+    """The process-wide registry, loading entry points on first use."""
+    global _registry
+    with _lock:
+        if _registry is None or reload:
+            reg = Registry(new_plugin_manager())
+            from .data import register_builtin_datasets
+
+            register_builtin_datasets(reg)
+            reg.load_entry_points()
+            _registry = reg
+        return _registry

@@ -1,0 +1,81 @@
+"""Turn user data into the float32 tensors detectors work on, or fail with one clear line."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
+    """Validate ``X`` and return it as a contiguous float32 CPU tensor.
+
+    Accepted shapes: (N, F) tabular rows, (N, H, W) grayscale images (a channel axis is
+    added), (N, C, H, W) images. Integer, boolean and float inputs are converted to float32.
+    Raises :class:`InputError` for anything else: other ranks, zero rows or features,
+    complex/object/string dtypes, NaN/inf, or values beyond float32's range.
+    """
+    if isinstance(X, torch.Tensor):
+        t = X.detach()
+        if t.is_complex():
+            raise InputError(f"{name} has complex dtype {t.dtype}; pass real-valued data")
+        if t.device.type != "cpu":
+            t = t.cpu()
+        if t.dtype == torch.float64:
+            _check_finite(t, name)
+            _check_range(t, name)
+    else:
+        try:
+            arr = np.asarray(X)
+        except Exception as exc:  # ragged lists etc.
+            raise InputError(f"{name} could not be read as an array ({exc}); pass a numpy array or tensor") from None
+        if arr.dtype == object or arr.dtype.kind in "USVMmO":
+            raise InputError(f"{name} has dtype {arr.dtype}; pass numbers (float or integer)")
+        if arr.dtype.kind == "c":
+            raise InputError(f"{name} has complex dtype {arr.dtype}; pass real-valued data")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+            t64 = torch.from_numpy(np.ascontiguousarray(arr))
+            _check_finite(t64, name)
+            _check_range(t64, name)
+        t = torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)) if arr.dtype != np.float32 else torch.from_numpy(arr.copy())
+    if t.ndim not in (2, 3, 4):
+        raise InputError(
+            f"{name} has {t.ndim} dimension(s) {tuple(t.shape)}; expected (N, F) rows, (N, H, W) or (N, C, H, W) images"
+        )
+    if t.shape[0] == 0:
+        raise InputError(f"{name} is empty (0 rows); pass at least one sample")
+    if any(s == 0 for s in t.shape[1:]):
+        raise InputError(f"{name} has an empty feature axis {tuple(t.shape)}")
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    t = t.to(torch.float32).contiguous()
+    _check_finite(t, name)
+    return t
+
+
+def as_label_tensor(y, n: int, *, name: str = "y") -> torch.Tensor:
+    """Validate optional labels (1 = known anomaly, 0 = normal) of length ``n``; int64 tensor."""
+    t = torch.as_tensor(np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y))
+    if t.ndim != 1 or t.shape[0] != n:
+        raise InputError(f"{name} must be a 1-D array of {n} labels (one per row of X); got shape {tuple(t.shape)}")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise InputError(f"{name} contains NaN or inf")
+    values = set(torch.unique(t).tolist())
+    if not values <= {0, 1}:
+        raise InputError(f"{name} must contain only 0 (normal) and 1 (anomaly); found {sorted(values)[:5]}")
+    return t.to(torch.int64)
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    bad = ~torch.isfinite(t)
+    if bool(bad.any()):
+        count = int(bad.sum())
+        first = bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0].item()
+        raise InputError(f"{name} contains {count} NaN/inf value(s) (first in row {first}); clean or impute them first")
+
+
+def _check_range(t: torch.Tensor, name: str) -> None:
+    if t.numel() and float(t.abs().max()) > _FLOAT32_MAX:
+        raise InputError(f"{name} has values beyond float32 range (|x| > {_FLOAT32_MAX:.3g}); rescale the data")

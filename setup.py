@@ -1,0 +1,97 @@
+"""Build script: packages plus the optional native extension ``anomalykit._C``.
+
+The extension is built with ``torch.utils.cpp_extension``: a ``CppExtension`` always, a
+``CUDAExtension`` (adding the ``.cu`` kernels) when torch has CUDA and nvcc is found.
+If the build fails (no compiler, unsupported platform) the install still succeeds and
+anomalykit uses its pure-PyTorch reference ops, saying so once at first use.
+
+Environment switches:
+  ANOMALYKIT_NO_EXTENSION=1   skip the native build entirely
+  ANOMALYKIT_USE_CUDA=0       build the CPU extension only, even when CUDA is available
+  ANOMALYKIT_DEBUG=1          -O0 -g builds
+"""
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _packages():
+    core = find_packages(include=["anomalykit", "anomalykit.*"])
+    plugins = ["anomalykit_plugins"] + [
+        "anomalykit_plugins." + p for p in find_packages(where="plugins")
+    ]
+    return core + plugins
+
+
+def _extension_kwargs():
+    if os.environ.get("ANOMALYKIT_NO_EXTENSION", "0") == "1":
+        return {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import (
+            CUDA_HOME,
+            BuildExtension,
+            CppExtension,
+            CUDAExtension,
+        )
+    except Exception as exc:  # torch missing at build time: pure-Python install
+        print(f"anomalykit: torch not importable at build time ({exc}); skipping native ops", file=sys.stderr)
+        return {}
+
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    if not sources:
+        return {}
+    use_cuda = (
+        os.environ.get("ANOMALYKIT_USE_CUDA", "1") != "0"
+        and torch.cuda.is_available()
+        and CUDA_HOME is not None
+    )
+    debug = os.environ.get("ANOMALYKIT_DEBUG", "0") == "1"
+    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp", "-DPy_LIMITED_API=0x03090000"]}
+    kind = CppExtension
+    if use_cuda:
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"] if not debug else ["-O0", "-g", "-G"]
+        kind = CUDAExtension
+    ext = kind(
+        "anomalykit._C",
+        sources,
+        extra_compile_args=extra,
+        extra_link_args=["-fopenmp"],
+        py_limited_api=True,
+    )
+
+    class OptionalBuildExt(BuildExtension):
+        """Build the native ops, but never fail the install because of them."""
+
+        def run(self):
+            try:
+                super().run()
+            except Exception as exc:  # compiler missing or broken
+                print(
+                    f"anomalykit: native ops not built ({exc}); the pure-PyTorch reference ops will be used",
+                    file=sys.stderr,
+                )
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:
+                print(
+                    f"anomalykit: native ops not built ({exc}); the pure-PyTorch reference ops will be used",
+                    file=sys.stderr,
+                )
+
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": OptionalBuildExt.with_options(use_ninja=True)}}
+
+
+setup(
+    packages=_packages(),
+    package_dir={"anomalykit_plugins": "plugins"},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    **_extension_kwargs(),
+)
