@@ -51,7 +51,7 @@ class Dataset:
 
 def _images_from_uint8(arr: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+    t = torch.from_numpy(np.array(arr, dtype=np.float32))
     if t.ndim == 3:
         t = t.unsqueeze(1)
     elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
