@@ -31,6 +31,13 @@ def ladder(side: int) -> list[int]:
     return sides
 
 
+def ladder2d(h: int, w: int) -> tuple[list[int], list[int]]:
+    """Ladders of both sides padded to the same length (a side that stops early stays put)."""
+    hs, ws = ladder(h), ladder(w)
+    n = max(len(hs), len(ws))
+    return (hs + [hs[-1]] * n)[:n], (ws + [ws[-1]] * n)[:n]
+
+
 def _widths(base: int, n: int, cap: int) -> list[int]:
     return [min(base * 2**i, cap) for i in range(n)]
 
@@ -46,9 +53,8 @@ class ConvEncoder(nn.Module):
     def __init__(self, shape: Sequence[int], latent_dim: int, width: int = 64, max_width: int = 512, batchnorm: bool = True):
         super().__init__()
         c, h, w = shape
-        hs, ws = ladder(h), ladder(w)
-        n = max(len(hs), len(ws)) - 1
-        hs, ws = (hs + [hs[-1]] * n)[: n + 1], (ws + [ws[-1]] * n)[: n + 1]
+        hs, ws = ladder2d(h, w)
+        n = len(hs) - 1
         layers: list[nn.Module] = []
         chans = [c] + _widths(width, n, max_width)
         for i in range(n):
@@ -73,11 +79,8 @@ class ConvDecoder(nn.Module):
     def __init__(self, latent_dim: int, shape: Sequence[int], width: int = 64, max_width: int = 512, out_activation: str = "tanh"):
         super().__init__()
         c, h, w = shape
-        enc_sides = ConvEncoder.__new__(ConvEncoder)  # reuse the ladder logic without building layers
-        hs, ws = ladder(h), ladder(w)
-        n = max(len(hs), len(ws)) - 1
-        hs, ws = (hs + [hs[-1]] * n)[: n + 1], (ws + [ws[-1]] * n)[: n + 1]
-        del enc_sides
+        hs, ws = ladder2d(h, w)
+        n = len(hs) - 1
         chans = _widths(width, n, max_width)[::-1] + [c]
         if n == 0:
             chans = [width, c]
@@ -119,9 +122,8 @@ class ConvCritic(nn.Module):
     def __init__(self, shape: Sequence[int], feature_dim: int = 128, width: int = 64, max_width: int = 512, spectral_norm: bool = False):
         super().__init__()
         c, h, w = shape
-        hs, ws = ladder(h), ladder(w)
-        n = max(len(hs), len(ws)) - 1
-        hs, ws = (hs + [hs[-1]] * n)[: n + 1], (ws + [ws[-1]] * n)[: n + 1]
+        hs, ws = ladder2d(h, w)
+        n = len(hs) - 1
         chans = [c] + _widths(width, n, max_width)
         layers: list[nn.Module] = []
         for i in range(n):
