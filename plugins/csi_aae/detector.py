@@ -92,7 +92,7 @@ class CSIAAE(Detector):
         Param("temperature", 0.5, "NT-Xent temperature tau (eq. 1)", low=1e-6),
         Param("shift_rotations", True, "eq. 2: rotations 0/90/180/270 as shifted instances (off = plain SimCLR and a 1-shift score)"),
         Param("rotation_cls", True, "eq. 3: rotation classification loss"),
-        Param("crop_scale", 0.08, "augmentation T: smallest random-resized-crop area fraction (1 = no crop)", low=0.01, high=1.0),
+        Param("crop_scale", 0.5, "augmentation T: smallest random-resized-crop area fraction (SimCLR: 0.08; 1 = no crop)", low=0.01, high=1.0),
         Param("jitter", 0.4, "augmentation T: brightness/contrast jitter strength (0 = off)", low=0.0, high=1.0),
         Param("blur_sigma", 1.0, "augmentation T: largest Gaussian blur sigma in pixels (0 = off)", low=0.0),
         # AAE
@@ -111,7 +111,8 @@ class CSIAAE(Detector):
         Param("latent_adv", True, "eq. 9: latent discriminator D' on N(0, I) vs E(x)"),
         Param("latent_rec", True, "eq. 10: latent reconstruction ||E(G(h)) - h||^2"),
         # score
-        Param("score_space", "projection", "features of eq. 11: projection (z) or backbone (pooled ResNet)", choices=("projection", "backbone")),
+        Param("score_space", "backbone", "features of eq. 11: backbone (pooled ResNet) or projection (z, as CSI)", choices=("projection", "backbone")),
+        Param("score_norm", False, "eq. 11: weight each similarity by ||F(S x)|| (the paper; hurts at CPU training lengths, see docs)"),
         Param("bank_chunk", 4096, "training rows per block of the nearest-neighbour search (bounds memory)", low=1),
     )
 
@@ -234,7 +235,7 @@ class CSIAAE(Detector):
         feats_d, bank_d = feats.to(dev), self._bank.to(dev)
 
         def loo(idx: torch.Tensor) -> torch.Tensor:
-            m, _ = nearest_neighbour_score(feats_d[idx], bank_d, chunk=self.hp.bank_chunk, exclude=idx)
+            m, _ = nearest_neighbour_score(feats_d[idx], bank_d, chunk=self.hp.bank_chunk, exclude=idx, weight_by_norm=self.hp.score_norm)
             return -m
 
         self.decision_scores_ = self.map_batches(loo, torch.arange(feats.shape[0]), desc="threshold").double().numpy()
@@ -242,7 +243,7 @@ class CSIAAE(Detector):
     @torch.no_grad()
     def _score(self, X: torch.Tensor) -> torch.Tensor:
         bank = self._bank_on(X.device)
-        m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk)
+        m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk, weight_by_norm=self.hp.score_norm)
         return -m
 
     def _bank_on(self, device: torch.device) -> torch.Tensor:

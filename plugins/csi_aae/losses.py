@@ -171,6 +171,7 @@ def nearest_neighbour_score(
     *,
     chunk: int = 4096,
     exclude: torch.Tensor | None = None,
+    weight_by_norm: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 11: M(x, x') = sum_S sim(F(S x), F(S x')) * ||F(S x)||, with x' = x-check, the
     training sample maximising sum_S sim(F(S x), F(S x')).
@@ -180,7 +181,8 @@ def nearest_neighbour_score(
     flattened features ((n, K*d) @ (K*d, N) = sum over S of cosine similarities), over blocks
     of ``chunk`` training rows with a running maximum (bounded memory, no loop over samples).
     ``exclude`` (n,) int64: for each query a bank row to skip (leave-one-out scores of the
-    training data), or -1 for none. Returns (M (n,), index of x-check (n,)).
+    training data), or -1 for none. ``weight_by_norm=False`` drops the factor ||F(S x)||
+    (M = sum_S cosine similarity). Returns (M (n,), index of x-check (n,)).
     """
     n, k, d = feats.shape
     norms = feats.norm(dim=2)  # (n, K): ||F(S x)||
@@ -199,4 +201,4 @@ def nearest_neighbour_score(
         best = torch.where(better, val, best)
         arg = torch.where(better, idx + lo, arg)
     cos = (unit * bank[arg]).sum(2)  # (n, K): sim(F(S x), F(S x-check))
-    return (cos * norms).sum(1), arg
+    return ((cos * norms) if weight_by_norm else cos).sum(1), arg
