@@ -129,7 +129,8 @@ class CSIAAE(Detector):
             raise InputError(f"csi-aae rotates images by 90 degrees, which needs square images; got {h}x{w} (or set shift_rotations=false)")
         hp = self.hp
         stem = hp.f_stem_stride if hp.f_stem_stride is not None else (2 if min(h, w) >= 16 else 1)
-        self.nets["F"] = FeatureExtractor(input_shape, hp.f_width, hp.f_stages, hp.f_blocks, hp.proj_dim, N_ROTATIONS, stem)
+        rot_head = N_ROTATIONS if (hp.rotation_cls and hp.shift_rotations) else 0
+        self.nets["F"] = FeatureExtractor(input_shape, hp.f_width, hp.f_stages, hp.f_blocks, hp.proj_dim, rot_head, stem)
         if hp.variant != "csi":
             self.nets["G"] = ConvDecoder(hp.latent_dim, input_shape, width=hp.ae_width)
             if hp.image_adv:
@@ -143,9 +144,9 @@ class CSIAAE(Detector):
     def _augment(self) -> Augment:
         return Augment(self.hp.crop_scale, self.hp.jitter, self.hp.blur_sigma)
 
-    def _csi(self, x, g):
+    def _csi(self, f: nn.Module, x: torch.Tensor, g: torch.Generator):
         return csi_loss(
-            self.nets["F"], x, g, self._augment(),
+            f, x, g, self._augment(),
             n_shifts=self.n_shifts, temperature=self.hp.temperature, rotation_cls=self.hp.rotation_cls,
         )
 
@@ -159,7 +160,7 @@ class CSIAAE(Detector):
         trainer = self.trainer(optimizers=opts)
 
         def step(x, ctx):
-            loss, terms = self._csi(x, ctx.generator)
+            loss, terms = self._csi(ctx.nets["F"], x, ctx.generator)
             log = {"csi": ctx.update("F", loss, term="L_CSI (eq. 4)"), **{k: float(v.detach()) for k, v in terms.items()}}
             if "G" in self.nets and (ctx.step + 1) % hp.aae_every == 0:
                 log.update(self._aae_step(x, ctx))
@@ -170,51 +171,57 @@ class CSIAAE(Detector):
         self._fit_bank(X)
 
     def _aae_step(self, x: torch.Tensor, ctx) -> dict[str, float]:
-        """The "every N batches" block of Algorithm 1, in the paper's order."""
+        """The "every N batches" block of Algorithm 1, in the paper's order.
+
+        Networks updated by a step are called through ``ctx.nets`` (DDP-wrapped under torchrun);
+        networks that are fixed in it through ``self.nets`` (the plain modules).
+        """
         hp, nets, g = self.hp, self.nets, ctx.generator
-        F, G = nets["F"], nets["G"]
-        E = nets["E"] if "E" in nets else None
-        coders = ("G", "E") if E is not None else ("G",)
-        h = torch.randn(hp.n_synthetic or x.shape[0], hp.latent_dim, generator=g, device=g.device)
+        train = ctx.nets
+        has_e = "E" in nets
+        coders = ("G", "E") if has_e else ("G",)
+        n = x.shape[0]
+        h = torch.randn(hp.n_synthetic or n, hp.latent_dim, generator=g, device=g.device)
         log: dict[str, float] = {}
 
         if "D" in nets:  # eq. 7: D on x vs G(h) vs G(E(x)); then G, E fool D
-            D = nets["D"]
-            x_syn = G(h)
-            x_rec = G(E(x)) if E is not None else None
-            loss = discriminator_loss(D, x, x_syn.detach(), None if x_rec is None else x_rec.detach())
+            codes = torch.cat([h, train["E"](x)]) if has_e else h
+            fakes = train["G"](codes)  # one generator pass: [G(h); G(E(x))]
+            x_syn, x_rec = (fakes[: h.shape[0]], fakes[h.shape[0]:]) if has_e else (fakes, None)
+            loss = discriminator_loss(train["D"], x, x_syn.detach(), None if x_rec is None else x_rec.detach())
             log["d"] = ctx.update("D", loss, term="L_D discriminator (eq. 7)")
-            with frozen(D):
-                loss = generator_adversarial_loss(D, x_syn, x_rec)
+            with frozen(nets["D"]):
+                loss = generator_adversarial_loss(nets["D"], x_syn, x_rec)
             log["adv"] = ctx.update(coders, loss, term="L_D generator (eq. 7)")
 
         if hp.csi_s:  # eq. 6: G learns from the contrastive loss on its samples (F fixed)
-            with frozen(F):
-                loss, _ = self._csi(G(h), g)
+            with frozen(nets["F"]):
+                loss, _ = self._csi(nets["F"], train["G"](h), g)
             log["csi_s"] = ctx.update("G", loss, term="L_CSI-S (eq. 6)")
 
-        if E is not None:
+        if has_e:
             if "D_lat" in nets:  # eq. 9: D' on h vs E(x); then E fools D'
-                D_lat = nets["D_lat"]
-                code = E(x)
-                log["d_lat"] = ctx.update("D_lat", latent_discriminator_loss(D_lat, h, code.detach()), term="L_LD discriminator (eq. 9)")
-                with frozen(D_lat):
-                    loss = encoder_latent_adversarial_loss(D_lat, code)
+                code = train["E"](x)
+                loss = latent_discriminator_loss(train["D_lat"], h, code.detach())
+                log["d_lat"] = ctx.update("D_lat", loss, term="L_LD discriminator (eq. 9)")
+                with frozen(nets["D_lat"]):
+                    loss = encoder_latent_adversarial_loss(nets["D_lat"], code)
                 log["adv_lat"] = ctx.update("E", loss, term="L_LD encoder (eq. 9)")
             if hp.lambda_rec > 0 or hp.rec_sim:  # eq. 8
-                with frozen(F):
-                    loss, terms = reconstruction_loss(F, x, G(E(x)), g, self._augment(), lam=hp.lambda_rec, feature_term=hp.rec_sim)
+                with frozen(nets["F"]):
+                    x_rec = train["G"](train["E"](x))
+                    loss, terms = reconstruction_loss(nets["F"], x, x_rec, g, self._augment(), lam=hp.lambda_rec, feature_term=hp.rec_sim)
                 log["rec"] = ctx.update(coders, loss, term="L_REC (eq. 8)")
                 log.update({k: float(v.detach()) for k, v in terms.items()})
             if hp.latent_rec:  # eq. 10: only E learns (G(h) is a fixed input here)
                 with torch.no_grad():
-                    x_syn = G(h)
-                log["lrec"] = ctx.update("E", latent_reconstruction_loss(E(x_syn), h), term="L_LREC (eq. 10)")
+                    x_syn = nets["G"](h)
+                log["lrec"] = ctx.update("E", latent_reconstruction_loss(train["E"](x_syn), h), term="L_LREC (eq. 10)")
 
         if hp.joint:  # eq. 5: F on real and synthetic images together
             with torch.no_grad():
-                x_syn = G(h)
-            loss, _ = self._csi(torch.cat([x, x_syn]), g)
+                x_syn = nets["G"](h)
+            loss, _ = self._csi(train["F"], torch.cat([x, x_syn]), g)
             log["joint"] = ctx.update("F", loss, term="L_JOINT (eq. 5)")
         return log
 

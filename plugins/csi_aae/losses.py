@@ -79,7 +79,7 @@ def csi_loss(
     con = nt_xent(z1, z2, temperature)
     terms = {"con_si": con}
     total = con
-    if rotation_cls and n_shifts > 1:
+    if rotation_cls and n_shifts > 1 and logits is not None:
         cls = rotation_loss(logits, labels)
         terms["cls_si"] = cls
         total = total + cls

@@ -49,9 +49,10 @@ class FeatureExtractor(nn.Module):
     halves the side (while it is >= 4) and doubles the width; global average pooling. Heads:
 
     - ``project(h)``: SimCLR projection MLP D -> D -> proj_dim, the z of eq. 1/8/11 (N, proj_dim);
-    - ``rotation(h)``: Linear D -> 4, rotation logits for eq. 3 (N, 4).
+    - ``rotation(h)``: Linear D -> n_shifts, rotation logits for eq. 3 (N, n_shifts); absent
+      (``n_shifts=0``, logits None) when eq. 3 is switched off, so that no parameter goes unused.
 
-    ``forward(x)`` returns (z, rotation logits, h).
+    ``forward(x)`` returns (z, rotation logits or None, h).
     """
 
     def __init__(self, shape: Sequence[int], width: int = 16, stages: int = 3, blocks: int = 1, proj_dim: int = 128, n_shifts: int = 4, stem_stride: int = 1):
@@ -70,7 +71,7 @@ class FeatureExtractor(nn.Module):
         self.body = nn.Sequential(*layers)
         self.feature_dim = c_in
         self.projection = nn.Sequential(nn.Linear(c_in, c_in), nn.ReLU(inplace=True), nn.Linear(c_in, proj_dim))
-        self.rotation_head = nn.Linear(c_in, n_shifts)
+        self.rotation_head = nn.Linear(c_in, n_shifts) if n_shifts > 0 else None
 
     def backbone(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -81,9 +82,9 @@ class FeatureExtractor(nn.Module):
     def rotation(self, h: torch.Tensor) -> torch.Tensor:
         return self.rotation_head(h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         h = self.body(x)
-        return self.projection(h), self.rotation_head(h), h
+        return self.projection(h), (None if self.rotation_head is None else self.rotation_head(h)), h
 
 
 class ImageDiscriminator(nn.Module):
