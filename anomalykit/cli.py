@@ -200,6 +200,45 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
         click.echo(f"report: {record['out']}")
 
 
+@cli.command("score")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("data")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="all", show_default=True,
+              help="which rows of a named dataset to score")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write scores here (.npy or .csv); default: print")
+@_friendly
+def score_cmd(model, data, split, out):
+    """Score DATA (dataset name or path) with a saved MODEL (model.pt or a run folder).
+
+    Prints or writes one anomaly score per row (higher = more anomalous) and the prediction
+    (1 = anomaly, threshold from the model's contamination).
+    """
+    import numpy as np
+
+    from . import load
+    from .checkpoint import atomic_write_bytes, atomic_write_text
+    from .data import load_dataset
+
+    det = load(model)
+    ds = load_dataset(data)
+    X = {"test": ds.X_test, "train": ds.X_train, "all": ds.all_rows()[0]}[split]
+    scores = det.score_samples(X)
+    flags = (scores > det.threshold_).astype(int)
+    if out is None:
+        for s, f in zip(scores, flags):
+            click.echo(f"{s:.6g}\t{f}")
+    elif out.endswith(".npy"):
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, scores)
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        atomic_write_text(out, "score,is_anomaly\n" + "".join(f"{s:.9g},{f}\n" for s, f in zip(scores, flags)))
+    if out is not None:
+        click.echo(f"{len(scores)} scores ({int(flags.sum())} flagged) written to {out}")
+
+
 def main():
     cli(prog_name="anomalykit")
 

@@ -164,8 +164,8 @@ class AMADetector(Detector):
             terms = wasserstein_terms(x_fake)
             loss_d = losses.critic_objective(terms, lambda_inter=hp.lambda_inter, lambda_neg=hp.lambda_neg)
             if gp_on:
-                gp = gradient_penalty(D, self.critic_input(x, x), self.critic_input(x, x_fake["rec"]), generator=ctx.generator)
-                loss_d = loss_d + hp.gp_weight * gp
+                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(x, x_fake, ctx.generator, index if use_inter else None,
+                                                                         x_neg_base if use_neg else None)
             ctx.update("critic", loss_d, term="critic")
 
         # 2. encoder + generator: one step of eq. 2-3
@@ -181,6 +181,29 @@ class AMADetector(Detector):
         if "reg" in terms:
             logged["latent_norm"] = terms["reg"].detach()
         return logged
+
+    def _gradient_penalty(self, x, x_fake, generator, index, x_neg_base) -> torch.Tensor:
+        """WGAN-GP over every kind of fake pair the critic separates from real pairs.
+
+        Each row of the batch takes one fake source (reconstruction, interpolation or negative)
+        at random, so one penalty batch covers all of them; without this the critic is
+        unconstrained around the negatives and W_neg diverges.
+        """
+        real, fake = [self.critic_input(x, x)], [self.critic_input(x, x_fake["rec"])]
+        if "inter" in x_fake:
+            xv = x[index[:, 0]]
+            real.append(self.critic_input(xv, xv))
+            fake.append(self.critic_input(xv, x_fake["inter"]))
+        if "neg" in x_fake:
+            real.append(self.critic_input(x_neg_base, x_neg_base))
+            fake.append(self.critic_input(x_neg_base, x_fake["neg"]))
+        if len(real) > 1:
+            B = x.shape[0]
+            source = torch.randint(len(real), (B,), generator=generator, device=x.device)
+            rows = torch.arange(B, device=x.device)
+            real = [torch.stack(real)[source, rows]]
+            fake = [torch.stack(fake)[source, rows]]
+        return gradient_penalty(self.nets["critic"], real[0], fake[0], generator=generator)
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
