@@ -39,6 +39,10 @@ from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import CheckpointError, DivergenceError
 
 
+#: Parameters that may differ between a run and its resumption (they do not change what was learnt).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "score_batch_size", "contamination"})
+
+
 @dataclass
 class FitOptions:
     """How ``fit`` runs (not what it learns): checkpoints, resume and progress display.
@@ -78,7 +82,7 @@ class StepContext:
 
     def check(self, term: str, value) -> None:
         """Raise :class:`DivergenceError` if ``value`` (tensor or float) is not finite."""
-        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        v = _as_float(value)
         if not math.isfinite(v):
             self._trainer.diverged(term, v, self)
 
@@ -183,7 +187,7 @@ class Trainer:
             raise CheckpointError(f"{path} belongs to method {state.get('method')!r}, not {self.method!r}")
         mismatched = sorted(
             k for k in set(self.config) | set(state.get("config", {}))
-            if k != "epochs" and self.config.get(k) != state.get("config", {}).get(k)
+            if k not in RESUMABLE_CHANGES and self.config.get(k) != state.get("config", {}).get(k)
         )
         if mismatched:
             raise CheckpointError(f"{path} was written with different parameters ({', '.join(mismatched)}); resume with the same settings")
@@ -281,8 +285,8 @@ class Trainer:
                     self._record(logged, ctx)
                     step += 1
                     bar.update(1)
-                    if logged:
-                        bar.set_postfix({k: f"{float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
+                    if logged and not bar.disable:
+                        bar.set_postfix({k: f"{_as_float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
                     if every and step % every == 0 and b + 1 < len(chunks):
                         self.save_checkpoint(epoch, b + 1, step)
                 ctx.batch_index, ctx.step = len(chunks), step
@@ -303,13 +307,17 @@ class Trainer:
     def _record(self, logged: Mapping[str, Any], ctx: StepContext) -> None:
         for k, v in logged.items():
             ctx.check(k, v)
-            self._epoch_sums[k] += float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            self._epoch_sums[k] += _as_float(v)
             self._epoch_counts[k] += 1
 
     def _close_epoch(self) -> None:
         self.history.append({k: self._epoch_sums[k] / max(self._epoch_counts[k], 1) for k in self._epoch_sums})
         self._epoch_sums.clear()
         self._epoch_counts.clear()
+
+
+def _as_float(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _rng_state(generator: torch.Generator) -> dict:

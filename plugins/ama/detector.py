@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, Param, ops
-from anomalykit.nn import gradient_penalty, stack_pair
+from anomalykit.nn import flat_dim, gradient_penalty, stack_pair
 
 from . import losses
 from .networks import build_networks
@@ -59,14 +59,14 @@ class AMADetector(Detector):
     params = (
         Param("epochs", 60, "training epochs", low=0),
         Param("batch_size", 64, "training batch size", low=2),
-        Param("latent_dim", 64, "latent size d (paper: 128)", low=1),
+        Param("latent_dim", None, "latent size d; None = auto: 16 up to 256 input values, 32 up to 1024, else 128 (paper: 128)", type=int, low=1),
         Param("width", 32, "base channel width of the conv nets (paper: 64)", low=1),
         Param("feature_dim", 128, "critic penultimate features f (R-score space)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
         Param("lr_decay", False, "x0.1 at 30%, 60% and 90% of the epochs (authors' MultiStepLR 30/60/90 of 100)"),
         Param("n_critic", 5, "critic steps per encoder/generator step, on the same minibatch", low=1),
-        Param("lipschitz", "gp", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
+        Param("lipschitz", "both", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
         Param("gp_weight", 10.0, "gradient penalty weight λ_gp", low=0.0),
         Param("mirrored", True, "mirrored Wasserstein loss on stacked pairs (False: plain critic on x vs x̂; Table 1 ablation)"),
         Param("simplex", True, "simplex interpolation term (Table 1 ablation)"),
@@ -74,7 +74,7 @@ class AMADetector(Detector):
         Param("simplex_k", 3, "latents mixed per interpolant (paper: 3)", low=2),
         Param("simplex_scheme", "normalized", "α draw: normalized (paper: α_i~U[0,0.5], /Σα) or residual (authors: α3 = 1-α1-α2)", choices=("normalized", "residual")),
         Param("atypical", True, "atypical-selection negatives (Table 1 ablation)"),
-        Param("lambda_neg", 5.0, "weight λ_neg of the negative term", low=0.0),
+        Param("lambda_neg", 1.0, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
         Param("delta", 2.0, "shell thickness δ around √d for negatives", low=0.0),
         Param("direction", "outward", "negatives from √d..√d+δ (outward) or √d−δ..√d (inward)", choices=("outward", "inward")),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
@@ -83,11 +83,19 @@ class AMADetector(Detector):
     )
 
     # -- networks --------------------------------------------------------------------------------
+    @property
+    def latent_dim_(self) -> int:
+        """The latent size d actually used (``latent_dim``, or the automatic choice)."""
+        if self.hp.latent_dim is not None:
+            return self.hp.latent_dim
+        n = flat_dim(self.input_shape_)
+        return 16 if n <= 256 else 32 if n <= 1024 else 128
+
     def _build(self, input_shape):
         hp = self.hp
         nets = build_networks(
             input_shape,
-            latent_dim=hp.latent_dim,
+            latent_dim=self.latent_dim_,
             width=hp.width,
             feature_dim=hp.feature_dim,
             mirrored=hp.mirrored,
@@ -136,7 +144,7 @@ class AMADetector(Detector):
                 pick = torch.randint(anomalies.shape[0], (B,), generator=ctx.generator, device=x.device)
                 x_neg_base = anomalies[pick]
             else:
-                z_neg = losses.atypical_latents(B, hp.latent_dim, delta=hp.delta, direction=hp.direction, generator=ctx.generator, device=x.device)
+                z_neg = losses.atypical_latents(B, self.latent_dim_, delta=hp.delta, direction=hp.direction, generator=ctx.generator, device=x.device)
                 x_neg_base = x
 
         def fakes(z: torch.Tensor) -> dict[str, torch.Tensor]:
