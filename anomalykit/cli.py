@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import time
 import traceback
 
 import click
@@ -237,6 +238,36 @@ def score_cmd(model, data, split, out):
         atomic_write_text(out, "score,is_anomaly\n" + "".join(f"{s:.9g},{f}\n" for s, f in zip(scores, flags)))
     if out is not None:
         click.echo(f"{len(scores)} scores ({int(flags.sum())} flagged) written to {out}")
+
+
+@cli.command("bench", context_settings={"show_default": True})
+@click.option("--protocol", type=click.Choice(["one-class", "ood", "tabular-topk"]), default="one-class")
+@click.option("--data", default="fashion-mnist")
+@click.option("--ood-data", default=None, help="anomaly dataset for --protocol ood (e.g. mnist-5k)")
+@click.option("--classes", default="0-9", help="normal classes for one-class, e.g. 0-9 or 0,6,8")
+@click.option("--methods", default="ama", help="comma-separated method names")
+@click.option("--baselines", default="", help="comma-separated PyOD baselines: iforest,ocsvm,autoencoder,deepsvdd,pca,kde-pca")
+@click.option("--seeds", default="0", help="e.g. 0 or 0-2")
+@click.option("--budget", type=click.Choice(["small", "paper", "default"]), default="small",
+              help="small: sized for a 2-core CPU; paper: the papers' budgets (GPU); default: the methods' defaults")
+@click.option("--max-train", type=int, default=None, help="subsample training rows (seeded)")
+@click.option("--device", default="auto")
+@click.option("--set", "assignments", multiple=True, metavar="[METHOD.]KEY=VALUE", help="extra method parameter")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="results folder (rerun to resume)")
+@click.option("--progress/--no-progress", default=False, help="progress bars per cell")
+@_friendly
+def bench_cmd(protocol, data, ood_data, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress):
+    """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
+    from pathlib import Path
+
+    from .bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, classes=classes, methods=methods, baselines=baselines,
+                      seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
+    start = time.perf_counter()
+    run_bench(cfg, Path(out), echo=click.echo, progress=progress)
+    click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
+    click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
 
 
 def main():
