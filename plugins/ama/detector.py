@@ -75,6 +75,9 @@ class AMADetector(Detector):
         Param("simplex_scheme", "normalized", "α draw: normalized (paper: α_i~U[0,0.5], /Σα) or residual (authors: α3 = 1-α1-α2)", choices=("normalized", "residual")),
         Param("atypical", True, "atypical-selection negatives (Table 1 ablation)"),
         Param("lambda_neg", 1.0, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
+        Param("negatives", "annulus", "atypical latents: annulus (paper: shell √d..√d±δ), annulus-codes (the same shell "
+              "rescaled to the batch's mean code norm) or scaling (authors' code: αE(x) inward, E(x)/α outward, α~U(0,0.5))",
+              choices=("annulus", "annulus-codes", "scaling")),
         Param("delta", 2.0, "shell thickness δ around √d for negatives", low=0.0),
         Param("direction", "outward", "negatives from √d..√d+δ (outward) or √d−δ..√d (inward)", choices=("outward", "inward")),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
@@ -144,7 +147,8 @@ class AMADetector(Detector):
                 pick = torch.randint(anomalies.shape[0], (B,), generator=ctx.generator, device=x.device)
                 x_neg_base = anomalies[pick]
             else:
-                z_neg = losses.atypical_latents(B, self.latent_dim_, delta=hp.delta, direction=hp.direction, generator=ctx.generator, device=x.device)
+                draw = losses.draw_atypical(B, self.latent_dim_, mode=hp.negatives, delta=hp.delta, direction=hp.direction,
+                                            generator=ctx.generator, device=x.device)
                 x_neg_base = x
 
         def fakes(z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -152,7 +156,7 @@ class AMADetector(Detector):
             if use_inter:
                 out["inter"] = G(ops.simplex_mix(z, index, weight.to(z.dtype)))
             if use_neg:
-                out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(z_neg)
+                out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(losses.atypical_from_draw(draw, z.detach()))
             return out
 
         def wasserstein_terms(x_fake: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
