@@ -164,9 +164,10 @@ def info_cmd():
 @click.option("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (0 = each epoch)")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="continue the unfinished run in this folder")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, help="data-parallel processes on this machine (re-launches under torchrun)")
 @_friendly
 def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, batch_size, seed, device,
-            assignments, config_file, out, checkpoint_every, resume, quiet):
+            assignments, config_file, out, checkpoint_every, resume, quiet, nproc):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
     \b
@@ -180,6 +181,9 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
     from .errors import ConfigError
     from .params import parse_assignments
     from .runner import RunConfig, run_experiment
+
+    if nproc > 1 and not D.launched_by_torchrun():
+        _relaunch_under_torchrun(nproc)
 
     if resume:
         from pathlib import Path
@@ -223,6 +227,24 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)
                    + f"  train {record['train_seconds']:.1f}s  score {record['score_seconds']:.1f}s")
         click.echo(f"report: {record['out']}")
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node N -m anomalykit.cli <same args>``."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "anomalykit.cli", *args]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
 
 
 @cli.command("score")

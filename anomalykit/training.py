@@ -73,6 +73,11 @@ class StepContext:
         self.step = 0  # global step, counted from 0
         self.batch_index = 0  # index of the batch within the epoch
         self.generator: torch.Generator = trainer.generator
+        #: The networks to call in a step when their gradients must be synchronised: under torchrun
+        #: each is wrapped in DistributedDataParallel, otherwise it is the module itself. Call the
+        #: plain module (``self.nets[name]`` in a detector) for a network that is frozen in this
+        #: update, so DDP does not wait for gradients that never come.
+        self.nets: Mapping[str, nn.Module] = trainer.modules
         self.labels: torch.Tensor | None = None  # labels of this batch when run(..., labels=) was given
 
     @property
@@ -99,9 +104,10 @@ class StepContext:
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        synced = self._trainer.ddp_params
         for opt in opts:
-            params = [p for group in opt.param_groups for p in group["params"]]
-            D.average_gradients(params)
+            params = [p for group in opt.param_groups for p in group["params"] if id(p) not in synced]
+            D.average_gradients(params)  # what DDP does, for networks stepped outside a DDP wrapper
             opt.step()
         return float(loss.detach())
 
@@ -142,6 +148,7 @@ class Trainer:
         self._epoch_sums: dict[str, float] = defaultdict(float)
         self._epoch_counts: dict[str, int] = defaultdict(int)
         self.last_checkpoint: Path | None = None
+        self.ddp_params: set[int] = set()
 
     # -- checkpoints ---------------------------------------------------------------------
     @property
@@ -256,6 +263,7 @@ class Trainer:
                 start_epoch, start_batch, step = pos
         for m in self.modules.values():
             D.broadcast_module(m)
+        ctx.nets = self._wrap_ddp()
         n = X.shape[0]
         per_epoch = len(self.batches(n, 0))
         total = per_epoch * self.epochs
@@ -303,6 +311,21 @@ class Trainer:
         for m in self.modules.values():
             m.eval()
         return self.history
+
+    def _wrap_ddp(self) -> dict[str, nn.Module]:
+        """DistributedDataParallel around every trainable network when running under torchrun."""
+        self.ddp_params: set[int] = set()
+        if not D.is_distributed():
+            return dict(self.modules)
+        wrapped = {}
+        for name, module in self.modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                wrapped[name] = module
+                continue
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
+            wrapped[name] = nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+            self.ddp_params.update(id(p) for p in module.parameters())
+        return wrapped
 
     def _record(self, logged: Mapping[str, Any], ctx: StepContext) -> None:
         for k, v in logged.items():

@@ -134,7 +134,9 @@ class AMADetector(Detector):
         self._fit_r_statistics(X)
 
     def _train_step(self, x: torch.Tensor, ctx, anomalies: torch.Tensor | None) -> dict[str, float]:
-        hp, E, G, D = self.hp, self.nets["encoder"], self.nets["generator"], self.nets["critic"]
+        hp = self.hp
+        # DDP-wrapped networks under torchrun (gradients averaged across ranks), the modules otherwise
+        E, G, D = ctx.nets["encoder"], ctx.nets["generator"], ctx.nets["critic"]
         B = x.shape[0]
         use_inter = hp.simplex and hp.lambda_inter > 0
         use_neg = (hp.atypical or anomalies is not None) and hp.lambda_neg > 0
@@ -159,7 +161,7 @@ class AMADetector(Detector):
                 out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(losses.atypical_from_draw(draw, z.detach()))
             return out
 
-        def wasserstein_terms(x_fake: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        def wasserstein_terms(x_fake: dict[str, torch.Tensor], D: nn.Module) -> dict[str, torch.Tensor]:
             d_real = D(self.critic_input(x, x))
             terms = {"rec": losses.mirrored_wasserstein(d_real, D(self.critic_input(x, x_fake["rec"])))}
             if use_inter:
@@ -173,17 +175,18 @@ class AMADetector(Detector):
         with torch.no_grad():
             x_fake = fakes(E(x))
         for _ in range(hp.n_critic):
-            terms = wasserstein_terms(x_fake)
+            terms = wasserstein_terms(x_fake, D)
             loss_d = losses.critic_objective(terms, lambda_inter=hp.lambda_inter, lambda_neg=hp.lambda_neg)
             if gp_on:
-                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(x, x_fake, ctx.generator, index if use_inter else None,
+                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(D, x, x_fake, ctx.generator, index if use_inter else None,
                                                                          x_neg_base if use_neg else None)
             ctx.update("critic", loss_d, term="critic")
 
         # 2. encoder + generator: one step of eq. 2-3
-        with frozen(D):
+        critic = self.nets["critic"]  # the plain module: it is frozen in this update
+        with frozen(critic):
             z = E(x)
-            terms = wasserstein_terms(fakes(z))
+            terms = wasserstein_terms(fakes(z), critic)
             if hp.latent_reg and hp.lambda_reg > 0:
                 terms["reg"] = losses.latent_regulariser(z)
             loss_ae = losses.autoencoder_objective(terms, lambda_inter=hp.lambda_inter, lambda_reg=hp.lambda_reg, lambda_neg=hp.lambda_neg)
@@ -194,7 +197,7 @@ class AMADetector(Detector):
             logged["latent_norm"] = terms["reg"].detach()
         return logged
 
-    def _gradient_penalty(self, x, x_fake, generator, index, x_neg_base) -> torch.Tensor:
+    def _gradient_penalty(self, critic, x, x_fake, generator, index, x_neg_base) -> torch.Tensor:
         """WGAN-GP over every kind of fake pair the critic separates from real pairs.
 
         Each row of the batch takes one fake source (reconstruction, interpolation or negative)
@@ -215,7 +218,7 @@ class AMADetector(Detector):
             rows = torch.arange(B, device=x.device)
             real = [torch.stack(real)[source, rows]]
             fake = [torch.stack(fake)[source, rows]]
-        return gradient_penalty(self.nets["critic"], real[0], fake[0], generator=generator)
+        return gradient_penalty(critic, real[0], fake[0], generator=generator)
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
