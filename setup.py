@@ -17,6 +17,8 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Stable ABI floor = requires-python (3.10); recent torch adds the same define itself.
+PY_LIMITED_API = "-DPy_LIMITED_API=0x030A0000"
 
 
 def _packages():
@@ -51,7 +53,9 @@ def _extension_kwargs():
         and CUDA_HOME is not None
     )
     debug = os.environ.get("ANOMALYKIT_DEBUG", "0") == "1"
-    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp", "-DPy_LIMITED_API=0x03090000"]}
+    # -fno-math-errno lets sqrt and friends vectorise (PyTorch builds with it too). No -march flags:
+    # the wheel must run on any x86-64; hot loops pick AVX2/AVX-512 clones at load time instead.
+    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]) + ["-fopenmp", PY_LIMITED_API]}
     kind = CppExtension
     if use_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
@@ -92,6 +96,6 @@ def _extension_kwargs():
 setup(
     packages=_packages(),
     package_dir={"anomalykit_plugins": "plugins"},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
     **_extension_kwargs(),
 )

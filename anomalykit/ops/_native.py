@@ -26,10 +26,27 @@ def loaded() -> bool:
     return _C is not None
 
 
+def _registered_kernels() -> frozenset[tuple[str, str]]:
+    """(op, device type) pairs with a native kernel, read from the dispatcher once at import."""
+    if _C is None:
+        return frozenset()
+    return frozenset(
+        (op, device_type)
+        for op in NATIVE_OPS
+        for device_type, key in _DISPATCH_KEYS.items()
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"anomalykit::{op}", key)
+    )
+
+
+KERNELS = _registered_kernels()
+
+
 def has_kernel(op: str, device_type: str) -> bool:
-    """Whether the native op ``op`` has a kernel for ``device_type`` ("cpu", "cuda", ...)."""
-    key = _DISPATCH_KEYS.get(device_type)
-    return loaded() and key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"anomalykit::{op}", key)
+    """Whether the native op ``op`` has a kernel for ``device_type`` ("cpu", "cuda", ...).
+
+    A plain set lookup, so torch.compile traces through the front-end without a graph break.
+    """
+    return (op, device_type) in KERNELS
 
 
 def backends() -> list[str]:

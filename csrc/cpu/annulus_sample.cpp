@@ -1,0 +1,201 @@
+// annulus_sample on CPU: (n, d) points uniform in the volume of the shell r_inner <= ||z|| <= r_outer.
+//
+// Randomness: one (key, stream) pair of 64-bit words is drawn from the torch CPU generator under its
+// mutex (as ATen's random kernels do); every value then comes from the counter-based Philox4x32-10
+// at counter (block, row, stream), so the samples depend only on the generator state, never on the
+// thread count. Gaussians come from Box-Muller on Philox output, with branch-free float log/sincos
+// written so the compiler vectorises eight Philox blocks at a time; the hot function is compiled
+// for x86-64 baseline, AVX2 and AVX-512 and picked at load time (GCC/Clang target_clones).
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "../ops_common.h"
+
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#define ANOMALYKIT_MULTIVERSION __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
+#else
+#define ANOMALYKIT_MULTIVERSION
+#endif
+
+namespace anomalykit {
+namespace {
+
+constexpr int kLanes = 8;                      // Philox blocks generated together
+constexpr int kNormalsPerBlock = 4;            // one Philox4x32 block -> 4 Gaussians
+constexpr int64_t kChunk = kLanes * kNormalsPerBlock;
+constexpr uint32_t kRadiusBlock = 0xFFFFFFFFu;  // counter block reserved for the radius uniform
+
+inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+
+// Philox4x32-10 (Salmon et al., SC'11) on kLanes independent counters c[word][lane], key (key0, key1).
+// Lanes outermost with the ten rounds unrolled inside: the form GCC vectorises (vpmuludq).
+inline void philox4x32_10(uint32_t (&c)[4][kLanes], uint32_t key0, uint32_t key1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  for (int l = 0; l < kLanes; ++l) {
+    uint32_t x0 = c[0][l], x1 = c[1][l], x2 = c[2][l], x3 = c[3][l], k0 = key0, k1 = key1;
+#pragma GCC unroll 10
+    for (int round = 0; round < 10; ++round) {
+      const uint64_t p0 = uint64_t{kM0} * x0, p1 = uint64_t{kM1} * x2;
+      x0 = uint32_t(p1 >> 32) ^ x1 ^ k0;
+      x1 = uint32_t(p1);
+      x2 = uint32_t(p0 >> 32) ^ x3 ^ k1;
+      x3 = uint32_t(p0);
+      k0 += kW0;
+      k1 += kW1;
+    }
+    c[0][l] = x0;
+    c[1][l] = x1;
+    c[2][l] = x2;
+    c[3][l] = x3;
+  }
+}
+
+// (x + 0.5) / 2^24 from the top 24 bits: uniform in (0, 1), never 0 or 1, never a multiple of 1/4.
+inline float open_uniform(uint32_t x) { return (float(x >> 8) + 0.5f) * 5.9604644775390625e-8f; }
+
+// log(x) for x in (0, 1], about 1 ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(t).
+inline float log_unit(float x) {
+  const int32_t bits = int32_t(float_to_bits(x));
+  const int32_t e = (bits - 0x3f3504f3) >> 23;
+  const float m = bits_to_float(uint32_t(bits - (e << 23)));
+  const float t = (m - 1.0f) / (m + 1.0f), t2 = t * t;
+  const float series = 1.0f + t2 * (1.0f / 3 + t2 * (1.0f / 5 + t2 * (1.0f / 7 + t2 * (1.0f / 9))));
+  return 2.0f * t * series + float(e) * 0.693147180559945f;
+}
+
+// (sin, cos) of 2 pi u for u in (0, 1): quarter-turn reduction, then Taylor polynomials on [-pi/4, pi/4].
+inline void sincos_turns(float u, float& s_out, float& c_out) {
+  const int32_t q = int32_t(4.0f * u + 0.5f);  // nearest quarter turn, 0..4
+  const float x = (u - 0.25f * float(q)) * 6.28318530717958647f;
+  const float x2 = x * x;
+  const float s = x * (1.0f + x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880)))));
+  const float c = 1.0f + x2 * (-0.5f + x2 * (1.0f / 24 + x2 * (-1.0f / 720 + x2 * (1.0f / 40320 + x2 * (-1.0f / 3628800)))));
+  // rotate by q quarter turns: (s, c) -> (c, -s) -> (-s, -c) -> (-c, s)
+  const bool swap = q & 1;
+  const float ss = swap ? c : s, cc = swap ? s : c;
+  s_out = (q & 2) ? -ss : ss;
+  c_out = ((q + 1) & 2) ? -cc : cc;
+}
+
+// Philox counter (block, row, stream_lo, stream_hi) for kLanes consecutive blocks or rows.
+struct Counters {
+  uint32_t c[4][kLanes];
+  Counters(uint32_t block0, uint32_t block_step, uint32_t row0, uint32_t row_step, uint64_t stream) {
+    for (int l = 0; l < kLanes; ++l) {
+      c[0][l] = block0 + block_step * uint32_t(l);
+      c[1][l] = row0 + row_step * uint32_t(l);
+      c[2][l] = uint32_t(stream);
+      c[3][l] = uint32_t(stream >> 32);
+    }
+  }
+};
+
+// Gaussians g[0 : kChunk * chunks] of one row; block j has counter (j, row, stream).
+ANOMALYKIT_MULTIVERSION
+void row_gaussians(float* g, int64_t chunks, uint32_t row, uint64_t key, uint64_t stream) {
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    Counters ctr(uint32_t(chunk * kLanes), 1, row, 0, stream);
+    philox4x32_10(ctr.c, uint32_t(key), uint32_t(key >> 32));
+    float normal[kNormalsPerBlock][kLanes];
+    for (int pair = 0; pair < 2; ++pair) {
+      for (int l = 0; l < kLanes; ++l) {
+        const float radius = std::sqrt(-2.0f * log_unit(open_uniform(ctr.c[2 * pair][l])));
+        float s, c;
+        sincos_turns(open_uniform(ctr.c[2 * pair + 1][l]), s, c);
+        normal[2 * pair][l] = radius * c;
+        normal[2 * pair + 1][l] = radius * s;
+      }
+    }
+    float* dst = g + chunk * kChunk;
+    for (int l = 0; l < kLanes; ++l) {
+      for (int v = 0; v < kNormalsPerBlock; ++v) dst[l * kNormalsPerBlock + v] = normal[v][l];
+    }
+  }
+}
+
+// sum_j g[j]^2 in float64 (kLanes partial sums, so it vectorises without reassociation flags).
+ANOMALYKIT_MULTIVERSION
+double sum_squares(const float* g, int64_t d) {
+  double partial[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= d; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) partial[l] += double(g[j + l]) * double(g[j + l]);
+  }
+  for (; j < d; ++j) partial[0] += double(g[j]) * double(g[j]);
+  double sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += partial[l];
+  return sum;
+}
+
+// out[j] = g[j] * scale, rounded to scalar_t (float math: relative error <= 1 float eps, covered by
+// the radius margin; double math for double outputs).
+template <typename scalar_t>
+void scale_row(scalar_t* out, const float* g, double scale, int64_t d) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    for (int64_t j = 0; j < d; ++j) out[j] = double(g[j]) * scale;
+  } else {
+    const float s = float(scale);
+    for (int64_t j = 0; j < d; ++j) out[j] = static_cast<scalar_t>(g[j] * s);
+  }
+}
+
+at::Tensor annulus_sample_cpu(
+    int64_t n, int64_t d, double r_inner, double r_outer, std::optional<at::Generator> generator,
+    std::optional<at::ScalarType> dtype_opt, std::optional<at::Device> device) {
+  const at::ScalarType dtype = dtype_opt.value_or(at::get_default_dtype_as_scalartype());
+  check_annulus_args(n, d, r_inner, r_outer, dtype);
+  TORCH_CHECK(n < (int64_t{1} << 32) && d < (int64_t{1} << 36), "annulus_sample: n or d too large for the Philox counter");
+  at::Tensor out = at::empty({n, d}, at::TensorOptions().dtype(dtype).device(at::kCPU));
+  if (n == 0) return out;
+
+  uint64_t key, stream;
+  {
+    auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    key = gen->random64();
+    stream = gen->random64();
+  }
+  const AnnulusRadius radius_of(d, r_inner, r_outer, dtype_eps(dtype));
+  const int64_t chunks = (d + kChunk - 1) / kChunk;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "annulus_sample_cpu", [&] {
+    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
+    // Rows go in groups of kLanes: one Philox call gives the group's radius uniforms.
+    const int64_t groups = (n + kLanes - 1) / kLanes;
+    const int64_t grain = std::max<int64_t>(1, 2048 / (kLanes * chunks));
+    at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
+      std::vector<float> g(chunks * kChunk);
+      for (int64_t group = begin; group < end; ++group) {
+        const int64_t row0 = group * kLanes;
+        Counters radius_ctr(kRadiusBlock, 0, uint32_t(row0), 1, stream);
+        philox4x32_10(radius_ctr.c, uint32_t(key), uint32_t(key >> 32));
+        for (int64_t l = 0; l < kLanes && row0 + l < n; ++l) {
+          const int64_t row = row0 + l;
+          row_gaussians(g.data(), chunks, uint32_t(row), key, stream);
+          // u in [0, 1) with 53 random bits
+          const double u = double((uint64_t{radius_ctr.c[0][l]} << 21) ^ (radius_ctr.c[1][l] >> 11)) * 0x1.0p-53;
+          const double scale = radius_of(u) / std::sqrt(sum_squares(g.data(), d));
+          scale_row(out_ptr + row * d, g.data(), scale, d);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(anomalykit, CPU, m) {
+  m.impl("annulus_sample", &annulus_sample_cpu);
+}
+
+}  // namespace anomalykit
