@@ -55,11 +55,12 @@ def _extension_kwargs():
     debug = os.environ.get("ANOMALYKIT_DEBUG", "0") == "1"
     # -fno-math-errno lets sqrt and friends vectorise (PyTorch builds with it too). No -march flags:
     # the wheel must run on any x86-64; hot loops pick AVX2/AVX-512 clones at load time instead.
-    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]) + ["-fopenmp", PY_LIMITED_API]}
+    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]) + ["-fopenmp", "-Wno-psabi", PY_LIMITED_API]}
     kind = CppExtension
     if use_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"] if not debug else ["-O0", "-g", "-G"]
+        # no --use_fast_math: curand's Box-Muller and the radius formula keep full-precision log/sincos
+        extra["nvcc"] = ["-O3", "-lineinfo", PY_LIMITED_API] if not debug else ["-O0", "-g", "-G", PY_LIMITED_API]
         kind = CUDAExtension
     ext = kind(
         "anomalykit._C",

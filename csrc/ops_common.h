@@ -4,6 +4,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <limits>
+
 namespace anomalykit {
 
 // A (rows, cols) view whose rows are contiguous (stride(1) == 1), copying only when they are not:
