@@ -54,8 +54,10 @@ def _extension_kwargs():
     )
     debug = os.environ.get("ANOMALYKIT_DEBUG", "0") == "1"
     # -fno-math-errno lets sqrt and friends vectorise (PyTorch builds with it too). No -march flags:
-    # the wheel must run on any x86-64; hot loops pick AVX2/AVX-512 clones at load time instead.
-    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]) + ["-fopenmp", "-Wno-psabi", PY_LIMITED_API]}
+    # the wheel must run on any x86-64; the hot RNG loops carry AVX2/AVX-512 variants chosen at run
+    # time instead.
+    cxx_opt = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+    extra = {"cxx": cxx_opt + ["-fopenmp", "-Wno-psabi", PY_LIMITED_API]}
     kind = CppExtension
     if use_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))

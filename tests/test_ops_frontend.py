@@ -102,3 +102,43 @@ def test_missing_extension_falls_back_with_one_warning(monkeypatch, spy_referenc
     monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")
     with pytest.raises(RuntimeError, match="not built .*pip install --no-build-isolation -e"):
         small_call()
+
+
+ISA_SCRIPT = """
+import sys, torch, anomalykit.ops
+g = torch.Generator().manual_seed(0)
+latents, weight = torch.randn(50, 37, generator=g), torch.rand(40, 3, generator=g)
+index = torch.randint(0, 50, (40, 3), generator=g)
+grads = torch.ops.anomalykit.simplex_mix_backward(torch.ones(40, 37), latents, index, weight, True, True)
+torch.save({
+    "capability": torch.backends.cpu.get_cpu_capability(),
+    "annulus": torch.ops.anomalykit.annulus_sample(300, 37, 5.0, 6.0, generator=torch.Generator().manual_seed(1),
+                                                   dtype=torch.float32, device=torch.device("cpu")),
+    "mix": torch.ops.anomalykit.simplex_mix(latents, index, weight), "grads": grads,
+}, sys.argv[1])
+"""
+
+
+@native_cpu
+def test_cpu_isa_variants_agree(tmp_path):
+    """The baseline / AVX2 / AVX-512 copies of the hot loops (csrc/cpu/isa.h) compute the same samples."""
+    import os
+    import subprocess
+    import sys
+
+    runs = {}
+    for capability in ("default", "avx2", "avx512"):  # concurrently: each pays torch's import time
+        out = tmp_path / f"{capability}.pt"
+        env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="1")
+        runs[capability] = (out, subprocess.Popen([sys.executable, "-c", ISA_SCRIPT, str(out)], env=env))
+    results = {}
+    for capability, (out, process) in runs.items():
+        assert process.wait(timeout=120) == 0, capability
+        results[capability] = torch.load(out)
+    base = results["default"]
+    assert base["capability"] == "DEFAULT"
+    for capability, other in results.items():
+        # Only float rounding may differ (FMA contraction in the AVX2/AVX-512 copies).
+        torch.testing.assert_close(other["annulus"], base["annulus"], rtol=1e-5, atol=1e-6, msg=capability)
+        torch.testing.assert_close(other["mix"], base["mix"], msg=capability)
+        torch.testing.assert_close(other["grads"], base["grads"], msg=capability)

@@ -88,7 +88,7 @@ def _register_python_parts() -> None:
 
     def _pair_backward(ctx, grad):
         a, b = ctx.saved_tensors
-        grad_a, grad_b = ops.pair_feature_l1_backward(grad, a, b)
+        grad_a, grad_b = ops.pair_feature_l1_backward.default(grad, a, b)
         return grad_a, grad_b
 
     def _pair_grad_setup(ctx, inputs, output):
@@ -113,7 +113,7 @@ def _register_python_parts() -> None:
     def _mix_backward(ctx, grad):
         latents, index, weight = ctx.saved_tensors
         need_latents, _, need_weight = ctx.needs_input_grad
-        grad_latents, grad_weight = ops.simplex_mix_backward(grad, latents, index, weight, need_latents, need_weight)
+        grad_latents, grad_weight = ops.simplex_mix_backward.default(grad, latents, index, weight, need_latents, need_weight)
         return (grad_latents if need_latents else None), None, (grad_weight if need_weight else None)
 
     def _mix_grad_setup(ctx, inputs, output):

@@ -4,8 +4,10 @@
 // mutex (as ATen's random kernels do); every value then comes from the counter-based Philox4x32-10
 // at counter (block, row, stream), so the samples depend only on the generator state, never on the
 // thread count. Gaussians come from Box-Muller on Philox output, with branch-free float log/sincos
-// written so the compiler vectorises eight Philox blocks at a time; the hot function is compiled
-// for x86-64 baseline, AVX2 and AVX-512 and picked at load time (GCC/Clang target_clones).
+// written so the compiler vectorises 8 (AVX-512: 16) Philox blocks at a time. The hot loops are
+// compiled for x86-64 baseline, AVX2 and AVX-512 and picked at run time (isa.h).
+// The AVX2/AVX-512 variants contract multiply-adds into FMAs, so samples from different variants
+// agree only to float rounding; one variant (one machine) always reproduces its samples exactly.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
@@ -18,37 +20,38 @@
 #include <vector>
 
 #include "../ops_common.h"
+#include "isa.h"
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
-#define ANOMALYKIT_MULTIVERSION __attribute__((target_clones("default", "avx2", "arch=x86-64-v4")))
-#else
-#define ANOMALYKIT_MULTIVERSION
-#endif
 
 namespace anomalykit {
 namespace {
 
-constexpr int kLanes = 8;                      // Philox blocks generated together
+constexpr int kLanes = 8;                      // Philox blocks generated together (16 with AVX-512)
+constexpr int kMaxLanes = 16;
 constexpr int kNormalsPerBlock = 4;            // one Philox4x32 block -> 4 Gaussians
-constexpr int64_t kChunk = kLanes * kNormalsPerBlock;
 constexpr uint32_t kRadiusBlock = 0xFFFFFFFFu;  // counter block reserved for the radius uniform
 
-inline float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
-inline uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+C10_ALWAYS_INLINE float bits_to_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+C10_ALWAYS_INLINE uint32_t float_to_bits(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
 
 // Philox4x32-10 (Salmon et al., SC'11) on kLanes independent counters c[word][lane], key (key0, key1).
-// Lanes outermost with the ten rounds unrolled inside: the form GCC vectorises (vpmuludq).
-inline void philox4x32_10(uint32_t (&c)[4][kLanes], uint32_t key0, uint32_t key1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-  for (int l = 0; l < kLanes; ++l) {
-    uint32_t x0 = c[0][l], x1 = c[1][l], x2 = c[2][l], x3 = c[3][l], k0 = key0, k1 = key1;
+// Lanes outermost with the rounds unrolled inside: the form GCC vectorises with vpmuludq. Word is
+// the lane width: uint32_t suits SSE/AVX2; uint64_t (32-bit values zero-extended) avoids the
+// even/odd shuffles around vpmuludq and is 2-3x faster with AVX-512.
+template <int Lanes, typename Word>
+C10_ALWAYS_INLINE void philox4x32_10(Word (&c)[4][Lanes], uint32_t key0, uint32_t key1) {
+  constexpr uint64_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kLow32 = 0xFFFFFFFFu;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  for (int l = 0; l < Lanes; ++l) {
+    Word x0 = c[0][l], x1 = c[1][l], x2 = c[2][l], x3 = c[3][l];
+    uint32_t k0 = key0, k1 = key1;
 #pragma GCC unroll 10
     for (int round = 0; round < 10; ++round) {
-      const uint64_t p0 = uint64_t{kM0} * x0, p1 = uint64_t{kM1} * x2;
-      x0 = uint32_t(p1 >> 32) ^ x1 ^ k0;
-      x1 = uint32_t(p1);
-      x2 = uint32_t(p0 >> 32) ^ x3 ^ k1;
-      x3 = uint32_t(p0);
+      const uint64_t p0 = (uint64_t(x0) & kLow32) * kM0, p1 = (uint64_t(x2) & kLow32) * kM1;
+      x0 = Word(p1 >> 32) ^ x1 ^ k0;
+      x1 = Word(p1 & kLow32);
+      x2 = Word(p0 >> 32) ^ x3 ^ k1;
+      x3 = Word(p0 & kLow32);
       k0 += kW0;
       k1 += kW1;
     }
@@ -60,10 +63,10 @@ inline void philox4x32_10(uint32_t (&c)[4][kLanes], uint32_t key0, uint32_t key1
 }
 
 // (x + 0.5) / 2^24 from the top 24 bits: uniform in (0, 1), never 0 or 1, never a multiple of 1/4.
-inline float open_uniform(uint32_t x) { return (float(x >> 8) + 0.5f) * 5.9604644775390625e-8f; }
+C10_ALWAYS_INLINE float open_uniform(uint32_t x) { return (float(x >> 8) + 0.5f) * 5.9604644775390625e-8f; }
 
 // log(x) for x in (0, 1], about 1 ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(t).
-inline float log_unit(float x) {
+C10_ALWAYS_INLINE float log_unit(float x) {
   const int32_t bits = int32_t(float_to_bits(x));
   const int32_t e = (bits - 0x3f3504f3) >> 23;
   const float m = bits_to_float(uint32_t(bits - (e << 23)));
@@ -73,7 +76,7 @@ inline float log_unit(float x) {
 }
 
 // (sin, cos) of 2 pi u for u in (0, 1): quarter-turn reduction, then Taylor polynomials on [-pi/4, pi/4].
-inline void sincos_turns(float u, float& s_out, float& c_out) {
+C10_ALWAYS_INLINE void sincos_turns(float u, float& s_out, float& c_out) {
   const int32_t q = int32_t(4.0f * u + 0.5f);  // nearest quarter turn, 0..4
   const float x = (u - 0.25f * float(q)) * 6.28318530717958647f;
   const float x2 = x * x;
@@ -86,11 +89,12 @@ inline void sincos_turns(float u, float& s_out, float& c_out) {
   c_out = ((q + 1) & 2) ? -cc : cc;
 }
 
-// Philox counter (block, row, stream_lo, stream_hi) for kLanes consecutive blocks or rows.
+// Philox counter (block, row, stream_lo, stream_hi) for Lanes consecutive blocks or rows.
+template <int Lanes, typename Word>
 struct Counters {
-  uint32_t c[4][kLanes];
+  Word c[4][Lanes];
   Counters(uint32_t block0, uint32_t block_step, uint32_t row0, uint32_t row_step, uint64_t stream) {
-    for (int l = 0; l < kLanes; ++l) {
+    for (int l = 0; l < Lanes; ++l) {
       c[0][l] = block0 + block_step * uint32_t(l);
       c[1][l] = row0 + row_step * uint32_t(l);
       c[2][l] = uint32_t(stream);
@@ -99,32 +103,33 @@ struct Counters {
   }
 };
 
-// Gaussians g[0 : kChunk * chunks] of one row; block j has counter (j, row, stream).
-ANOMALYKIT_MULTIVERSION
-void row_gaussians(float* g, int64_t chunks, uint32_t row, uint64_t key, uint64_t stream) {
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    Counters ctr(uint32_t(chunk * kLanes), 1, row, 0, stream);
-    philox4x32_10(ctr.c, uint32_t(key), uint32_t(key >> 32));
-    float normal[kNormalsPerBlock][kLanes];
+// Gaussians g[0 : 4 * Lanes * ceil(d / (4 * Lanes))] of one row; values 4j..4j+3 come from Philox
+// block j at counter (j, row, stream), whatever Lanes is.
+template <int Lanes, typename Word>
+C10_ALWAYS_INLINE void row_gaussians(float* g, int64_t d, uint32_t row, uint64_t key, uint64_t stream) {
+  constexpr int64_t kChunk = int64_t{Lanes} * kNormalsPerBlock;
+  for (int64_t chunk = 0; chunk * kChunk < d; ++chunk) {
+    Counters<Lanes, Word> ctr(uint32_t(chunk * Lanes), 1, row, 0, stream);
+    philox4x32_10<Lanes>(ctr.c, uint32_t(key), uint32_t(key >> 32));
+    float normal[kNormalsPerBlock][Lanes];
     for (int pair = 0; pair < 2; ++pair) {
-      for (int l = 0; l < kLanes; ++l) {
-        const float radius = std::sqrt(-2.0f * log_unit(open_uniform(ctr.c[2 * pair][l])));
+      for (int l = 0; l < Lanes; ++l) {
+        const float radius = std::sqrt(-2.0f * log_unit(open_uniform(uint32_t(ctr.c[2 * pair][l]))));
         float s, c;
-        sincos_turns(open_uniform(ctr.c[2 * pair + 1][l]), s, c);
+        sincos_turns(open_uniform(uint32_t(ctr.c[2 * pair + 1][l])), s, c);
         normal[2 * pair][l] = radius * c;
         normal[2 * pair + 1][l] = radius * s;
       }
     }
     float* dst = g + chunk * kChunk;
-    for (int l = 0; l < kLanes; ++l) {
+    for (int l = 0; l < Lanes; ++l) {
       for (int v = 0; v < kNormalsPerBlock; ++v) dst[l * kNormalsPerBlock + v] = normal[v][l];
     }
   }
 }
 
 // sum_j g[j]^2 in float64 (kLanes partial sums, so it vectorises without reassociation flags).
-ANOMALYKIT_MULTIVERSION
-double sum_squares(const float* g, int64_t d) {
+C10_ALWAYS_INLINE double sum_squares(const float* g, int64_t d) {
   double partial[kLanes] = {};
   int64_t j = 0;
   for (; j + kLanes <= d; j += kLanes) {
@@ -134,6 +139,40 @@ double sum_squares(const float* g, int64_t d) {
   double sum = 0;
   for (int l = 0; l < kLanes; ++l) sum += partial[l];
   return sum;
+}
+
+// One row's Gaussians into g (room for d rounded up to 4 * kMaxLanes), returning their float64
+// sum of squares over the first d.
+using RowGaussiansFn = double (*)(float* g, int64_t d, uint32_t row, uint64_t key, uint64_t stream);
+
+double row_kernel_default(float* g, int64_t d, uint32_t row, uint64_t key, uint64_t stream) {
+  row_gaussians<kLanes, uint32_t>(g, d, row, key, stream);
+  return sum_squares(g, d);
+}
+
+#ifdef ANOMALYKIT_TARGET_AVX2
+ANOMALYKIT_TARGET_AVX2 double row_kernel_avx2(float* g, int64_t d, uint32_t row, uint64_t key, uint64_t stream) {
+  row_gaussians<kLanes, uint32_t>(g, d, row, key, stream);
+  return sum_squares(g, d);
+}
+
+// 16 lanes fill zmm registers with floats; 64-bit words avoid vpmuludq's even/odd shuffles.
+ANOMALYKIT_TARGET_AVX512 double row_kernel_avx512(float* g, int64_t d, uint32_t row, uint64_t key, uint64_t stream) {
+  row_gaussians<kMaxLanes, uint64_t>(g, d, row, key, stream);
+  return sum_squares(g, d);
+}
+#endif
+
+// The variant for the CPU (isa.h; ATEN_CPU_CAPABILITY selects it like ATen's kernels).
+RowGaussiansFn row_kernel() {
+#ifdef ANOMALYKIT_TARGET_AVX2
+  switch (cpu::isa()) {
+    case cpu::Isa::kAvx512: return &row_kernel_avx512;
+    case cpu::Isa::kAvx2: return &row_kernel_avx2;
+    default: break;
+  }
+#endif
+  return &row_kernel_default;
 }
 
 // out[j] = g[j] * scale, rounded to scalar_t (float math: relative error <= 1 float eps, covered by
@@ -165,25 +204,26 @@ at::Tensor annulus_sample_cpu(
     stream = gen->random64();
   }
   const AnnulusRadius radius_of(d, r_inner, r_outer, dtype_eps(dtype));
-  const int64_t chunks = (d + kChunk - 1) / kChunk;
+  const int64_t padded_d = (d + 4 * kMaxLanes - 1) / (4 * kMaxLanes) * (4 * kMaxLanes);
+  const RowGaussiansFn gaussians = row_kernel();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "annulus_sample_cpu", [&] {
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     // Rows go in groups of kLanes: one Philox call gives the group's radius uniforms.
     const int64_t groups = (n + kLanes - 1) / kLanes;
-    const int64_t grain = std::max<int64_t>(1, 2048 / (kLanes * chunks));
+    const int64_t grain = std::max<int64_t>(1, 8192 / (kLanes * padded_d));
     at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
-      std::vector<float> g(chunks * kChunk);
+      std::vector<float> g(padded_d);
       for (int64_t group = begin; group < end; ++group) {
         const int64_t row0 = group * kLanes;
-        Counters radius_ctr(kRadiusBlock, 0, uint32_t(row0), 1, stream);
-        philox4x32_10(radius_ctr.c, uint32_t(key), uint32_t(key >> 32));
+        Counters<kLanes, uint32_t> radius_ctr(kRadiusBlock, 0, uint32_t(row0), 1, stream);
+        philox4x32_10<kLanes>(radius_ctr.c, uint32_t(key), uint32_t(key >> 32));
         for (int64_t l = 0; l < kLanes && row0 + l < n; ++l) {
           const int64_t row = row0 + l;
-          row_gaussians(g.data(), chunks, uint32_t(row), key, stream);
+          const double sum_sq = gaussians(g.data(), d, uint32_t(row), key, stream);
           // u in [0, 1) with 53 random bits
           const double u = double((uint64_t{radius_ctr.c[0][l]} << 21) ^ (radius_ctr.c[1][l] >> 11)) * 0x1.0p-53;
-          const double scale = radius_of(u) / std::sqrt(sum_squares(g.data(), d));
+          const double scale = radius_of(u) / std::sqrt(sum_sq);
           scale_row(out_ptr + row * d, g.data(), scale, d);
         }
       }

@@ -1,27 +1,28 @@
 // simplex_mix on CPU: out[b] = sum_i weight[b, i] * latents[index[b, i]] (AMA sec. 3.2), and its backward.
 //
-// Forward and grad_weight are row-parallel gathers with vectorised inner loops over d. grad_latents
-// is a weighted scatter-add, computed without atomics and deterministically: a counting sort of the
-// (b, i) pairs by target row, then each latent row sums its own contributions in a fixed order.
+// Forward and grad_weight are row-parallel gathers; grad_latents is a weighted scatter-add computed
+// without atomics and deterministically: a counting sort of the (b, i) pairs by target row, then
+// each latent row sums its own contributions in a fixed order. Inner loops run over d in opmath
+// (float for half/bfloat16) and are compiled per ISA (isa.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include <vector>
 
 #include "../ops_common.h"
+#include "isa.h"
 
 namespace anomalykit {
 namespace {
 
-using at::vec::Vectorized;
+constexpr int kLanes = 16;  // independent partial sums in dot products
 
+// Rows per parallel_for task: about 256K multiply-adds, so small problems stay on one thread.
 int64_t row_grain(int64_t work_per_row) {
-  return std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(work_per_row, 1));
+  return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(work_per_row, 1));
 }
 
 void check_index_range(const at::Tensor& index, int64_t rows) {
@@ -31,58 +32,89 @@ void check_index_range(const at::Tensor& index, int64_t rows) {
   }
 }
 
-// acc[0:d] += w * x[0:d] (acc in opmath_t, x in scalar_t).
 template <typename scalar_t>
-inline void axpy(at::opmath_type<scalar_t>* acc, at::opmath_type<scalar_t> w, const scalar_t* x, int64_t d) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using Vec = Vectorized<opmath_t>;
-  constexpr int64_t W = Vec::size();
-  const Vec wv(w);
-  int64_t j = 0;
-  for (; j + W <= d; j += W) {
-    Vec xv;
-    if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-      xv = Vec::loadu(x + j);
-    } else {
-      at::vec::load_to_float<scalar_t>(x + j, xv);
-    }
-    at::vec::fmadd(wv, xv, Vec::loadu(acc + j)).store(acc + j);
+using opmath = at::opmath_type<scalar_t>;
+
+// acc[0:d] (+)= w * x[0:d]
+template <bool kFirst, typename scalar_t>
+C10_ALWAYS_INLINE void axpy(opmath<scalar_t>* __restrict acc, opmath<scalar_t> w, const scalar_t* __restrict x, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) {
+    const opmath<scalar_t> term = w * static_cast<opmath<scalar_t>>(x[j]);
+    acc[j] = kFirst ? term : acc[j] + term;
   }
-  for (; j < d; ++j) acc[j] += w * static_cast<opmath_t>(x[j]);
 }
 
-// sum_j x[j] * y[j] in opmath_t.
+// sum_j x[j] * y[j] with kLanes partial sums (vectorises without reassociation flags).
 template <typename scalar_t>
-inline at::opmath_type<scalar_t> dot(const scalar_t* x, const scalar_t* y, int64_t d) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using Vec = Vectorized<opmath_t>;
-  constexpr int64_t W = Vec::size();
-  Vec acc0(0), acc1(0);
-  auto load = [](const scalar_t* p) {
-    Vec v;
-    if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-      v = Vec::loadu(p);
-    } else {
-      at::vec::load_to_float<scalar_t>(p, v);
-    }
-    return v;
-  };
+C10_ALWAYS_INLINE opmath<scalar_t> dot(const scalar_t* __restrict x, const scalar_t* __restrict y, int64_t d) {
+  opmath<scalar_t> partial[kLanes] = {};
   int64_t j = 0;
-  for (; j + 2 * W <= d; j += 2 * W) {
-    acc0 = at::vec::fmadd(load(x + j), load(y + j), acc0);
-    acc1 = at::vec::fmadd(load(x + j + W), load(y + j + W), acc1);
+  for (; j + kLanes <= d; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) partial[l] += static_cast<opmath<scalar_t>>(x[j + l]) * static_cast<opmath<scalar_t>>(y[j + l]);
   }
-  for (; j + W <= d; j += W) acc0 = at::vec::fmadd(load(x + j), load(y + j), acc0);
-  opmath_t sum = at::vec::vec_reduce_all<opmath_t>(std::plus<Vec>(), acc0 + acc1);
-  for (; j < d; ++j) sum += static_cast<opmath_t>(x[j]) * static_cast<opmath_t>(y[j]);
+  for (; j < d; ++j) partial[0] += static_cast<opmath<scalar_t>>(x[j]) * static_cast<opmath<scalar_t>>(y[j]);
+  opmath<scalar_t> sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += partial[l];
   return sum;
 }
 
-// out[0:d] = acc[0:d] converted to scalar_t.
 template <typename scalar_t>
-inline void store_row(scalar_t* out, const at::opmath_type<scalar_t>* acc, int64_t d) {
+C10_ALWAYS_INLINE void store_row(scalar_t* __restrict out, const opmath<scalar_t>* __restrict acc, int64_t d) {
   for (int64_t j = 0; j < d; ++j) out[j] = static_cast<scalar_t>(acc[j]);
 }
+
+// out rows [begin, end): out[b] = sum_i w[b, i] * lat[idx[b, i]]; acc is scratch of d opmath values.
+template <typename scalar_t>
+C10_ALWAYS_INLINE void forward_rows(
+    const scalar_t* lat, int64_t lat_stride, const int64_t* idx, const scalar_t* w, int64_t k, int64_t d,
+    scalar_t* out, opmath<scalar_t>* acc, int64_t begin, int64_t end) {
+  for (int64_t b = begin; b < end; ++b) {
+    if (k == 0) {
+      std::fill(acc, acc + d, opmath<scalar_t>(0));
+    } else {
+      axpy<true>(acc, static_cast<opmath<scalar_t>>(w[b * k]), lat + idx[b * k] * lat_stride, d);
+    }
+    for (int64_t i = 1; i < k; ++i) {
+      axpy<false>(acc, static_cast<opmath<scalar_t>>(w[b * k + i]), lat + idx[b * k + i] * lat_stride, d);
+    }
+    store_row(out + b * d, acc, d);
+  }
+}
+ANOMALYKIT_ISA_VARIANTS(simplex_forward_rows, forward_rows)
+
+// grad_weight rows [begin, end): gw[b, i] = <g[b], lat[idx[b, i]]>
+template <typename scalar_t>
+C10_ALWAYS_INLINE void grad_weight_rows(
+    const scalar_t* g, int64_t g_stride, const scalar_t* lat, int64_t lat_stride, const int64_t* idx, int64_t k,
+    int64_t d, scalar_t* gw, int64_t begin, int64_t end) {
+  for (int64_t b = begin; b < end; ++b) {
+    for (int64_t i = 0; i < k; ++i) {
+      gw[b * k + i] = static_cast<scalar_t>(dot(g + b * g_stride, lat + idx[b * k + i] * lat_stride, d));
+    }
+  }
+}
+ANOMALYKIT_ISA_VARIANTS(simplex_grad_weight_rows, grad_weight_rows)
+
+// grad_latents rows [begin, end): gl[m] = sum over t in sources[start[m] : start[m + 1]] of w[t] * g[t / k]
+template <typename scalar_t>
+C10_ALWAYS_INLINE void grad_latents_rows(
+    const scalar_t* g, int64_t g_stride, const scalar_t* w, int64_t k, int64_t d, const int64_t* start,
+    const int64_t* sources, scalar_t* gl, opmath<scalar_t>* acc, int64_t begin, int64_t end) {
+  for (int64_t m = begin; m < end; ++m) {
+    if (start[m] == start[m + 1]) {
+      std::fill(acc, acc + d, opmath<scalar_t>(0));
+    } else {
+      const int64_t t0 = sources[start[m]];
+      axpy<true>(acc, static_cast<opmath<scalar_t>>(w[t0]), g + (t0 / k) * g_stride, d);
+    }
+    for (int64_t s = start[m] + 1; s < start[m + 1]; ++s) {
+      const int64_t t = sources[s];
+      axpy<false>(acc, static_cast<opmath<scalar_t>>(w[t]), g + (t / k) * g_stride, d);
+    }
+    store_row(gl + m * d, acc, d);
+  }
+}
+ANOMALYKIT_ISA_VARIANTS(simplex_grad_latents_rows, grad_latents_rows)
 
 at::Tensor simplex_mix_cpu(const at::Tensor& latents_in, const at::Tensor& index_in, const at::Tensor& weight_in) {
   check_simplex_mix_inputs(latents_in, index_in, weight_in);
@@ -93,28 +125,18 @@ at::Tensor simplex_mix_cpu(const at::Tensor& latents_in, const at::Tensor& index
   const int64_t rows = index.size(0), k = index.size(1), d = latents.size(1);
   at::Tensor out = at::empty({rows, d}, latents.options().memory_format(at::MemoryFormat::Contiguous));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, latents.scalar_type(), "simplex_mix_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* lat = latents.const_data_ptr<scalar_t>();
-    const int64_t lat_stride = latents.stride(0);
     const int64_t* idx = index.const_data_ptr<int64_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
     scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, rows, row_grain(k * d), [&](int64_t begin, int64_t end) {
-      std::vector<opmath_t> acc(d);
-      for (int64_t b = begin; b < end; ++b) {
-        std::fill(acc.begin(), acc.end(), opmath_t(0));
-        for (int64_t i = 0; i < k; ++i) {
-          axpy(acc.data(), static_cast<opmath_t>(w[b * k + i]), lat + idx[b * k + i] * lat_stride, d);
-        }
-        store_row(out_ptr + b * d, acc.data(), d);
-      }
+      std::vector<opmath<scalar_t>> acc(d);
+      simplex_forward_rows<scalar_t>(lat, latents.stride(0), idx, w, k, d, out_ptr, acc.data(), begin, end);
     });
   });
   return out;
 }
 
-// grad_latents[m] = sum over (b, i) with index[b, i] == m of weight[b, i] * grad[b]  (deterministic order)
-// grad_weight[b, i] = <grad[b], latents[index[b, i]]>
 std::tuple<at::Tensor, at::Tensor> simplex_mix_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& latents_in, const at::Tensor& index_in, const at::Tensor& weight_in,
     bool latents_grad, bool weight_grad) {
@@ -132,22 +154,15 @@ std::tuple<at::Tensor, at::Tensor> simplex_mix_backward_cpu(
   at::Tensor grad_weight = weight_grad ? at::empty({rows, k}, opts) : at::empty({0}, opts);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, latents.scalar_type(), "simplex_mix_backward_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
     const scalar_t* lat = latents.const_data_ptr<scalar_t>();
-    const int64_t lat_stride = latents.stride(0);
     const scalar_t* g = grad.const_data_ptr<scalar_t>();
-    const int64_t g_stride = grad.stride(0);
     const int64_t* idx = index.const_data_ptr<int64_t>();
     const scalar_t* w = weight.const_data_ptr<scalar_t>();
 
     if (weight_grad) {
       scalar_t* gw = grad_weight.mutable_data_ptr<scalar_t>();
       at::parallel_for(0, rows, row_grain(k * d), [&](int64_t begin, int64_t end) {
-        for (int64_t b = begin; b < end; ++b) {
-          for (int64_t i = 0; i < k; ++i) {
-            gw[b * k + i] = static_cast<scalar_t>(dot(g + b * g_stride, lat + idx[b * k + i] * lat_stride, d));
-          }
-        }
+        simplex_grad_weight_rows<scalar_t>(g, grad.stride(0), lat, latents.stride(0), idx, k, d, gw, begin, end);
       });
     }
 
@@ -164,15 +179,8 @@ std::tuple<at::Tensor, at::Tensor> simplex_mix_backward_cpu(
       scalar_t* gl = grad_latents.mutable_data_ptr<scalar_t>();
       const int64_t mean_work = std::max<int64_t>(1, pairs / std::max<int64_t>(n_latents, 1)) * d;
       at::parallel_for(0, n_latents, row_grain(mean_work), [&](int64_t begin, int64_t end) {
-        std::vector<opmath_t> acc(d);
-        for (int64_t m = begin; m < end; ++m) {
-          std::fill(acc.begin(), acc.end(), opmath_t(0));
-          for (int64_t s = start[m]; s < start[m + 1]; ++s) {
-            const int64_t t = sources[s];
-            axpy(acc.data(), static_cast<opmath_t>(w[t]), g + (t / k) * g_stride, d);
-          }
-          store_row(gl + m * d, acc.data(), d);
-        }
+        std::vector<opmath<scalar_t>> acc(d);
+        simplex_grad_latents_rows<scalar_t>(g, grad.stride(0), w, k, d, start.data(), sources.data(), gl, acc.data(), begin, end);
       });
     }
   });
