@@ -65,14 +65,24 @@ C10_ALWAYS_INLINE void philox4x32_10(Word (&c)[4][Lanes], uint32_t key0, uint32_
 // (x + 0.5) / 2^24 from the top 24 bits: uniform in (0, 1), never 0 or 1, never a multiple of 1/4.
 C10_ALWAYS_INLINE float open_uniform(uint32_t x) { return (float(x >> 8) + 0.5f) * 5.9604644775390625e-8f; }
 
-// log(x) for x in (0, 1], about 1 ulp: x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(t).
+// log(x) for x in (0, 1], within 1.2e-7 relative (checked against libm on all 2^24 inputs used):
+// x = m 2^e with m in [sqrt(1/2), sqrt(2)), log(m) = f - f^2/2 + f^3 P(f), f = m - 1, with the
+// Cephes logf polynomial P (no division, so it vectorises to FMAs).
 C10_ALWAYS_INLINE float log_unit(float x) {
   const int32_t bits = int32_t(float_to_bits(x));
   const int32_t e = (bits - 0x3f3504f3) >> 23;
-  const float m = bits_to_float(uint32_t(bits - (e << 23)));
-  const float t = (m - 1.0f) / (m + 1.0f), t2 = t * t;
-  const float series = 1.0f + t2 * (1.0f / 3 + t2 * (1.0f / 5 + t2 * (1.0f / 7 + t2 * (1.0f / 9))));
-  return 2.0f * t * series + float(e) * 0.693147180559945f;
+  const float f = bits_to_float(uint32_t(bits - (e << 23))) - 1.0f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float f2 = f * f;
+  return f + (f2 * f * p - 0.5f * f2) + float(e) * 0.693147180559945f;
 }
 
 // (sin, cos) of 2 pi u for u in (0, 1): quarter-turn reduction, then Taylor polynomials on [-pi/4, pi/4].

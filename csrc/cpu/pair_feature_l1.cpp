@@ -1,68 +1,79 @@
 // pair_feature_l1 on CPU: R(x) = ||a - b||_1 per row (AMA eq. 5), and its backward.
 //
-// Memory-bound: each row is read once with at::vec::Vectorized loads, |a - b| summed into
-// four independent vector accumulators (opmath: float for half/bfloat16), rows split over
-// threads with at::parallel_for.
+// Memory-bound: each row is read once, |a - b| summed in opmath (float for half/bfloat16) into
+// independent vector accumulators, rows split over threads with at::parallel_for. The row loops
+// are compiled for the x86-64 baseline, AVX2 and AVX-512 and chosen at run time (isa.h): with the
+// baseline's SSE2 alone one core is instruction-bound below memory bandwidth.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include "../ops_common.h"
+#include "isa.h"
 
 namespace anomalykit {
 namespace {
-
-using at::vec::Vectorized;
 
 // Rows per parallel_for task: about 64K elements each, so small inputs stay on one thread.
 int64_t row_grain(int64_t cols) {
   return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(cols, 1));
 }
 
-// Loads Vectorized<opmath>::size() values at p as opmath_t (float for half/bfloat16).
 template <typename scalar_t>
-struct OpmathLoad {
-  using opmath_t = at::opmath_type<scalar_t>;
-  static constexpr int64_t kWidth = Vectorized<opmath_t>::size();
-  static Vectorized<opmath_t> load(const scalar_t* p) {
-    if constexpr (std::is_same_v<scalar_t, opmath_t>) {
-      return Vectorized<opmath_t>::loadu(p);
-    } else {
-      Vectorized<float> out;
-      at::vec::load_to_float<scalar_t>(p, out);  // kWidth half/bfloat16 values -> float
-      return out;
+using opmath = at::opmath_type<scalar_t>;
+
+// sum_j |a[j] - b[j]| over one row of n values, in kLanes independent partial sums (as many vector
+// accumulators as the ISA's register width allows, so the adds pipeline and no reassociation
+// flag is needed).
+template <typename scalar_t>
+C10_ALWAYS_INLINE opmath<scalar_t> row_l1(const scalar_t* __restrict a, const scalar_t* __restrict b, int64_t n) {
+  constexpr int kLanes = 128 / sizeof(opmath<scalar_t>);  // 32 floats: two zmm or four ymm registers
+  opmath<scalar_t> partial[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      partial[l] += std::abs(static_cast<opmath<scalar_t>>(a[j + l]) - static_cast<opmath<scalar_t>>(b[j + l]));
     }
   }
-};
-
-// sum_j |a[j] - b[j]| over one row of n values.
-template <typename scalar_t>
-at::opmath_type<scalar_t> row_l1(const scalar_t* a, const scalar_t* b, int64_t n) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  using Vec = Vectorized<opmath_t>;
-  using Load = OpmathLoad<scalar_t>;
-  constexpr int64_t W = Load::kWidth;
-  Vec acc0(0), acc1(0), acc2(0), acc3(0);
-  int64_t j = 0;
-  for (; j + 4 * W <= n; j += 4 * W) {
-    acc0 += (Load::load(a + j) - Load::load(b + j)).abs();
-    acc1 += (Load::load(a + j + W) - Load::load(b + j + W)).abs();
-    acc2 += (Load::load(a + j + 2 * W) - Load::load(b + j + 2 * W)).abs();
-    acc3 += (Load::load(a + j + 3 * W) - Load::load(b + j + 3 * W)).abs();
-  }
-  for (; j + W <= n; j += W) {
-    acc0 += (Load::load(a + j) - Load::load(b + j)).abs();
-  }
-  opmath_t sum = at::vec::vec_reduce_all<opmath_t>(std::plus<Vec>(), (acc0 + acc1) + (acc2 + acc3));
-  for (; j < n; ++j) {
-    sum += std::abs(static_cast<opmath_t>(a[j]) - static_cast<opmath_t>(b[j]));
-  }
+  for (; j < n; ++j) partial[0] += std::abs(static_cast<opmath<scalar_t>>(a[j]) - static_cast<opmath<scalar_t>>(b[j]));
+  opmath<scalar_t> sum = 0;
+  for (int l = 0; l < kLanes; ++l) sum += partial[l];
   return sum;
 }
+
+// out[r] = row_l1(a[r], b[r]) for rows [begin, end).
+template <typename scalar_t>
+C10_ALWAYS_INLINE void l1_rows(
+    const scalar_t* a, int64_t a_stride, const scalar_t* b, int64_t b_stride, int64_t cols, scalar_t* out,
+    int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    out[r] = static_cast<scalar_t>(row_l1(a + r * a_stride, b + r * b_stride, cols));
+  }
+}
+ANOMALYKIT_ISA_VARIANTS(pair_l1_rows, l1_rows)
+
+// grad_a[r] = grad[r] * sign(a[r] - b[r]) (0 where equal), grad_b[r] = -grad_a[r] for rows [begin, end).
+template <typename scalar_t>
+C10_ALWAYS_INLINE void l1_backward_rows(
+    const scalar_t* grad, const scalar_t* a, int64_t a_stride, const scalar_t* b, int64_t b_stride, int64_t cols,
+    scalar_t* grad_a, scalar_t* grad_b, int64_t begin, int64_t end) {
+  for (int64_t r = begin; r < end; ++r) {
+    const scalar_t* __restrict ar = a + r * a_stride;
+    const scalar_t* __restrict br = b + r * b_stride;
+    scalar_t* __restrict ga = grad_a + r * cols;
+    scalar_t* __restrict gb = grad_b + r * cols;
+    const opmath<scalar_t> g = static_cast<opmath<scalar_t>>(grad[r]), zero = 0;
+    for (int64_t j = 0; j < cols; ++j) {
+      const opmath<scalar_t> diff = static_cast<opmath<scalar_t>>(ar[j]) - static_cast<opmath<scalar_t>>(br[j]);
+      const opmath<scalar_t> s = diff > zero ? g : (diff < zero ? -g : zero);
+      ga[j] = static_cast<scalar_t>(s);
+      gb[j] = static_cast<scalar_t>(-s);
+    }
+  }
+}
+ANOMALYKIT_ISA_VARIANTS(pair_l1_backward_rows, l1_backward_rows)
 
 at::Tensor pair_feature_l1_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
   check_pair_feature_l1_inputs(a_in, b_in);
@@ -71,14 +82,9 @@ at::Tensor pair_feature_l1_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
   const int64_t rows = a.size(0), cols = a.size(1);
   at::Tensor out = at::empty({rows}, a.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "pair_feature_l1_cpu", [&] {
-    const scalar_t* a_ptr = a.const_data_ptr<scalar_t>();
-    const scalar_t* b_ptr = b.const_data_ptr<scalar_t>();
-    const int64_t a_stride = a.stride(0), b_stride = b.stride(0);
-    scalar_t* out_ptr = out.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        out_ptr[r] = static_cast<scalar_t>(row_l1(a_ptr + r * a_stride, b_ptr + r * b_stride, cols));
-      }
+      pair_l1_rows<scalar_t>(a.const_data_ptr<scalar_t>(), a.stride(0), b.const_data_ptr<scalar_t>(), b.stride(0), cols,
+                             out.mutable_data_ptr<scalar_t>(), begin, end);
     });
   });
   return out;
@@ -96,25 +102,10 @@ std::tuple<at::Tensor, at::Tensor> pair_feature_l1_backward_cpu(
   at::Tensor grad_a = at::empty({rows, cols}, a.options());
   at::Tensor grad_b = at::empty({rows, cols}, a.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "pair_feature_l1_backward_cpu", [&] {
-    using opmath_t = at::opmath_type<scalar_t>;
-    const scalar_t* a_ptr = a.const_data_ptr<scalar_t>();
-    const scalar_t* b_ptr = b.const_data_ptr<scalar_t>();
-    const scalar_t* g_ptr = grad.const_data_ptr<scalar_t>();
-    const int64_t a_stride = a.stride(0), b_stride = b.stride(0);
-    scalar_t* ga_ptr = grad_a.mutable_data_ptr<scalar_t>();
-    scalar_t* gb_ptr = grad_b.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, rows, row_grain(cols), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const scalar_t* ar = a_ptr + r * a_stride;
-        const scalar_t* br = b_ptr + r * b_stride;
-        const opmath_t g = static_cast<opmath_t>(g_ptr[r]);
-        for (int64_t j = 0; j < cols; ++j) {
-          const opmath_t diff = static_cast<opmath_t>(ar[j]) - static_cast<opmath_t>(br[j]);
-          const opmath_t s = diff > 0 ? g : (diff < 0 ? -g : opmath_t(0));
-          ga_ptr[r * cols + j] = static_cast<scalar_t>(s);
-          gb_ptr[r * cols + j] = static_cast<scalar_t>(-s);
-        }
-      }
+      pair_l1_backward_rows<scalar_t>(grad.const_data_ptr<scalar_t>(), a.const_data_ptr<scalar_t>(), a.stride(0),
+                                      b.const_data_ptr<scalar_t>(), b.stride(0), cols, grad_a.mutable_data_ptr<scalar_t>(),
+                                      grad_b.mutable_data_ptr<scalar_t>(), begin, end);
     });
   });
   return {grad_a, grad_b};
