@@ -22,11 +22,34 @@ def fmt_time(seconds: float) -> str:
 def machine_line(info: dict, extra: dict) -> str:
     cpu = info.get("cpu", {}).get("brand_raw") or info.get("processor") or "unknown CPU"
     cores = info.get("cpu", {}).get("count", "?")
-    parts = [f"{cpu}, {cores} logical cores, {extra.get('threads', '?')} torch threads", f"torch {extra.get('torch', '?')}"]
+    parts = [f"{cpu}, {cores} logical cores, torch threads: {extra.get('threads', '?')}", f"torch {extra.get('torch', '?')}"]
     if extra.get("gpu"):
         parts.append(f"{extra['gpu']} (CUDA {extra.get('cuda')})")
     parts.append(f"python {info.get('python_version', '?')}")
     return "; ".join(parts)
+
+
+# (op prefix, other implementation, required time(other) / time(native), what it means)
+TARGETS = [
+    ("pair_feature_l1 4096x8192 fp32", "reference", 8.0, ">= 8x the eager reference"),
+    ("pair_feature_l1 4096x8192 fp32", "compiled", 1.0, "at least as fast as torch.compile(reference)"),
+    ("pair_feature_l1 4096x8192 fp32", "read", 0.9, "within 10% of a plain read of the same bytes"),
+    ("simplex_mix", "reference", 3.0, ">= 3x the eager reference (fwd+bwd)"),
+    ("annulus_sample", "reference", 3.0, ">= 3x the eager reference"),
+]
+
+
+def target_lines(groups: dict) -> list[str]:
+    """One line per (target, group): the measured ratio of best times and whether it meets the target."""
+    lines = ["", "| target | group | measured | met |", "|---|---|---:|:---:|"]
+    for prefix, other, required, meaning in TARGETS:
+        for group, benches in groups.items():
+            by_impl = {b["params"].get("impl"): b["stats"]["min"] for b in benches}
+            if not group.startswith(prefix) or "native" not in by_impl or other not in by_impl:
+                continue
+            ratio = by_impl[other] / by_impl["native"]
+            lines.append(f"| {meaning} | {group} | {ratio:.2f}x | {'yes' if ratio >= required else 'NO'} |")
+    return lines
 
 
 def table(data: dict, command: str) -> str:
@@ -56,7 +79,7 @@ def table(data: dict, command: str) -> str:
                 f"| {group} | {impl} | {fmt_time(stats['min'])} | {fmt_time(stats['median'])} | "
                 f"{gbps if gbps is not None else ''} | {ratio} |"
             )
-    return "\n".join(lines)
+    return "\n".join(lines + target_lines(groups))
 
 
 def main() -> None:
