@@ -165,9 +165,10 @@ def info_cmd():
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="continue the unfinished run in this folder")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, help="data-parallel processes on this machine (re-launches under torchrun)")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice)")
 @_friendly
 def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, batch_size, seed, device,
-            assignments, config_file, out, checkpoint_every, resume, quiet, nproc):
+            assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
     \b
@@ -184,6 +185,7 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
 
     if nproc > 1 and not D.launched_by_torchrun():
         _relaunch_under_torchrun(nproc)
+    _set_threads(threads)
 
     if resume:
         from pathlib import Path
@@ -227,6 +229,14 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)
                    + f"  train {record['train_seconds']:.1f}s  score {record['score_seconds']:.1f}s")
         click.echo(f"report: {record['out']}")
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads; one per process is often fastest on a small or shared CPU."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _relaunch_under_torchrun(nproc: int) -> None:
@@ -301,13 +311,15 @@ def score_cmd(model, data, split, out):
 @click.option("--set", "assignments", multiple=True, metavar="[METHOD.]KEY=VALUE", help="extra method parameter")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="results folder (rerun to resume)")
 @click.option("--progress/--no-progress", default=False, help="progress bars per cell")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch")
 @_friendly
-def bench_cmd(protocol, data, ood_data, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress):
+def bench_cmd(protocol, data, ood_data, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads):
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
     from .bench import BenchConfig, run_bench
 
+    _set_threads(threads)
     cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, classes=classes, methods=methods, baselines=baselines,
                       seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
     start = time.perf_counter()

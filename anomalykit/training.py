@@ -323,7 +323,7 @@ class Trainer:
                 wrapped[name] = module
                 continue
             ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
-            wrapped[name] = nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+            wrapped[name] = nn.parallel.DistributedDataParallel(module, device_ids=ids)  # buffers (BatchNorm) synced from rank 0
             self.ddp_params.update(id(p) for p in module.parameters())
         return wrapped
 
