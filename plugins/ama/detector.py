@@ -57,15 +57,15 @@ class AMADetector(Detector):
     name = "ama"
     summary = "Adversarial Mirrored AutoEncoder: mirrored Wasserstein critic, simplex interpolation, atypical negatives, A-score"
     params = (
-        Param("epochs", 60, "training epochs", low=0),
+        Param("epochs", 100, "training epochs (paper: 100)", low=0),
         Param("batch_size", 64, "training batch size", low=2),
-        Param("latent_dim", None, "latent size d; None = auto: 16 up to 256 input values, 32 up to 1024, else 128 (paper: 128)", type=int, low=1),
+        Param("latent_dim", None, "latent size d; None = auto: 16 up to 256 input values, 64 up to 1024, else 128 (paper: 128)", type=int, low=1),
         Param("width", 32, "base channel width of the conv nets (paper: 64)", low=1),
-        Param("feature_dim", 128, "critic penultimate features f (R-score space)", low=1),
+        Param("feature_dim", 256, "critic penultimate features f (R-score space; authors: 128)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
         Param("lr_decay", False, "x0.1 at 30%, 60% and 90% of the epochs (authors' MultiStepLR 30/60/90 of 100)"),
-        Param("n_critic", 5, "critic steps per encoder/generator step, on the same minibatch", low=1),
+        Param("n_critic", 2, "critic steps per encoder/generator step, on the same minibatch (authors: 5)", low=1),
         Param("lipschitz", "both", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
         Param("gp_weight", 10.0, "gradient penalty weight λ_gp", low=0.0),
         Param("mirrored", True, "mirrored Wasserstein loss on stacked pairs (False: plain critic on x vs x̂; Table 1 ablation)"),
@@ -74,14 +74,14 @@ class AMADetector(Detector):
         Param("simplex_k", 3, "latents mixed per interpolant (paper: 3)", low=2),
         Param("simplex_scheme", "normalized", "α draw: normalized (paper: α_i~U[0,0.5], /Σα) or residual (authors: α3 = 1-α1-α2)", choices=("normalized", "residual")),
         Param("atypical", True, "atypical-selection negatives (Table 1 ablation)"),
-        Param("lambda_neg", 1.0, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
-        Param("negatives", "annulus", "atypical latents: annulus (paper: shell √d..√d±δ), annulus-codes (the same shell "
+        Param("lambda_neg", 0.1, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
+        Param("negatives", "annulus-codes", "atypical latents: annulus (paper: shell √d..√d±δ), annulus-codes (the same shell "
               "rescaled to the batch's mean code norm) or scaling (authors' code: αE(x) inward, E(x)/α outward, α~U(0,0.5))",
               choices=("annulus", "annulus-codes", "scaling")),
         Param("delta", 2.0, "shell thickness δ around √d for negatives", low=0.0),
         Param("direction", "outward", "negatives from √d..√d+δ (outward) or √d−δ..√d (inward)", choices=("outward", "inward")),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
-        Param("lambda_reg", 1.0, "weight λ_reg of the latent regulariser", low=0.0),
+        Param("lambda_reg", 0.05, "weight λ_reg of the latent regulariser (authors' code: 1)", low=0.0),
         Param("score", "a", "a: −log A-score (eq. 6); r: R-score (eq. 5; Table 1 ablation)", choices=("a", "r")),
     )
 
@@ -92,7 +92,7 @@ class AMADetector(Detector):
         if self.hp.latent_dim is not None:
             return self.hp.latent_dim
         n = flat_dim(self.input_shape_)
-        return 16 if n <= 256 else 32 if n <= 1024 else 128
+        return 16 if n <= 256 else 64 if n <= 1024 else 128
 
     def _build(self, input_shape):
         hp = self.hp
