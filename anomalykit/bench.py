@@ -255,12 +255,15 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
     current = {k: v for k, v in cfg.__dict__.items()}
     current["set"] = list(cfg.set)
     if settings.is_file():
+        # the splits and budgets must match; methods and baselines may be added to a folder
         previous = json.loads(settings.read_text())
-        changed = sorted(k for k in current if previous.get(k) != current[k])
+        changed = sorted(k for k in current if k not in ("methods", "baselines") and previous.get(k) != current[k])
         if changed:
             raise ConfigError(f"{out} holds a benchmark with other settings ({', '.join(changed)}); use another --out")
-    else:
-        atomic_write_text(settings, json.dumps(current, indent=2) + "\n")
+        for key in ("methods", "baselines"):
+            names = _split_list(previous.get(key)) + [n for n in _split_list(current[key]) if n not in _split_list(previous.get(key))]
+            current[key] = ",".join(names)
+    atomic_write_text(settings, json.dumps(current, indent=2) + "\n")
     rows = [r for r in read_results(out / "results.csv") if r.get("status") == "ok"]
     done = {_row_key(r) for r in rows}
     todo = [c for c in cells if c.key not in done]

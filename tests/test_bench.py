@@ -102,3 +102,14 @@ def test_bad_names_fail_before_running(tmp_path):
     assert B.parse_classes("0-2,5") == [0, 1, 2, 5]
     with pytest.raises(ConfigError):
         B.parse_classes("a-b")
+
+
+def test_methods_can_be_added_to_a_finished_folder(finished, tmp_path):
+    import shutil
+
+    out = tmp_path / "grow"
+    shutil.copytree(finished, out)
+    B.run_bench(config(methods="pca-recon", baselines="pca"), out, echo=lambda *_: None)
+    rows = rows_of(out / "results.csv")
+    assert len(rows) == 8 and {r["method"] for r in rows} == {"ama", "pca-recon", "iforest", "pca"}
+    assert '"baselines": "iforest,pca"' in (out / "bench.json").read_text()
