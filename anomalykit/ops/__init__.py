@@ -1,0 +1,164 @@
+"""anomalykit's fused ops: native C++/CUDA kernels with a pure-PyTorch reference fallback.
+
+    from anomalykit import ops
+    r = ops.pair_feature_l1(f_real, f_fake)              # (B,)   R(x) of AMA eq. 5
+    index, weight = ops.sample_simplex(B, k=3, generator=g)
+    z = ops.simplex_mix(latents, index, weight)          # (B, d) simplex interpolation
+    z_neg = ops.annulus_sample(n, d, d**0.5, d**0.5 + delta, generator=g)
+
+Which implementation runs is chosen at every call by the environment variable
+``ANOMALYKIT_KERNELS``:
+
+- ``auto`` (default): the native kernel when the extension is built and has a kernel for the
+  inputs' device, else the reference (warning once if the extension is not built at all);
+- ``native``: the native kernel, or a RuntimeError saying how to build it;
+- ``reference``: always the pure-PyTorch reference (``anomalykit.ops.reference``, which is also
+  the documentation of the semantics).
+
+``active_kernels(device)`` and ``extension_status()`` report the choice (``anomalykit info``).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from ..errors import ConfigError, InputError
+from . import _native, reference
+from .reference import sample_simplex
+
+__all__ = [
+    "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample",
+    "active_kernels", "extension_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
+]
+
+ENV_VAR = "ANOMALYKIT_KERNELS"
+KERNEL_MODES = ("auto", "native", "reference")
+NATIVE_OPS = _native.NATIVE_OPS
+BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (needs a C++ compiler and ninja)"
+
+_fallback_warned = False
+
+
+def kernels_mode() -> str:
+    """The current value of ANOMALYKIT_KERNELS (auto, native or reference), read at every call."""
+    mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    if mode not in KERNEL_MODES:
+        raise ConfigError(f"{ENV_VAR}={mode!r} is not one of {', '.join(KERNEL_MODES)}")
+    return mode
+
+
+def _use_native(op: str, device: torch.device) -> bool:
+    """Whether ``op`` on ``device`` runs natively; raises if ANOMALYKIT_KERNELS=native cannot be honoured."""
+    mode = kernels_mode()
+    if mode == "reference":
+        return False
+    if _native.has_kernel(op, device.type):
+        return True
+    if mode == "native":
+        if not _native.loaded():
+            raise RuntimeError(
+                f"{ENV_VAR}=native but the anomalykit native extension is not built ({_native.LOAD_ERROR}); "
+                f"{BUILD_HINT}, or set {ENV_VAR}=auto"
+            )
+        raise RuntimeError(
+            f"{ENV_VAR}=native but anomalykit.{op} has no native kernel for device {device} "
+            f"(built for {', '.join(_native.backends()) or 'nothing'}); set {ENV_VAR}=auto to use the reference"
+        )
+    if not _native.loaded():
+        _warn_fallback_once()
+    return False
+
+
+def _warn_fallback_once() -> None:
+    global _fallback_warned
+    if not _fallback_warned:
+        _fallback_warned = True
+        warnings.warn(
+            f"anomalykit native ops are not built ({_native.LOAD_ERROR}); using the pure-PyTorch reference ops. "
+            f"To get the fast kernels, {BUILD_HINT}.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def active_kernels(device) -> dict[str, str]:
+    """Op name -> "native" or "reference": what a call on ``device`` would use now.
+
+    With ANOMALYKIT_KERNELS=native and no kernel for ``device`` the entry is "unavailable"
+    (a call would raise RuntimeError). ``sample_simplex`` is pure Python and not listed.
+    """
+    device = torch.device(device)
+    mode = kernels_mode()
+    result = {}
+    for op in NATIVE_OPS:
+        if mode != "reference" and _native.has_kernel(op, device.type):
+            result[op] = "native"
+        else:
+            result[op] = "unavailable" if mode == "native" else "reference"
+    return result
+
+
+def extension_status() -> str:
+    """One line on the native extension, e.g. "native extension loaded (CPU, CUDA)"."""
+    if _native.loaded():
+        return f"native extension loaded ({', '.join(_native.backends()) or 'no kernels'})"
+    return f"native extension not built ({_native.LOAD_ERROR}); using reference ops"
+
+
+# ----------------------------------------------------------------------------------------------
+# the ops (docstrings of the reference functions state the semantics)
+# ----------------------------------------------------------------------------------------------
+
+def pair_feature_l1(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
+    """Row-wise L1 distance of two (B, F) feature matrices -> (B,); R(x) of AMA eq. 5.
+
+    Any float dtype (float16/bfloat16 accumulate in float32; output has the input dtype).
+    Differentiable in both inputs with subgradient sign(f_real - f_fake) (0 where equal).
+    """
+    reference.check_pair_feature_l1_inputs(f_real, f_fake)
+    if _use_native("pair_feature_l1", f_real.device):
+        return torch.ops.anomalykit.pair_feature_l1(f_real, f_fake)
+    return reference.pair_feature_l1(f_real, f_fake)
+
+
+def simplex_mix(latents: torch.Tensor, index: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """out[b] = sum_i weight[b, i] * latents[index[b, i]] -> (B', d); AMA sec. 3.2.
+
+    latents (B, d) float, index (B', k) int64 in [0, B), weight (B', k) of the latents' dtype.
+    Weights are used as given (``sample_simplex`` already normalises them to sum 1).
+    Differentiable w.r.t. latents and weight. An index out of range raises InputError.
+    """
+    native = _use_native("simplex_mix", latents.device) if isinstance(latents, torch.Tensor) else False
+    # The native CPU kernel checks the index range itself while it reads the indices.
+    reference.check_simplex_mix_inputs(latents, index, weight, check_range=not (native and latents.device.type == "cpu"))
+    if native:
+        return torch.ops.anomalykit.simplex_mix(latents, index, weight)
+    return reference.simplex_mix(latents, index, weight)
+
+
+def annulus_sample(
+    n: int,
+    d: int,
+    r_inner: float,
+    r_outer: float,
+    *,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """(n, d) points uniform in the volume of the shell r_inner <= ||z|| <= r_outer (AMA Atypical Selection).
+
+    Native and reference draw differently (same seed -> same samples on the same path and
+    device; the distribution is the same). See ``reference.annulus_sample`` for the radius formula.
+    """
+    n, d, r_inner, r_outer, dtype = reference.check_annulus_args(n, d, r_inner, r_outer, dtype)
+    device = reference.resolve_device(device, generator)
+    if generator is not None and generator.device.type != device.type:
+        raise InputError(f"annulus_sample: generator is on {generator.device} but device is {device}")
+    if _use_native("annulus_sample", device):
+        return torch.ops.anomalykit.annulus_sample(
+            n, d, r_inner, r_outer, generator=generator, dtype=dtype, device=device
+        )
+    return reference.annulus_sample(n, d, r_inner, r_outer, generator=generator, device=device, dtype=dtype)

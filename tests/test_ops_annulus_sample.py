@@ -1,0 +1,115 @@
+"""annulus_sample: points uniform in the volume of the shell r_inner <= ||z|| <= r_outer (AMA Atypical Selection).
+
+Every statistical test runs on both implementations (the native one when built) and compares
+against the analytic distribution, never against the other implementation.
+"""
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from anomalykit import ops
+from anomalykit.errors import InputError
+from anomalykit.ops import _native
+
+native_cpu = pytest.mark.skipif(
+    not _native.has_kernel("annulus_sample", "cpu"), reason=f"native extension not built: {_native.LOAD_ERROR}"
+)
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+P_MIN = 1e-3  # fixed seeds: these p-values are deterministic, the threshold only guards real bias
+
+
+@pytest.fixture(params=["reference", pytest.param("native", marks=native_cpu)])
+def kernels(request, monkeypatch):
+    """Run the test with ANOMALYKIT_KERNELS set to the parameter."""
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", request.param)
+    return request.param
+
+
+def sample(n, d, r_inner, r_outer, seed=0, **kwargs):
+    return ops.annulus_sample(n, d, r_inner, r_outer, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def shell_cdf(r, d, r_inner, r_outer):
+    """Volume-uniform radius CDF (r^d - r_in^d) / (r_out^d - r_in^d), in log space (float64 numpy)."""
+    log_q = d * (math.log(r_inner) - math.log(r_outer)) if r_inner > 0 else -math.inf
+    a = d * np.log(np.asarray(r, dtype=np.float64) / r_outer)  # log (r / r_out)^d
+    return np.exp(log_q) * np.expm1(a - log_q) / -math.expm1(log_q) if r_inner > 0 else np.exp(a)
+
+
+def shells(d, delta):
+    s = math.sqrt(d)
+    return {"inward": (s - delta, s), "outward": (s, s + delta), "ball": (0.0, s)}
+
+
+@pytest.mark.parametrize("d, n", [(1, 20000), (8, 20000), (64, 10000), (1024, 2000)])
+@pytest.mark.parametrize("shell", ["inward", "outward", "ball"])
+def test_radius_follows_volume_uniform_cdf(kernels, d, n, shell):
+    r_inner, r_outer = shells(d, delta=0.5)[shell]
+    z = sample(n, d, r_inner, r_outer, dtype=torch.float64)
+    radius = torch.linalg.vector_norm(z, dim=1).numpy()
+    assert radius.min() >= r_inner and radius.max() <= r_outer
+    result = scipy.stats.kstest(radius, lambda r: shell_cdf(r, d, r_inner, r_outer))
+    assert result.pvalue > P_MIN, result
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [3, 64, 1024])
+def test_every_radius_within_bounds_exactly(kernels, dtype, d):
+    for r_inner, r_outer in shells(d, delta=1.0).values():
+        z = sample(3000, d, r_inner, r_outer, dtype=dtype)
+        assert z.dtype == dtype and z.shape == (3000, d)
+        radius = torch.linalg.vector_norm(z.double(), dim=1)
+        assert radius.min() >= r_inner and radius.max() <= r_outer, (r_inner, r_outer, radius.min(), radius.max())
+
+
+@pytest.mark.parametrize("d", [2, 16, 256])
+def test_directions_isotropic(kernels, d):
+    n = 20000
+    unit = torch.nn.functional.normalize(sample(n, d, 1.0, 2.0, dtype=torch.float64), dim=1)
+    # Uniform unit vectors have mean 0 and covariance I/d, so n*d*||mean||^2 ~ chi2(d).
+    stat = n * d * unit.mean(dim=0).square().sum().item()
+    assert scipy.stats.chi2.sf(stat, d) > P_MIN, stat
+    second_moment = (unit.T @ unit / n) * d  # ~ identity; entries have std ~ sqrt(2/n) * ...
+    torch.testing.assert_close(second_moment, torch.eye(d, dtype=torch.float64), atol=0.06, rtol=0)
+
+
+def test_sphere_when_radii_equal(kernels):
+    z = sample(1000, 32, 3.0, 3.0, dtype=torch.float32)
+    torch.testing.assert_close(torch.linalg.vector_norm(z.double(), dim=1), torch.full((1000,), 3.0, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert torch.equal(sample(5, 4, 0.0, 0.0), torch.zeros(5, 4))
+
+
+def test_same_seed_same_samples_other_seed_differs(kernels):
+    first, again, other = sample(500, 64, 8, 9, seed=3), sample(500, 64, 8, 9, seed=3), sample(500, 64, 8, 9, seed=4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    consecutive = torch.Generator().manual_seed(3)
+    a = ops.annulus_sample(10, 4, 1, 2, generator=consecutive)
+    b = ops.annulus_sample(10, 4, 1, 2, generator=consecutive)
+    assert not torch.equal(a, b), "the generator state must advance"
+
+
+def test_defaults_and_empty(kernels):
+    z = ops.annulus_sample(4, 3, 1.0, 2.0)
+    assert z.dtype == torch.get_default_dtype() and z.device.type == "cpu"
+    assert ops.annulus_sample(0, 3, 1.0, 2.0).shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, match",
+    [
+        ((10, 4, -1.0, 2.0), {}, "r_inner must be >= 0"),
+        ((10, 4, 3.0, 2.0), {}, r"r_inner \(3.0\) must be <= r_outer \(2.0\)"),
+        ((-1, 4, 1.0, 2.0), {}, "n must be >= 0"),
+        ((10, 0, 1.0, 2.0), {}, "d must be >= 1"),
+        ((10.5, 4, 1.0, 2.0), {}, "n must be an integer"),
+        ((10, 4, 1.0, float("nan")), {}, "r_outer must be a finite number"),
+        ((10, 4, 1.0, 2.0), {"dtype": torch.int64}, "floating"),
+    ],
+)
+def test_bad_arguments(kernels, args, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        ops.annulus_sample(*args, **kwargs)
