@@ -36,11 +36,10 @@ from torch import nn
 from anomalykit import Detector, Param
 from anomalykit.nn import gradient_penalty, is_image, stack_pair
 from anomalykit.ops import sample_simplex, simplex_mix
+from anomalykit.ops.reference import SIMPLEX_SCHEMES
 
 from . import losses
 from .networks import build_networks
-
-SIMPLEX_SCHEMES = ("normalized",)
 
 
 @contextmanager
@@ -73,7 +72,8 @@ class MAESimplex(Detector):
         Param("m", 3, "simplex vertices per interpolation (0 = no interpolation / no D_inter)", choices=(0, 2, 3)),
         Param("lambda_inter", 0.5, "weight lambda of the interpolation term in eq. 5", low=0.0),
         Param("latent_reg", True, "latent regulariser max(||E(x)|| - sqrt(d), 0) on/off (sec. 4.2)"),
-        Param("simplex_scheme", "normalized", "how simplex weights are drawn (anomalykit.ops.sample_simplex)",
+        Param("simplex_scheme", "normalized", "simplex weights: normalized = alpha_i ~ U(0, 0.5] divided by their "
+              "sum (the paper's text); residual = the authors' code (last alpha = 1 - the others)",
               choices=SIMPLEX_SCHEMES),
         Param("lipschitz", "gp", "D_recon Lipschitz constraint: gradient penalty, spectral norm, or both (authors' code)",
               choices=("gp", "sn", "both")),
