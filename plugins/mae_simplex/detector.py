@@ -18,12 +18,13 @@ Training (one step = one minibatch x, as in the supplementary's algorithm):
 Score (sec. 5.2): ||f(x, x) - f(x, G(E(x)))||_1, f = D_recon's penultimate features; higher =
 more anomalous.
 
-Budgets. Default run (digits, normal class 0, about 125 training images): about a minute on
-two CPU cores. Fashion-MNIST one-class on a CPU: ``--max-train 2000 --epochs 10`` takes a few
-minutes per class on two cores (see docs/methods/mae-simplex.md for the measured numbers).
+Budgets. Default run (digits, normal class 0, 124 training images, 60 epochs): about 15-20 s of
+training single-threaded on a 2-core CPU. Fashion-MNIST one-class on a CPU:
+``--max-train 2000 --epochs 10``, 4-6 minutes per class (docs/methods/mae-simplex.md has the
+measured numbers).
 Paper budget (GPU): all ~6000 images of the class, 50 epochs (MNIST table) or 100 (CIFAR),
 batch 256, width 64, hidden 1024, latent 64, n_critic 5, select after 60% of the epochs:
-``--epochs 100 --batch-size 256 --set width=64 --set hidden=1024 --set n_critic=5``.
+``--epochs 50 --batch-size 256 --set width=64 --set hidden=1024 --set n_critic=5``.
 """
 from __future__ import annotations
 
