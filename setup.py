@@ -17,6 +17,8 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Stable ABI floor = requires-python (3.10); recent torch adds the same define itself.
+PY_LIMITED_API = "-DPy_LIMITED_API=0x030A0000"
 
 
 def _packages():
@@ -51,11 +53,16 @@ def _extension_kwargs():
         and CUDA_HOME is not None
     )
     debug = os.environ.get("ANOMALYKIT_DEBUG", "0") == "1"
-    extra = {"cxx": (["-O0", "-g"] if debug else ["-O3"]) + ["-fopenmp", "-DPy_LIMITED_API=0x03090000"]}
+    # -fno-math-errno lets sqrt and friends vectorise (PyTorch builds with it too). No -march flags:
+    # the wheel must run on any x86-64; the hot RNG loops carry AVX2/AVX-512 variants chosen at run
+    # time instead.
+    cxx_opt = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+    extra = {"cxx": cxx_opt + ["-fopenmp", "-Wno-psabi", PY_LIMITED_API]}
     kind = CppExtension
     if use_cuda:
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
-        extra["nvcc"] = ["-O3", "--use_fast_math", "-lineinfo"] if not debug else ["-O0", "-g", "-G"]
+        # no --use_fast_math: curand's Box-Muller and the radius formula keep full-precision log/sincos
+        extra["nvcc"] = ["-O3", "-lineinfo", PY_LIMITED_API] if not debug else ["-O0", "-g", "-G", PY_LIMITED_API]
         kind = CUDAExtension
     ext = kind(
         "anomalykit._C",
@@ -92,6 +99,6 @@ def _extension_kwargs():
 setup(
     packages=_packages(),
     package_dir={"anomalykit_plugins": "plugins"},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
     **_extension_kwargs(),
 )

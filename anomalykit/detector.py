@@ -122,6 +122,7 @@ class Detector:
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
         seed_everything(self.hp.seed)
         self.input_shape_ = tuple(X.shape[1:])
+        self.decision_scores_ = self.threshold_ = None
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)
         self.nets.to(self.device)

@@ -113,3 +113,81 @@ def test_defaults_and_empty(kernels):
 def test_bad_arguments(kernels, args, kwargs, match):
     with pytest.raises(InputError, match=match):
         ops.annulus_sample(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------ native op specifics
+def native_op(n, d, r_inner, r_outer, generator=None, dtype=torch.float32, device="cpu"):
+    return torch.ops.anomalykit.annulus_sample(n, d, r_inner, r_outer, generator=generator, dtype=dtype, device=torch.device(device))
+
+
+@native_cpu
+def test_native_samples_do_not_depend_on_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native_op(3000, 40, 6.0, 7.0, torch.Generator().manual_seed(5))
+        torch.set_num_threads(max(2, threads))
+        many = native_op(3000, 40, 6.0, 7.0, torch.Generator().manual_seed(5))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many)
+
+
+@native_cpu
+def test_native_uses_the_default_generator_when_none_given():
+    torch.manual_seed(11)
+    first = native_op(50, 8, 1.0, 2.0)
+    torch.manual_seed(11)
+    assert torch.equal(first, native_op(50, 8, 1.0, 2.0))
+
+
+@native_cpu
+def test_native_opcheck():
+    # Without a generator opcheck reseeds the default one between runs; with one, the first run
+    # advances it, so the eager-vs-traced output comparison cannot apply.
+    op = torch.ops.anomalykit.annulus_sample.default
+    torch.library.opcheck(op, (10, 4, 1.0, 2.0), {"dtype": torch.float32, "device": torch.device("cpu")})
+    torch.library.opcheck(
+        op, (10, 4, 1.0, 2.0), {"generator": torch.Generator().manual_seed(0), "dtype": torch.float64, "device": torch.device("cpu")},
+        test_utils=("test_schema", "test_faketensor"),
+    )
+
+
+@native_cpu
+def test_native_under_torch_compile_fullgraph(monkeypatch):
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")
+    compiled = torch.compile(lambda: ops.annulus_sample(64, 16, 4.0, 5.0, dtype=torch.float32), fullgraph=True, backend="aot_eager")
+    radius = torch.linalg.vector_norm(compiled().double(), dim=1)
+    assert radius.min() >= 4.0 and radius.max() <= 5.0
+
+
+@native_cpu
+@pytest.mark.parametrize("args, match", [((-1, 4, 1.0, 2.0), "n must be >= 0"), ((3, 0, 1.0, 2.0), "d must be >= 1"), ((3, 4, 2.0, 1.0), "r_inner <= r_outer"), ((3, 4, -1.0, 1.0), "0 <= r_inner")])
+def test_native_op_rejects_bad_arguments(args, match):
+    with pytest.raises(RuntimeError, match=match):
+        native_op(*args)
+
+
+# ------------------------------------------------------------------------------ CUDA
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("d", [1, 64, 1024])
+def test_cuda_bounds_cdf_and_determinism(dtype, d):
+    for r_inner, r_outer in shells(d, delta=1.0).values():
+        z = native_op(4000, d, r_inner, r_outer, torch.Generator("cuda").manual_seed(0), dtype, "cuda")
+        assert z.device.type == "cuda" and z.dtype == dtype
+        radius = torch.linalg.vector_norm(z.double(), dim=1).cpu().numpy()
+        assert radius.min() >= r_inner and radius.max() <= r_outer
+        if dtype == torch.float64:
+            assert scipy.stats.kstest(radius, lambda r: shell_cdf(r, d, r_inner, r_outer)).pvalue > P_MIN
+        again = native_op(4000, d, r_inner, r_outer, torch.Generator("cuda").manual_seed(0), dtype, "cuda")
+        assert torch.equal(z, again)
+
+
+@needs_cuda
+def test_cuda_directions_isotropic_and_opcheck():
+    n, d = 20000, 16
+    unit = torch.nn.functional.normalize(native_op(n, d, 1.0, 2.0, torch.Generator("cuda").manual_seed(1), torch.float64, "cuda"), dim=1)
+    stat = n * d * unit.mean(dim=0).square().sum().item()
+    assert scipy.stats.chi2.sf(stat, d) > P_MIN
+    torch.library.opcheck(torch.ops.anomalykit.annulus_sample.default, (10, 4, 1.0, 2.0), {"dtype": torch.float32, "device": torch.device("cuda")})

@@ -103,3 +103,158 @@ def test_sample_simplex_reproducible_with_generator():
 def test_sample_simplex_bad_arguments(kwargs, match):
     with pytest.raises(InputError, match=match):
         reference.sample_simplex(**kwargs)
+
+
+# ------------------------------------------------------------------------------ native vs reference
+TOLERANCE = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-5), torch.bfloat16: (1e-2, 1e-2), torch.float16: (2e-3, 1e-3)}
+
+
+def native(latents, index, weight):
+    return torch.ops.anomalykit.simplex_mix(latents, index, weight)
+
+
+def random_inputs(n_latents, rows, k, d, dtype=torch.float32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(n_latents, d, generator=g).to(device, dtype)
+    index = torch.randint(0, n_latents, (rows, k), generator=g).to(device)
+    weight = torch.rand(rows, k, generator=g).to(device, dtype)
+    return latents, index, weight
+
+
+def forward_and_grads(fn, latents, index, weight, grad_out):
+    latents = latents.detach().clone().requires_grad_(True)
+    weight = weight.detach().clone().requires_grad_(True)
+    out = fn(latents, index, weight)
+    out.backward(grad_out)
+    return out, latents.grad, weight.grad
+
+
+@native_cpu
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("n_latents, rows, k, d", [(1, 1, 1, 1), (5, 3, 3, 7), (8, 20, 3, 64), (6, 4, 5, 1000), (300, 256, 3, 33), (4, 0, 3, 8)])
+def test_native_forward_and_backward_match_reference(dtype, n_latents, rows, k, d):
+    latents, index, weight = random_inputs(n_latents, rows, k, d, dtype)
+    grad_out = torch.randn(rows, d).to(dtype)
+    got = forward_and_grads(native, latents, index, weight, grad_out)
+    expected = forward_and_grads(reference.simplex_mix, latents, index, weight, grad_out)
+    rtol, atol = TOLERANCE[dtype]
+    for name, x, y in zip(("output", "grad latents", "grad weight"), got, expected):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+@native_cpu
+def test_native_repeated_indices_accumulate():
+    latents = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    index = torch.tensor([[1, 1, 1], [0, 1, 0]])
+    weight = torch.tensor([[0.25, 0.25, 0.5], [1.0, 2.0, 3.0]])
+    out = native(latents, index, weight)
+    assert out.tolist() == [[3.0, 4.0], [10.0, 16.0]]
+    out.backward(torch.ones(2, 2))
+    assert latents.grad.tolist() == [[4.0, 4.0], [3.0, 3.0]]
+
+
+@native_cpu
+def test_native_non_contiguous_inputs():
+    latents, index, weight = random_inputs(12, 9, 3, 40)
+    wide = torch.randn(12, 90)
+    cases = [
+        (wide[:, 5:45], index, weight),  # row-strided latents
+        (wide[:, ::2][:, :40], index, weight),  # column stride 2
+        (latents, index.t().contiguous().t(), weight.t().contiguous().t()),  # transposed index / weight
+    ]
+    for args in cases:
+        torch.testing.assert_close(native(*args), reference.simplex_mix(*args))
+
+
+@native_cpu
+def test_native_gradcheck_float64_both_inputs():
+    latents, index, weight = random_inputs(5, 4, 3, 6, torch.float64)
+    latents.requires_grad_(True)
+    weight.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda l, w: native(l, index, w), (latents, weight))
+    assert torch.autograd.gradgradcheck(lambda l, w: native(l, index, w), (latents, weight))
+
+
+@native_cpu
+def test_native_backward_only_computes_requested_gradients():
+    latents, index, weight = random_inputs(5, 4, 3, 6)
+    grad_latents, grad_weight = torch.ops.anomalykit.simplex_mix_backward(torch.ones(4, 6), latents, index, weight, True, False)
+    assert grad_latents.shape == (5, 6) and grad_weight.numel() == 0
+    latents.requires_grad_(True)
+    native(latents, index, weight).sum().backward()  # weight without requires_grad
+    assert latents.grad.shape == (5, 6) and weight.grad is None
+
+
+@native_cpu
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_native_opcheck(requires_grad):
+    latents, index, weight = random_inputs(7, 5, 3, 9)
+    latents.requires_grad_(requires_grad)
+    weight.requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.anomalykit.simplex_mix.default, (latents, index, weight))
+    for flags in [(True, True), (True, False), (False, True)]:
+        args = (torch.randn(5, 9), latents.detach(), index, weight.detach(), *flags)
+        torch.library.opcheck(torch.ops.anomalykit.simplex_mix_backward.default, args)
+
+
+@native_cpu
+def test_native_under_torch_compile_fullgraph(monkeypatch):
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")
+    from anomalykit import ops
+
+    latents, index, weight = random_inputs(10, 6, 3, 16)
+    latents.requires_grad_(True)
+    compiled = torch.compile(lambda l, i, w: ops.simplex_mix(l, i, w).square().sum(), fullgraph=True, backend="aot_eager")
+    compiled(latents, index, weight).backward()
+    expected = latents.detach().clone().requires_grad_(True)
+    reference.simplex_mix(expected, index, weight).square().sum().backward()
+    torch.testing.assert_close(latents.grad, expected.grad)
+
+
+@native_cpu
+@pytest.mark.parametrize("bad_index, match", [(7, "index value 7 is out of range for 7"), (-1, "index value -1 is out of range")])
+def test_native_index_out_of_range(bad_index, match):
+    latents, index, weight = random_inputs(7, 5, 3, 4)
+    index[3, 1] = bad_index
+    with pytest.raises(RuntimeError, match=match):
+        native(latents, index, weight)
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.anomalykit.simplex_mix_backward(torch.ones(5, 4), latents, index, weight, True, True)
+
+
+@native_cpu
+def test_native_op_rejects_bad_inputs():
+    latents, index, weight = random_inputs(7, 5, 3, 4)
+    with pytest.raises(RuntimeError, match="int64"):
+        native(latents, index.int(), weight)
+    with pytest.raises(RuntimeError, match="shape of index"):
+        native(latents, index, weight[:, :2])
+    with pytest.raises(RuntimeError, match="dtype of latents"):
+        native(latents, index, weight.double())
+    with pytest.raises(RuntimeError, match="floating"):
+        native(latents.long(), index, weight.long())
+
+
+# ------------------------------------------------------------------------------ CUDA
+@needs_cuda
+@pytest.mark.parametrize("dtype", list(TOLERANCE))
+@pytest.mark.parametrize("n_latents, rows, k, d", [(1, 1, 1, 1), (8, 20, 3, 64), (300, 256, 3, 513), (4096, 4096, 3, 512)])
+def test_cuda_matches_reference(dtype, n_latents, rows, k, d):
+    latents, index, weight = random_inputs(n_latents, rows, k, d, dtype, device="cuda")
+    grad_out = torch.randn(rows, d, device="cuda").to(dtype)
+    got = forward_and_grads(native, latents, index, weight, grad_out)
+    expected = forward_and_grads(reference.simplex_mix, latents, index, weight, grad_out)
+    rtol, atol = TOLERANCE[dtype]
+    for x, y in zip(got, expected):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+@needs_cuda
+def test_cuda_gradcheck_and_opcheck():
+    latents, index, weight = random_inputs(5, 4, 3, 6, torch.float64, device="cuda")
+    latents.requires_grad_(True)
+    weight.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda l, w: native(l, index, w), (latents, weight))
+    torch.library.opcheck(torch.ops.anomalykit.simplex_mix.default, (latents, index, weight))
+    args = (torch.randn(4, 6, device="cuda", dtype=torch.float64), latents.detach(), index, weight.detach(), True, True)
+    torch.library.opcheck(torch.ops.anomalykit.simplex_mix_backward.default, args)

@@ -26,10 +26,27 @@ def loaded() -> bool:
     return _C is not None
 
 
+def _registered_kernels() -> frozenset[tuple[str, str]]:
+    """(op, device type) pairs with a native kernel, read from the dispatcher once at import."""
+    if _C is None:
+        return frozenset()
+    return frozenset(
+        (op, device_type)
+        for op in NATIVE_OPS
+        for device_type, key in _DISPATCH_KEYS.items()
+        if torch._C._dispatch_has_kernel_for_dispatch_key(f"anomalykit::{op}", key)
+    )
+
+
+KERNELS = _registered_kernels()
+
+
 def has_kernel(op: str, device_type: str) -> bool:
-    """Whether the native op ``op`` has a kernel for ``device_type`` ("cpu", "cuda", ...)."""
-    key = _DISPATCH_KEYS.get(device_type)
-    return loaded() and key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(f"anomalykit::{op}", key)
+    """Whether the native op ``op`` has a kernel for ``device_type`` ("cpu", "cuda", ...).
+
+    A plain set lookup, so torch.compile traces through the front-end without a graph break.
+    """
+    return (op, device_type) in KERNELS
 
 
 def backends() -> list[str]:
@@ -71,7 +88,7 @@ def _register_python_parts() -> None:
 
     def _pair_backward(ctx, grad):
         a, b = ctx.saved_tensors
-        grad_a, grad_b = ops.pair_feature_l1_backward(grad, a, b)
+        grad_a, grad_b = ops.pair_feature_l1_backward.default(grad, a, b)
         return grad_a, grad_b
 
     def _pair_grad_setup(ctx, inputs, output):
@@ -96,7 +113,7 @@ def _register_python_parts() -> None:
     def _mix_backward(ctx, grad):
         latents, index, weight = ctx.saved_tensors
         need_latents, _, need_weight = ctx.needs_input_grad
-        grad_latents, grad_weight = ops.simplex_mix_backward(grad, latents, index, weight, need_latents, need_weight)
+        grad_latents, grad_weight = ops.simplex_mix_backward.default(grad, latents, index, weight, need_latents, need_weight)
         return (grad_latents if need_latents else None), None, (grad_weight if need_weight else None)
 
     def _mix_grad_setup(ctx, inputs, output):

@@ -160,7 +160,7 @@ def simplex_mix(latents: torch.Tensor, index: torch.Tensor, weight: torch.Tensor
     """
     check_simplex_mix_inputs(latents, index, weight)
     acc = accumulate_dtype(latents.dtype)
-    vertices = latents[index].to(acc)  # (B', k, d)
+    vertices = latents.to(acc)[index]  # (B', k, d); cast before the gather so gradients also sum in acc
     return (weight.to(acc).unsqueeze(-1) * vertices).sum(dim=1).to(latents.dtype)
 
 

@@ -1,0 +1,70 @@
+// anomalykit native ops: the schema block and the Python module stub.
+//
+// Importing anomalykit._C loads this library, which registers the anomalykit:: ops below; the
+// kernels live in cpu/<op>.cpp and cuda/<op>.cu (one TORCH_LIBRARY_IMPL per op and backend), the
+// fake kernels and autograd formulas in anomalykit/ops/_native.py.
+#include <Python.h>
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/DispatchKeySet.h>
+#include <torch/library.h>
+
+extern "C" {
+// anomalykit._C has no Python functions: it exists so that `import anomalykit._C` loads this
+// shared library (py_limited_api, like pytorch/extension-cpp).
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // name
+      NULL,  // docstring
+      -1,    // per-interpreter state size
+      NULL,  // methods
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace anomalykit {
+
+// annulus_sample has no Tensor argument to dispatch on, so (like ATen's factory functions) a
+// BackendSelect kernel picks CPU or CUDA from `device` and redispatches.
+at::Tensor annulus_sample_backend_select(
+    c10::DispatchKeySet,
+    int64_t n,
+    int64_t d,
+    double r_inner,
+    double r_outer,
+    std::optional<at::Generator> generator,
+    std::optional<at::ScalarType> dtype,
+    std::optional<at::Device> device) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("anomalykit::annulus_sample", "")
+                       .typed<at::Tensor(
+                           int64_t, int64_t, double, double, std::optional<at::Generator>,
+                           std::optional<at::ScalarType>, std::optional<at::Device>)>();
+  c10::DispatchKeySet backend(c10::computeDispatchKey(dtype, std::nullopt, device));
+  return op.redispatch(backend, n, d, r_inner, r_outer, generator, dtype, device);
+}
+
+TORCH_LIBRARY(anomalykit, m) {
+  // R(x) = ||a - b||_1 per row of two (B, F) matrices; backward returns (grad * sign(a - b), -...).
+  m.def("pair_feature_l1(Tensor a, Tensor b) -> Tensor");
+  m.def("pair_feature_l1_backward(Tensor grad, Tensor a, Tensor b) -> (Tensor, Tensor)");
+  // out[b] = sum_i weight[b, i] * latents[index[b, i]]; the backward computes only the gradients
+  // asked for (the others come back as empty tensors).
+  m.def("simplex_mix(Tensor latents, Tensor index, Tensor weight) -> Tensor");
+  m.def(
+      "simplex_mix_backward(Tensor grad, Tensor latents, Tensor index, Tensor weight, "
+      "bool latents_grad, bool weight_grad) -> (Tensor, Tensor)");
+  // (n, d) samples uniform in the shell r_inner <= ||z|| <= r_outer.
+  m.def(
+      "annulus_sample(int n, int d, float r_inner, float r_outer, *, Generator? generator=None, "
+      "ScalarType? dtype=None, Device? device=None) -> Tensor",
+      {at::Tag::nondeterministic_seeded});
+}
+
+TORCH_LIBRARY_IMPL(anomalykit, BackendSelect, m) {
+  m.impl("annulus_sample", TORCH_FN(annulus_sample_backend_select));
+}
+
+}  // namespace anomalykit

@@ -1,0 +1,305 @@
+"""Tests of the csi-aae plugin against independent references (explicit loops, hand examples,
+torch's affine_grid/grid_sample) and of its detector contract (ablations, save/load, seeds)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import anomalykit
+from anomalykit import InputError
+from anomalykit.data import make_split
+from anomalykit_plugins.csi_aae.augment import Augment, gaussian_blur, random_resized_crop, rotate, shift_batch
+from anomalykit_plugins.csi_aae.losses import csi_loss, nearest_neighbour_score, nt_xent, shifted_features
+
+TINY = dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1, progress=None)
+
+
+def tiny(**kw):
+    params = {k: v for k, v in TINY.items() if k != "progress"}
+    params.update(kw)
+    return anomalykit.load_method("csi-aae", **params)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tests train on tiny tensors, where one intra-op thread is fastest; with several, a
+    CPU shared with other processes spends most of its time in thread hand-offs (measured: the
+    file takes ~20 s with one thread and minutes with two on a busy 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits0():
+    split = make_split("one-class", "digits", normal_class=0, seed=0)
+    return split
+
+
+@pytest.fixture(scope="module")
+def fitted(digits0):
+    return tiny().fit(digits0.X_train, progress=False)
+
+
+# -- eq. 1: NT-Xent ----------------------------------------------------------------------------
+def _nt_xent_loops(z1, z2, tau):
+    """SimCLR loss written out: for every anchor, -log(exp(cos(a, p)/tau) / sum_{k != a} exp(cos(a, k)/tau))."""
+    rows = [list(map(float, r)) for r in torch.cat([z1, z2])]
+    n = len(z1)
+
+    def cos(u, v):
+        dot = sum(a * b for a, b in zip(u, v))
+        return dot / math.sqrt(sum(a * a for a in u)) / math.sqrt(sum(b * b for b in v))
+
+    total = 0.0
+    for a in range(2 * n):
+        p = a + n if a < n else a - n
+        num = math.exp(cos(rows[a], rows[p]) / tau)
+        den = sum(math.exp(cos(rows[a], rows[k]) / tau) for k in range(2 * n) if k != a)
+        total += -math.log(num / den)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("tau", [0.5, 0.1])
+def test_nt_xent_matches_explicit_formula(tau):
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(3, 5, generator=g, dtype=torch.float64), torch.randn(3, 5, generator=g, dtype=torch.float64)
+    assert float(nt_xent(z1, z2, tau)) == pytest.approx(_nt_xent_loops(z1, z2, tau), rel=1e-10)
+
+
+def test_nt_xent_prefers_matching_views():
+    z = torch.eye(4, dtype=torch.float64)
+    assert float(nt_xent(z, z)) < float(nt_xent(z, z.roll(1, 0)))
+
+
+# -- eq. 2/3: shifted instances ----------------------------------------------------------------
+def test_rotation_by_90_on_a_hand_example():
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]).view(1, 1, 3, 3)
+    # counter-clockwise quarter turn: the right column becomes the top row
+    expected = torch.tensor([[3.0, 6.0, 9.0], [2.0, 5.0, 8.0], [1.0, 4.0, 7.0]]).view(1, 1, 3, 3)
+    assert torch.equal(rotate(x, 1), expected)
+    assert torch.equal(rotate(x, 1), torch.rot90(x, 1, dims=(2, 3)))
+    assert torch.equal(rotate(x, 2), x.flip(2).flip(3))
+
+
+def test_four_rotations_give_back_the_image():
+    x = torch.randn(2, 3, 6, 6)
+    y = x
+    for _ in range(4):
+        y = rotate(y, 1)
+    assert torch.equal(y, x)
+    assert not torch.equal(rotate(x, 1), x)
+
+
+def test_shift_batch_groups_rows_by_shift():
+    x = torch.randn(3, 1, 5, 5)
+    out, labels = shift_batch(x)
+    assert out.shape == (12, 1, 5, 5)
+    assert labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    for k in range(4):
+        assert torch.equal(out[3 * k : 3 * k + 3], torch.rot90(x, k, dims=(2, 3)))
+
+
+def test_csi_loss_terms_and_plain_simclr():
+    from anomalykit_plugins.csi_aae.networks import FeatureExtractor
+
+    torch.manual_seed(0)
+    f = FeatureExtractor((1, 8, 8), width=4, stages=2, proj_dim=8)
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    with torch.no_grad():
+        total, terms = csi_loss(f, x, torch.Generator().manual_seed(0), Augment())
+    assert set(terms) == {"con_si", "cls_si"}
+    assert float(total) == pytest.approx(float(terms["con_si"] + terms["cls_si"]))
+    # chance level of a 4-way classifier is log 4; an untrained head is near it
+    assert abs(float(terms["cls_si"]) - math.log(4)) < 0.5
+    with torch.no_grad():
+        _, plain = csi_loss(f, x, torch.Generator().manual_seed(0), Augment(), n_shifts=1)
+    assert set(plain) == {"con_si"}
+
+
+# -- augmentations -----------------------------------------------------------------------------
+def test_resized_crop_matches_grid_sample():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 2, 9, 9)
+    out = random_resized_crop(x, g, scale=(0.1, 1.0))
+    # redraw the same parameters and sample with torch's affine_grid/grid_sample
+    g = torch.Generator().manual_seed(1)
+    n = 6
+    area = 0.1 + 0.9 * torch.rand(n, generator=g)
+    log_r = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * torch.rand(n, generator=g)
+    w = torch.sqrt(area * torch.exp(log_r)).clamp(max=1)
+    h = torch.sqrt(area / torch.exp(log_r)).clamp(max=1)
+    cx = (1 - w) * (2 * torch.rand(n, generator=g) - 1)
+    cy = (1 - h) * (2 * torch.rand(n, generator=g) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w, cx, h, cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_full_crop_and_no_blur_are_identity():
+    x = torch.randn(3, 1, 7, 7)
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(random_resized_crop(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0)), x, atol=1e-6)
+    assert torch.allclose(gaussian_blur(x, g, p=0.0), x, atol=1e-6)
+
+
+def test_blur_preserves_constant_images_and_smooths():
+    g = torch.Generator().manual_seed(0)
+    const = torch.full((2, 1, 8, 8), 0.3)
+    assert torch.allclose(gaussian_blur(const, g, p=1.0), const, atol=1e-6)
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    y = gaussian_blur(x, g, sigma=(1.0, 1.0), p=1.0)
+    # an impulse in the middle spreads as a Gaussian of sigma 1 pixel, symmetrically
+    assert float(y[0, 0, 4, 5] / y[0, 0, 4, 4]) == pytest.approx(math.exp(-0.5), rel=1e-2)
+    assert float(y[0, 0, 6, 4] / y[0, 0, 4, 4]) == pytest.approx(math.exp(-2.0), rel=1e-2)
+    assert torch.allclose(y, y.flip(2)) and torch.allclose(y, y.transpose(2, 3))
+
+
+def test_augment_is_seeded_and_in_range():
+    x = torch.rand(5, 1, 8, 8) * 2 - 1
+    a = Augment()
+    y1 = a(x, torch.Generator().manual_seed(5))
+    y2 = a(x, torch.Generator().manual_seed(5))
+    assert torch.equal(y1, y2)
+    assert float(y1.min()) >= -1 - 1e-6 and float(y1.max()) <= 1 + 1e-6
+
+
+# -- eq. 11: nearest-neighbour score -----------------------------------------------------------
+def _eq11_loops(feats, train_feats, weight_by_norm=True):
+    """Eq. 11 written out with a loop over training samples."""
+    out = []
+    for q in feats:
+        best, best_j = -float("inf"), -1
+        for j, t in enumerate(train_feats):
+            s = sum(float(F.cosine_similarity(q[k], t[k], dim=0)) for k in range(q.shape[0]))
+            if s > best:
+                best, best_j = s, j
+        t = train_feats[best_j]
+        m = sum(float(F.cosine_similarity(q[k], t[k], dim=0)) * (float(q[k].norm()) if weight_by_norm else 1.0) for k in range(q.shape[0]))
+        out.append((m, best_j))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [3, 1000])
+@pytest.mark.parametrize("weight_by_norm", [True, False])
+def test_nearest_neighbour_score_matches_loops(chunk, weight_by_norm):
+    g = torch.Generator().manual_seed(0)
+    train = torch.randn(11, 4, 6, generator=g, dtype=torch.float64)
+    test = torch.randn(5, 4, 6, generator=g, dtype=torch.float64)
+    m, idx = nearest_neighbour_score(test, F.normalize(train, dim=2), chunk=chunk, weight_by_norm=weight_by_norm)
+    ref = _eq11_loops(test, train, weight_by_norm)
+    assert idx.tolist() == [j for _, j in ref]
+    assert m.tolist() == pytest.approx([v for v, _ in ref], rel=1e-10)
+
+
+def test_exclude_skips_own_row():
+    train = torch.randn(7, 4, 3, dtype=torch.float64)
+    bank = F.normalize(train, dim=2)
+    _, idx = nearest_neighbour_score(train, bank, chunk=2)
+    assert idx.tolist() == list(range(7))
+    _, loo = nearest_neighbour_score(train, bank, chunk=2, exclude=torch.arange(7))
+    assert all(i != j for i, j in zip(loo.tolist(), range(7)))
+
+
+def test_training_sample_finds_itself(fitted, digits0):
+    X = digits0.X_train[:10]
+    assert fitted.nearest_training_index(X).tolist() == list(range(10))
+    # its own features give the top similarity: K cosines of 1, so the score is -K
+    scores = fitted.score_samples(X)
+    assert scores == pytest.approx(np.full(10, -4.0), abs=1e-4)
+    assert fitted.score_samples(digits0.X_test).min() >= -4.0 - 1e-4
+
+
+def test_score_norm_uses_feature_norms(digits0):
+    det = tiny(score_norm=True).fit(digits0.X_train[:40], progress=False)
+    X = digits0.X_train[:5]
+    with torch.no_grad():
+        feats = shifted_features(det.nets["F"], X.to(det.device), 4, "backbone")
+    assert det.score_samples(X) == pytest.approx(-feats.norm(dim=2).sum(1).double().numpy(), rel=1e-4)
+
+
+def test_threshold_scores_are_leave_one_out(fitted, digits0):
+    # training samples matched to themselves would all score exactly -4
+    assert fitted.decision_scores_.shape == (digits0.X_train.shape[0],)
+    assert float(np.min(fitted.decision_scores_)) > -4.0 + 1e-6
+
+
+# -- detector contract -------------------------------------------------------------------------
+def test_plain_csi_ablation_has_no_generative_model(digits0):
+    det = tiny(variant="csi").fit(digits0.X_train[:40], progress=False)
+    assert set(det.nets) == {"F"}
+    assert det.reconstruct(digits0.X_test[:2]) is None
+    assert set(det.history_[0]) == {"csi", "con_si", "cls_si"}
+    assert np.isfinite(det.score_samples(digits0.X_test[:5])).all()
+
+
+def test_generator_only_ablation_has_no_encoder(digits0):
+    det = tiny(variant="generator").fit(digits0.X_train[:40], progress=False)
+    assert set(det.nets) == {"F", "G", "D"}
+    assert {"d", "adv", "csi_s", "joint"} <= set(det.history_[0])
+    assert det.reconstruct(digits0.X_test[:2]) is None
+
+
+def test_full_model_logs_every_term_and_reconstructs(fitted, digits0):
+    assert set(fitted.nets) == {"F", "G", "D", "E", "D_lat"}
+    assert {"d", "adv", "csi_s", "d_lat", "adv_lat", "rec", "rec_pixel", "rec_sim", "lrec", "joint"} <= set(fitted.history_[0])
+    rec = fitted.reconstruct(digits0.X_test[:3])
+    assert rec.shape == (3, 1, 8, 8) and float(rec.abs().max()) <= 1.0
+
+
+def test_switches_turn_terms_off(digits0):
+    det = tiny(image_adv=False, latent_adv=False, latent_rec=False, csi_s=False, joint=False, rec_sim=False,
+               rotation_cls=False).fit(digits0.X_train[:40], progress=False)
+    assert set(det.nets) == {"F", "G", "E"}
+    assert set(det.history_[0]) == {"csi", "con_si", "rec", "rec_pixel"}
+
+
+def test_save_load_round_trip(fitted, digits0, tmp_path):
+    path = fitted.save(tmp_path / "m.pt")
+    loaded = anomalykit.load(path)
+    assert loaded.nets.keys() == fitted.nets.keys()
+    X = digits0.X_test
+    assert np.array_equal(loaded.score_samples(X), fitted.score_samples(X))
+    assert loaded.threshold_ == fitted.threshold_
+
+
+def test_fit_is_fast_and_deterministic_per_seed(digits0):
+    import time
+
+    t0 = time.perf_counter()
+    a = tiny(seed=1).fit(digits0.X_train, progress=False).score_samples(digits0.X_test)
+    assert time.perf_counter() - t0 < 60  # seconds, not minutes (typically ~1 s; generous for a shared CPU)
+    b = tiny(seed=1).fit(digits0.X_train, progress=False).score_samples(digits0.X_test)
+    c = tiny(seed=2).fit(digits0.X_train, progress=False).score_samples(digits0.X_test)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_short_training_separates_digits(digits0):
+    from sklearn.metrics import roc_auc_score
+
+    det = anomalykit.load_method("csi-aae", variant="csi", epochs=3).fit(digits0.X_train, progress=False)
+    assert roc_auc_score(digits0.y_test, det.score_samples(digits0.X_test)) > 0.9
+
+
+def test_rejects_tabular_and_non_square_inputs():
+    with pytest.raises(InputError, match="needs images"):
+        tiny().fit(np.random.rand(20, 5).astype(np.float32), progress=False)
+    with pytest.raises(InputError, match="square"):
+        tiny().fit(np.random.rand(20, 1, 8, 6).astype(np.float32), progress=False)
+
+
+def test_resume_reproduces_uninterrupted_training(digits0, tmp_path):
+    X = digits0.X_train[:64]
+    straight = tiny(epochs=2, batch_size=16, aae_every=3).fit(X, progress=False).score_samples(digits0.X_test[:20])
+    tiny(epochs=1, batch_size=16, aae_every=3).fit(X, checkpoint_dir=tmp_path, progress=False)
+    resumed = tiny(epochs=2, batch_size=16, aae_every=3).fit(X, checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert np.array_equal(resumed.score_samples(digits0.X_test[:20]), straight)
