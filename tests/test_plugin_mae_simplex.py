@@ -38,11 +38,11 @@ def digits():
 
 
 class _Ctx:
-    """A stand-in for the trainer's step context: a generator and an update that keeps grads."""
+    """A stand-in for the trainer's step context: nets, a generator, an update that keeps grads."""
 
-    def __init__(self, seed=0):
+    def __init__(self, nets=None, seed=0):
+        self.nets = nets
         self.generator = torch.Generator().manual_seed(seed)
-        self.grads = {}
 
     def update(self, names, loss, *, term=None):
         self.loss = loss
@@ -102,11 +102,10 @@ def test_inter_outputs_pair_each_vertex_with_the_interpolant(digits, m):
     det = MAESimplex(m=m, **TINY)
     det.input_shape_ = tuple(X.shape[1:])
     det._build(det.input_shape_)
-    det.nets["d_inter"] = _FirstHalfMean()
     index, alpha = det._draw_simplex(10, _Ctx())
     assert index.shape == alpha.shape == (10, m)
     assert torch.allclose(alpha.sum(1), torch.ones(10))
-    out = det._inter_outputs(X, torch.zeros_like(X), index)
+    out = det._inter_outputs(_FirstHalfMean(), X, torch.zeros_like(X), index)
     expected = torch.stack([X[index[:, i]].flatten(1).mean(1) for i in range(m)], 1)
     torch.testing.assert_close(out, expected)
 
@@ -130,7 +129,7 @@ def test_interpolation_term_trains_encoder_and_generator(digits):
     det.input_shape_ = tuple(X.shape[1:])
     det._build(det.input_shape_)
     det.nets["d_recon"] = _ZeroGradCritic()
-    ctx = _Ctx()
+    ctx = _Ctx(nets=det.nets)
     logged = det._generator_step(X, ctx)
     assert logged["g_inter"] > 0
     for name in ("encoder", "generator"):
@@ -290,3 +289,43 @@ def test_one_epoch_on_digits_is_fast_and_deterministic(digits):
     np.testing.assert_array_equal(sa, sb)
     assert a.history_ == b.history_
     assert not np.allclose(sa, sc)
+
+
+# -- data-parallel -------------------------------------------------------------------------------------
+_DDP_WORKER = """
+import json, sys, torch
+import torch.distributed as dist
+import anomalykit
+from anomalykit import distributed as D
+from anomalykit.data import make_split
+assert D.init_from_env("cpu") and D.world_size() == 2
+X = make_split("one-class", "digits", normal_class=0, seed=0).X_train
+det = anomalykit.load_method("mae-simplex", epochs=3, select_after=1, width=8, hidden=32, latent_dim=8, n_critic=1)
+det.fit(X, progress=False)
+flat = torch.cat([v.flatten().double() for v in det.nets.state_dict().values()])
+rank = D.rank()
+out = {"rank": rank, "world": D.world_size(), "checksum": float(flat.sum()), "first": flat[:50].tolist(),
+       "selected": det.selected_epoch_, "curve": [h["select_feat_l1"] for h in det.history_]}
+open(sys.argv[1] + f"/rank{rank}.json", "w").write(json.dumps(out))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_keep_ranks_identical(tmp_path):
+    """Under torchrun (gloo, 2 CPU processes, each training on its own shard of every batch) the
+    trained E/G/critics stay identical on both ranks and both select the same epoch (gradients
+    synchronised through ctx.nets; the selection mean gathered over both shards)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "worker.py"
+    script.write_text(_DDP_WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["first"] == r1["first"] and r0["checksum"] == r1["checksum"]
+    assert r0["selected"] == r1["selected"] == 1 + int(np.argmin(r0["curve"][1:]))

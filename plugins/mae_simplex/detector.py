@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, Param
+from anomalykit import distributed as D
 from anomalykit.nn import gradient_penalty, is_image, stack_pair
 from anomalykit.ops import sample_simplex, simplex_mix
 from anomalykit.ops.reference import SIMPLEX_SCHEMES
@@ -128,15 +129,19 @@ class MAESimplex(Detector):
         return sample_simplex(n, self.hp.m, n_latents=n, generator=ctx.generator, device=self.device,
                               scheme=self.hp.simplex_scheme)
 
-    def _inter_outputs(self, x: torch.Tensor, x_inter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _inter_outputs(d_inter: nn.Module, x: torch.Tensor, x_inter: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """D_inter(x_i, x_hat_inter) for every vertex i, one batched call: (n, m)."""
         n, m = index.shape
         vertices = x[index.t().reshape(-1)]  # (m*n, ...), vertex-major
         pairs = stack_pair(vertices, x_inter.repeat((m,) + (1,) * (x_inter.dim() - 1)))
-        return self.nets["d_inter"](pairs).reshape(m, n).t()
+        return d_inter(pairs).reshape(m, n).t()
 
     def _critic_step(self, x: torch.Tensor, ctx) -> dict[str, float]:
-        enc, gen, d_recon = self.nets["encoder"], self.nets["generator"], self.nets["d_recon"]
+        # E and G are fixed here (plain modules); the critics are trained, so they are called
+        # through ctx.nets (DistributedDataParallel under torchrun, the modules otherwise).
+        enc, gen = self.nets["encoder"], self.nets["generator"]
+        d_recon, d_inter = ctx.nets["d_recon"], ctx.nets.get("d_inter")
         hp = self.hp
         with torch.no_grad():
             z = enc(x)
@@ -144,8 +149,10 @@ class MAESimplex(Detector):
         real, fake = stack_pair(x, x), stack_pair(x, x_hat)
         names = ("d_recon", "d_inter") if hp.m else ("d_recon",)
         out: dict[str, float] = {}
+        n = x.shape[0]
         for _ in range(hp.n_critic):
-            w_loss = losses.recon_critic_loss(d_recon(real), d_recon(fake))
+            d_pairs = d_recon(torch.cat([real, fake]))  # one call for (x, x) and (x, x_hat)
+            w_loss = losses.recon_critic_loss(d_pairs[:n], d_pairs[n:])
             total = w_loss
             gp = None
             if hp.lipschitz in ("gp", "both") and hp.lambda_gp > 0:
@@ -156,7 +163,7 @@ class MAESimplex(Detector):
                 index, alpha = self._draw_simplex(x.shape[0], ctx)
                 with torch.no_grad():
                     x_inter = gen(simplex_mix(z, index, alpha))
-                inter = losses.inter_critic_loss(self._inter_outputs(x, x_inter, index), alpha)
+                inter = losses.inter_critic_loss(self._inter_outputs(d_inter, x, x_inter, index), alpha)
                 total = total + inter
             ctx.update(names, total, term="critic (D_recon + D_inter)")
         out["wasserstein"] = -float(w_loss.detach())
@@ -167,7 +174,8 @@ class MAESimplex(Detector):
         return out
 
     def _generator_step(self, x: torch.Tensor, ctx) -> dict[str, float]:
-        enc, gen, d_recon = self.nets["encoder"], self.nets["generator"], self.nets["d_recon"]
+        # E and G are trained (ctx.nets); the critics are frozen, so their plain modules are used.
+        enc, gen, d_recon = ctx.nets["encoder"], ctx.nets["generator"], self.nets["d_recon"]
         hp = self.hp
         critics = [self.nets[k] for k in ("d_recon", "d_inter") if k in self.nets]
         with frozen(*critics):
@@ -177,7 +185,7 @@ class MAESimplex(Detector):
                 index, alpha = self._draw_simplex(x.shape[0], ctx)
                 both = gen(torch.cat([z, simplex_mix(z, index, alpha)]))  # one G call for x_hat and x_hat_inter
                 x_hat, x_inter = both[: x.shape[0]], both[x.shape[0]:]
-                d_inter = self._inter_outputs(x, x_inter, index)
+                d_inter = self._inter_outputs(self.nets["d_inter"], x, x_inter, index)
             else:
                 x_hat = gen(z)
             terms = losses.generator_objective(
@@ -195,6 +203,10 @@ class MAESimplex(Detector):
 
     def _on_epoch_end(self, X_sel: torch.Tensor):
         def hook(epoch: int, ctx) -> dict[str, float]:
+            # Under torchrun the parameters agree across ranks but BatchNorm running statistics
+            # are updated from each rank's own shard; take rank 0's so every rank evaluates,
+            # snapshots and finally keeps the same model (a no-op in a single process).
+            D.broadcast_module(self.nets)
             self.nets.eval()
             value = float(self.map_batches(self._score, X_sel, desc="select").mean())
             self.nets.train()
@@ -247,10 +259,12 @@ class MAESimplex(Detector):
 
     @torch.no_grad()
     def reconstruct(self, X):
-        X = torch.as_tensor(X, dtype=torch.float32)
+        """G(E(X)) for a small batch (the report's grid). Local to this process: reports are
+        drawn on rank 0 only, so no collective (``map_batches``) may run here."""
         was_training = self.nets.training
         self.nets.eval()
-        out = self.map_batches(lambda x: self.nets["generator"](self.nets["encoder"](x)), X, desc="reconstruct")
+        x = torch.as_tensor(X, dtype=torch.float32).to(self.device)
+        out = self.nets["generator"](self.nets["encoder"](x)).cpu()
         self.nets.train(was_training)
         return out
 
