@@ -93,6 +93,15 @@ class MAESimplex(Detector):
         Param("select_rows", 2048, "training rows (fixed seeded subset) averaged for model selection", low=1),
     )
 
+    #: Parameter overrides for ``anomalykit bench --budget``: ``small`` is the CPU budget measured
+    #: in docs/methods/mae-simplex.md (use it with ``--max-train 2000``: 4-6 minutes per
+    #: Fashion-MNIST class on 2 shared cores); ``paper`` is the paper's MNIST schedule and widths
+    #: with the authors' n_critic (for a GPU).
+    budgets = {
+        "small": {"epochs": 10},
+        "paper": {"epochs": 50, "batch_size": 256, "width": 64, "hidden": 1024, "n_critic": 5},
+    }
+
     # -- networks ------------------------------------------------------------------------------
     def _build(self, input_shape):
         self.image_ = is_image(input_shape)
