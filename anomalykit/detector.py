@@ -260,7 +260,10 @@ class Detector:
             raise CheckpointError(f"{self.name}: unexpected extra state {sorted(state)}")
 
     def reconstruct(self, X) -> torch.Tensor | None:
-        """Reconstructions of ``X`` (same shape) for reports; None if the method has none."""
+        """Reconstructions of ``X`` (same shape) for reports; None if the method has none.
+
+        Called on rank 0 only under torchrun: do not use collectives (e.g. ``map_batches``) here.
+        """
         return None
 
     # -- internals -------------------------------------------------------------------------

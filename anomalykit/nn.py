@@ -7,8 +7,9 @@ code; the decoder mirrors the ladder exactly (``output_padding`` fixes odd sides
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -194,3 +195,17 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
 def stack_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The mirrored critic's input (a, b): channel concat for images, feature concat for rows."""
     return torch.cat([a, b], dim=1)
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Inside the block the parameters of ``modules`` accumulate no gradient (gradients still flow
+    *through* them to earlier networks): e.g. the critic during the generator's update."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)

@@ -298,6 +298,10 @@ class Trainer:
                     if every and step % every == 0 and b + 1 < len(chunks):
                         self.save_checkpoint(epoch, b + 1, step)
                 ctx.batch_index, ctx.step = len(chunks), step
+                for m in self.modules.values():
+                    # BatchNorm running statistics follow each rank's own shard between DDP forwards;
+                    # take rank 0's so every rank evaluates and keeps the same model (no-op in one process)
+                    D.broadcast_module(m)
                 if on_epoch_end is not None:
                     self._record(on_epoch_end(epoch, ctx) or {}, ctx)
                 for s in self.schedulers.values():

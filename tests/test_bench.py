@@ -96,7 +96,7 @@ def test_changed_settings_need_a_new_folder(finished):
 
 def test_bad_names_fail_before_running(tmp_path):
     with pytest.raises(ConfigError, match="unknown baseline"):
-        B.run_bench(config(baselines="lof2"), tmp_path / "x", echo=lambda *_: None)
+        B.run_bench(config(methods="ama", baselines="lof2"), tmp_path / "x", echo=lambda *_: None)
     with pytest.raises(ConfigError, match="unknown method"):
         B.run_bench(config(methods="nope"), tmp_path / "y", echo=lambda *_: None)
     assert B.parse_classes("0-2,5") == [0, 1, 2, 5]

@@ -25,30 +25,16 @@ width 64, epochs 100, batch_size 256, lr_decay on.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
 from torch import nn
 
 from anomalykit import Detector, Param, ops
-from anomalykit.nn import flat_dim, gradient_penalty, stack_pair
+from anomalykit.nn import flat_dim, frozen, gradient_penalty, stack_pair
 
 from . import losses
 from .networks import build_networks
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Temporarily stop gradients into ``module``'s parameters (the critic during the E/G step)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 class AMADetector(Detector):

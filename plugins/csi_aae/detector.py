@@ -31,13 +31,12 @@ images; ~4-5 min on a busy 2-core machine, AUROC 0.83-0.94 on classes 0/2/6/8), 
 """
 from __future__ import annotations
 
-import contextlib
 
 import torch
 from torch import nn
 
 from anomalykit import Detector, InputError, Param
-from anomalykit.nn import ConvDecoder, ConvEncoder, is_image
+from anomalykit.nn import ConvDecoder, ConvEncoder, frozen, is_image
 
 from .augment import N_ROTATIONS, Augment
 from .losses import (
@@ -54,19 +53,6 @@ from .losses import (
 from .networks import FeatureExtractor, ImageDiscriminator, LatentDiscriminator
 
 VARIANTS = ("full", "generator", "csi")
-
-
-@contextlib.contextmanager
-def frozen(*modules: nn.Module):
-    """Stop gradients into the parameters of ``modules`` (gradients still flow through them)."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class CSIAAE(Detector):

@@ -29,34 +29,17 @@ batch 256, width 64, hidden 1024, latent 64, n_critic 5, select after 60% of the
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from anomalykit import Detector, Param
-from anomalykit import distributed as D
-from anomalykit.nn import gradient_penalty, is_image, stack_pair
+from anomalykit.nn import frozen, gradient_penalty, is_image, stack_pair
 from anomalykit.ops import sample_simplex, simplex_mix
 from anomalykit.ops.reference import SIMPLEX_SCHEMES
 
 from . import losses
 from .networks import build_networks
-
-
-@contextmanager
-def frozen(*modules: nn.Module):
-    """Parameters of ``modules`` stop requiring grad inside the block (E/G step: the critics
-    pass gradients through but accumulate none)."""
-    params = [p for m in modules for p in m.parameters()]
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 class MAESimplex(Detector):
@@ -212,10 +195,7 @@ class MAESimplex(Detector):
 
     def _on_epoch_end(self, X_sel: torch.Tensor):
         def hook(epoch: int, ctx) -> dict[str, float]:
-            # Under torchrun the parameters agree across ranks but BatchNorm running statistics
-            # are updated from each rank's own shard; take rank 0's so every rank evaluates,
-            # snapshots and finally keeps the same model (a no-op in a single process).
-            D.broadcast_module(self.nets)
+            # (the trainer has already synchronised BatchNorm statistics across ranks here)
             self.nets.eval()
             value = float(self.map_batches(self._score, X_sel, desc="select").mean())
             self.nets.train()
