@@ -72,10 +72,13 @@ def fitted_images():
     import importlib
 
     reg = get_registry()
-    if "pca-recon" not in reg.methods:
+    added = "pca-recon" not in reg.methods
+    if added:
         reg.add_plugin(importlib.import_module("anomalykit_pca"), name="pca-recon-hypothesis")
     X = torch.rand(40, 1, 6, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    return anomalykit.load_method("pca-recon", n_components=3).fit(X)
+    yield anomalykit.load_method("pca-recon", n_components=3).fit(X)
+    if added:  # leave the process-wide registry as we found it for later test modules
+        reg.remove_plugin("pca-recon-hypothesis")
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

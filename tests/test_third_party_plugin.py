@@ -2,6 +2,7 @@
 a plugin whose import fails is reported (name, distribution, reason) and skipped."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +19,13 @@ def pip(*args):
 
 
 @pytest.fixture(scope="module")
-def installed_plugins():
+def installed_plugins(tmp_path_factory):
+    # build from a copy: setuptools leaves build/ and *.egg-info next to the sources, and an
+    # egg-info on sys.path (conftest adds the plugin folder) would make later tests see the
+    # plugin as installed
     for name in ("pca_plugin", "broken_plugin"):
-        pip("install", "--no-deps", "--no-build-isolation", "--no-cache-dir", str(HERE / name))
+        src = shutil.copytree(HERE / name, tmp_path_factory.mktemp("plugin") / name)
+        pip("install", "--no-deps", "--no-build-isolation", "--no-cache-dir", str(src))
     try:
         yield
     finally:
