@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+import time
 import traceback
 
 import click
@@ -35,7 +36,31 @@ def _friendly(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Usage errors (bad option values, unknown options) as one ``error: ...`` line, exit 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f" (see `anomalykit {exc.ctx.info_name} --help`)" if exc.ctx is not None and exc.ctx.info_name != "anomalykit" else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="anomalykit")
 def cli():
     """Generative anomaly detection: AMA, MAE-simplex, ADGAN, CSI-AAE and plugins."""
@@ -139,9 +164,10 @@ def info_cmd():
 @click.option("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (0 = each epoch)")
 @click.option("--resume", type=click.Path(file_okay=False), default=None, help="continue the unfinished run in this folder")
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, help="data-parallel processes on this machine (re-launches under torchrun)")
 @_friendly
 def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, batch_size, seed, device,
-            assignments, config_file, out, checkpoint_every, resume, quiet):
+            assignments, config_file, out, checkpoint_every, resume, quiet, nproc):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
     \b
@@ -155,6 +181,9 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
     from .errors import ConfigError
     from .params import parse_assignments
     from .runner import RunConfig, run_experiment
+
+    if nproc > 1 and not D.launched_by_torchrun():
+        _relaunch_under_torchrun(nproc)
 
     if resume:
         from pathlib import Path
@@ -198,6 +227,93 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)
                    + f"  train {record['train_seconds']:.1f}s  score {record['score_seconds']:.1f}s")
         click.echo(f"report: {record['out']}")
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """Replace this process by ``torchrun --standalone --nproc_per_node N -m anomalykit.cli <same args>``."""
+    args, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        args.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "anomalykit.cli", *args]
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+
+
+@cli.command("score")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("data")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="all", show_default=True,
+              help="which rows of a named dataset to score")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write scores here (.npy or .csv); default: print")
+@_friendly
+def score_cmd(model, data, split, out):
+    """Score DATA (dataset name or path) with a saved MODEL (model.pt or a run folder).
+
+    Prints or writes one anomaly score per row (higher = more anomalous) and the prediction
+    (1 = anomaly, threshold from the model's contamination).
+    """
+    import numpy as np
+
+    from . import load
+    from .checkpoint import atomic_write_bytes, atomic_write_text
+    from .data import load_dataset
+
+    det = load(model)
+    ds = load_dataset(data)
+    X = {"test": ds.X_test, "train": ds.X_train, "all": ds.all_rows()[0]}[split]
+    scores = det.score_samples(X)
+    flags = (scores > det.threshold_).astype(int)
+    if out is None:
+        for s, f in zip(scores, flags):
+            click.echo(f"{s:.6g}\t{f}")
+    elif out.endswith(".npy"):
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, scores)
+        atomic_write_bytes(out, buf.getvalue())
+    else:
+        atomic_write_text(out, "score,is_anomaly\n" + "".join(f"{s:.9g},{f}\n" for s, f in zip(scores, flags)))
+    if out is not None:
+        click.echo(f"{len(scores)} scores ({int(flags.sum())} flagged) written to {out}")
+
+
+@cli.command("bench", context_settings={"show_default": True})
+@click.option("--protocol", type=click.Choice(["one-class", "ood", "tabular-topk"]), default="one-class")
+@click.option("--data", default="fashion-mnist")
+@click.option("--ood-data", default=None, help="anomaly dataset for --protocol ood (e.g. mnist-5k)")
+@click.option("--classes", default="0-9", help="normal classes for one-class, e.g. 0-9 or 0,6,8")
+@click.option("--methods", default="ama", help="comma-separated method names")
+@click.option("--baselines", default="", help="comma-separated PyOD baselines: iforest,ocsvm,autoencoder,deepsvdd,pca,kde-pca")
+@click.option("--seeds", default="0", help="e.g. 0 or 0-2")
+@click.option("--budget", type=click.Choice(["small", "paper", "default"]), default="small",
+              help="small: sized for a 2-core CPU; paper: the papers' budgets (GPU); default: the methods' defaults")
+@click.option("--max-train", type=int, default=None, help="subsample training rows (seeded)")
+@click.option("--device", default="auto")
+@click.option("--set", "assignments", multiple=True, metavar="[METHOD.]KEY=VALUE", help="extra method parameter")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="results folder (rerun to resume)")
+@click.option("--progress/--no-progress", default=False, help="progress bars per cell")
+@_friendly
+def bench_cmd(protocol, data, ood_data, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress):
+    """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
+    from pathlib import Path
+
+    from .bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, classes=classes, methods=methods, baselines=baselines,
+                      seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
+    start = time.perf_counter()
+    run_bench(cfg, Path(out), echo=click.echo, progress=progress)
+    click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
+    click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
 
 
 def main():

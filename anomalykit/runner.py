@@ -24,6 +24,7 @@ from .data import make_split
 from .errors import ConfigError
 from .metrics import detection_metrics, topk_metrics
 from .registry import get_registry
+from .validation import as_input_tensor
 
 try:
     import tomllib
@@ -97,6 +98,8 @@ def run_experiment(
         seed=det.hp.seed, max_train=cfg.max_train,
     )
     _ = det.device  # fail early on an unavailable device
+    for name, X in (("training data", split.X_train), ("test data", split.X_test)):
+        as_input_tensor(X, name=f"{cfg.data} {name}")  # NaN/inf, empty, rank: fail before writing anything
 
     out = Path(out) if out is not None else default_out_dir(cfg)
     main = D.is_main_process()

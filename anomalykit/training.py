@@ -39,6 +39,10 @@ from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import CheckpointError, DivergenceError
 
 
+#: Parameters that may differ between a run and its resumption (they do not change what was learnt).
+RESUMABLE_CHANGES = frozenset({"epochs", "device", "score_batch_size", "contamination"})
+
+
 @dataclass
 class FitOptions:
     """How ``fit`` runs (not what it learns): checkpoints, resume and progress display.
@@ -69,6 +73,11 @@ class StepContext:
         self.step = 0  # global step, counted from 0
         self.batch_index = 0  # index of the batch within the epoch
         self.generator: torch.Generator = trainer.generator
+        #: The networks to call in a step when their gradients must be synchronised: under torchrun
+        #: each is wrapped in DistributedDataParallel, otherwise it is the module itself. Call the
+        #: plain module (``self.nets[name]`` in a detector) for a network that is frozen in this
+        #: update, so DDP does not wait for gradients that never come.
+        self.nets: Mapping[str, nn.Module] = trainer.modules
         self.labels: torch.Tensor | None = None  # labels of this batch when run(..., labels=) was given
 
     @property
@@ -78,7 +87,7 @@ class StepContext:
 
     def check(self, term: str, value) -> None:
         """Raise :class:`DivergenceError` if ``value`` (tensor or float) is not finite."""
-        v = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        v = _as_float(value)
         if not math.isfinite(v):
             self._trainer.diverged(term, v, self)
 
@@ -95,9 +104,10 @@ class StepContext:
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
+        synced = self._trainer.ddp_params
         for opt in opts:
-            params = [p for group in opt.param_groups for p in group["params"]]
-            D.average_gradients(params)
+            params = [p for group in opt.param_groups for p in group["params"] if id(p) not in synced]
+            D.average_gradients(params)  # what DDP does, for networks stepped outside a DDP wrapper
             opt.step()
         return float(loss.detach())
 
@@ -138,6 +148,7 @@ class Trainer:
         self._epoch_sums: dict[str, float] = defaultdict(float)
         self._epoch_counts: dict[str, int] = defaultdict(int)
         self.last_checkpoint: Path | None = None
+        self.ddp_params: set[int] = set()
 
     # -- checkpoints ---------------------------------------------------------------------
     @property
@@ -183,7 +194,7 @@ class Trainer:
             raise CheckpointError(f"{path} belongs to method {state.get('method')!r}, not {self.method!r}")
         mismatched = sorted(
             k for k in set(self.config) | set(state.get("config", {}))
-            if k != "epochs" and self.config.get(k) != state.get("config", {}).get(k)
+            if k not in RESUMABLE_CHANGES and self.config.get(k) != state.get("config", {}).get(k)
         )
         if mismatched:
             raise CheckpointError(f"{path} was written with different parameters ({', '.join(mismatched)}); resume with the same settings")
@@ -252,6 +263,7 @@ class Trainer:
                 start_epoch, start_batch, step = pos
         for m in self.modules.values():
             D.broadcast_module(m)
+        ctx.nets = self._wrap_ddp()
         n = X.shape[0]
         per_epoch = len(self.batches(n, 0))
         total = per_epoch * self.epochs
@@ -281,8 +293,8 @@ class Trainer:
                     self._record(logged, ctx)
                     step += 1
                     bar.update(1)
-                    if logged:
-                        bar.set_postfix({k: f"{float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
+                    if logged and not bar.disable:
+                        bar.set_postfix({k: f"{_as_float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
                     if every and step % every == 0 and b + 1 < len(chunks):
                         self.save_checkpoint(epoch, b + 1, step)
                 ctx.batch_index, ctx.step = len(chunks), step
@@ -300,16 +312,35 @@ class Trainer:
             m.eval()
         return self.history
 
+    def _wrap_ddp(self) -> dict[str, nn.Module]:
+        """DistributedDataParallel around every trainable network when running under torchrun."""
+        self.ddp_params: set[int] = set()
+        if not D.is_distributed():
+            return dict(self.modules)
+        wrapped = {}
+        for name, module in self.modules.items():
+            if not any(p.requires_grad for p in module.parameters()):
+                wrapped[name] = module
+                continue
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else None
+            wrapped[name] = nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=True)
+            self.ddp_params.update(id(p) for p in module.parameters())
+        return wrapped
+
     def _record(self, logged: Mapping[str, Any], ctx: StepContext) -> None:
         for k, v in logged.items():
             ctx.check(k, v)
-            self._epoch_sums[k] += float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+            self._epoch_sums[k] += _as_float(v)
             self._epoch_counts[k] += 1
 
     def _close_epoch(self) -> None:
         self.history.append({k: self._epoch_sums[k] / max(self._epoch_counts[k], 1) for k in self._epoch_sums})
         self._epoch_sums.clear()
         self._epoch_counts.clear()
+
+
+def _as_float(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def _rng_state(generator: torch.Generator) -> dict:

@@ -68,12 +68,17 @@ def as_label_tensor(y, n: int, *, name: str = "y") -> torch.Tensor:
     return t.to(torch.int64)
 
 
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    bad = ~torch.isfinite(t)
-    if bool(bad.any()):
-        count = int(bad.sum())
-        first = bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0].item()
-        raise InputError(f"{name} contains {count} NaN/inf value(s) (first in row {first}); clean or impute them first")
+def _check_finite(t: torch.Tensor, name: str, chunk_elements: int = 1 << 22) -> None:
+    """NaN/inf check in row chunks, so the temporary mask stays small for large inputs."""
+    if t.numel() == 0:
+        return
+    rows = max(1, chunk_elements // max(1, t[0].numel()))
+    for start in range(0, t.shape[0], rows):
+        bad = ~torch.isfinite(t[start : start + rows])
+        if bool(bad.any()):
+            count = sum(int((~torch.isfinite(t[s : s + rows])).sum()) for s in range(0, t.shape[0], rows))
+            first = start + bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0].item()
+            raise InputError(f"{name} contains {count} NaN/inf value(s) (first in row {first}); clean or impute them first")
 
 
 def _check_range(t: torch.Tensor, name: str) -> None:

@@ -239,6 +239,10 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
             return _images_from_uint8(a)
         if a.dtype.kind not in "fiub":
             raise DatasetError(f"{path} holds {a.dtype} data; expected numbers")
+        if a.ndim not in (2, 3, 4):
+            raise DatasetError(f"{path} holds an array with {a.ndim} dimension(s) {a.shape}; expected (N, F), (N, H, W) or (N, C, H, W)")
+        if a.shape[0] == 0:
+            raise DatasetError(f"{path} is empty (0 rows)")
         t = torch.from_numpy(a.astype(np.float32))
         return t.unsqueeze(1) if t.ndim == 3 else t
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, Param, ops
-from anomalykit.nn import gradient_penalty, stack_pair
+from anomalykit.nn import flat_dim, gradient_penalty, stack_pair
 
 from . import losses
 from .networks import build_networks
@@ -59,14 +59,14 @@ class AMADetector(Detector):
     params = (
         Param("epochs", 60, "training epochs", low=0),
         Param("batch_size", 64, "training batch size", low=2),
-        Param("latent_dim", 64, "latent size d (paper: 128)", low=1),
+        Param("latent_dim", None, "latent size d; None = auto: 16 up to 256 input values, 32 up to 1024, else 128 (paper: 128)", type=int, low=1),
         Param("width", 32, "base channel width of the conv nets (paper: 64)", low=1),
         Param("feature_dim", 128, "critic penultimate features f (R-score space)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
         Param("lr_decay", False, "x0.1 at 30%, 60% and 90% of the epochs (authors' MultiStepLR 30/60/90 of 100)"),
         Param("n_critic", 5, "critic steps per encoder/generator step, on the same minibatch", low=1),
-        Param("lipschitz", "gp", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
+        Param("lipschitz", "both", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
         Param("gp_weight", 10.0, "gradient penalty weight λ_gp", low=0.0),
         Param("mirrored", True, "mirrored Wasserstein loss on stacked pairs (False: plain critic on x vs x̂; Table 1 ablation)"),
         Param("simplex", True, "simplex interpolation term (Table 1 ablation)"),
@@ -74,7 +74,10 @@ class AMADetector(Detector):
         Param("simplex_k", 3, "latents mixed per interpolant (paper: 3)", low=2),
         Param("simplex_scheme", "normalized", "α draw: normalized (paper: α_i~U[0,0.5], /Σα) or residual (authors: α3 = 1-α1-α2)", choices=("normalized", "residual")),
         Param("atypical", True, "atypical-selection negatives (Table 1 ablation)"),
-        Param("lambda_neg", 5.0, "weight λ_neg of the negative term", low=0.0),
+        Param("lambda_neg", 1.0, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
+        Param("negatives", "annulus", "atypical latents: annulus (paper: shell √d..√d±δ), annulus-codes (the same shell "
+              "rescaled to the batch's mean code norm) or scaling (authors' code: αE(x) inward, E(x)/α outward, α~U(0,0.5))",
+              choices=("annulus", "annulus-codes", "scaling")),
         Param("delta", 2.0, "shell thickness δ around √d for negatives", low=0.0),
         Param("direction", "outward", "negatives from √d..√d+δ (outward) or √d−δ..√d (inward)", choices=("outward", "inward")),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
@@ -83,11 +86,19 @@ class AMADetector(Detector):
     )
 
     # -- networks --------------------------------------------------------------------------------
+    @property
+    def latent_dim_(self) -> int:
+        """The latent size d actually used (``latent_dim``, or the automatic choice)."""
+        if self.hp.latent_dim is not None:
+            return self.hp.latent_dim
+        n = flat_dim(self.input_shape_)
+        return 16 if n <= 256 else 32 if n <= 1024 else 128
+
     def _build(self, input_shape):
         hp = self.hp
         nets = build_networks(
             input_shape,
-            latent_dim=hp.latent_dim,
+            latent_dim=self.latent_dim_,
             width=hp.width,
             feature_dim=hp.feature_dim,
             mirrored=hp.mirrored,
@@ -123,7 +134,9 @@ class AMADetector(Detector):
         self._fit_r_statistics(X)
 
     def _train_step(self, x: torch.Tensor, ctx, anomalies: torch.Tensor | None) -> dict[str, float]:
-        hp, E, G, D = self.hp, self.nets["encoder"], self.nets["generator"], self.nets["critic"]
+        hp = self.hp
+        # DDP-wrapped networks under torchrun (gradients averaged across ranks), the modules otherwise
+        E, G, D = ctx.nets["encoder"], ctx.nets["generator"], ctx.nets["critic"]
         B = x.shape[0]
         use_inter = hp.simplex and hp.lambda_inter > 0
         use_neg = (hp.atypical or anomalies is not None) and hp.lambda_neg > 0
@@ -136,7 +149,8 @@ class AMADetector(Detector):
                 pick = torch.randint(anomalies.shape[0], (B,), generator=ctx.generator, device=x.device)
                 x_neg_base = anomalies[pick]
             else:
-                z_neg = losses.atypical_latents(B, hp.latent_dim, delta=hp.delta, direction=hp.direction, generator=ctx.generator, device=x.device)
+                draw = losses.draw_atypical(B, self.latent_dim_, mode=hp.negatives, delta=hp.delta, direction=hp.direction,
+                                            generator=ctx.generator, device=x.device)
                 x_neg_base = x
 
         def fakes(z: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,10 +158,10 @@ class AMADetector(Detector):
             if use_inter:
                 out["inter"] = G(ops.simplex_mix(z, index, weight.to(z.dtype)))
             if use_neg:
-                out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(z_neg)
+                out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(losses.atypical_from_draw(draw, z.detach()))
             return out
 
-        def wasserstein_terms(x_fake: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        def wasserstein_terms(x_fake: dict[str, torch.Tensor], D: nn.Module) -> dict[str, torch.Tensor]:
             d_real = D(self.critic_input(x, x))
             terms = {"rec": losses.mirrored_wasserstein(d_real, D(self.critic_input(x, x_fake["rec"])))}
             if use_inter:
@@ -161,17 +175,18 @@ class AMADetector(Detector):
         with torch.no_grad():
             x_fake = fakes(E(x))
         for _ in range(hp.n_critic):
-            terms = wasserstein_terms(x_fake)
+            terms = wasserstein_terms(x_fake, D)
             loss_d = losses.critic_objective(terms, lambda_inter=hp.lambda_inter, lambda_neg=hp.lambda_neg)
             if gp_on:
-                gp = gradient_penalty(D, self.critic_input(x, x), self.critic_input(x, x_fake["rec"]), generator=ctx.generator)
-                loss_d = loss_d + hp.gp_weight * gp
+                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(D, x, x_fake, ctx.generator, index if use_inter else None,
+                                                                         x_neg_base if use_neg else None)
             ctx.update("critic", loss_d, term="critic")
 
         # 2. encoder + generator: one step of eq. 2-3
-        with frozen(D):
+        critic = self.nets["critic"]  # the plain module: it is frozen in this update
+        with frozen(critic):
             z = E(x)
-            terms = wasserstein_terms(fakes(z))
+            terms = wasserstein_terms(fakes(z), critic)
             if hp.latent_reg and hp.lambda_reg > 0:
                 terms["reg"] = losses.latent_regulariser(z)
             loss_ae = losses.autoencoder_objective(terms, lambda_inter=hp.lambda_inter, lambda_reg=hp.lambda_reg, lambda_neg=hp.lambda_neg)
@@ -181,6 +196,29 @@ class AMADetector(Detector):
         if "reg" in terms:
             logged["latent_norm"] = terms["reg"].detach()
         return logged
+
+    def _gradient_penalty(self, critic, x, x_fake, generator, index, x_neg_base) -> torch.Tensor:
+        """WGAN-GP over every kind of fake pair the critic separates from real pairs.
+
+        Each row of the batch takes one fake source (reconstruction, interpolation or negative)
+        at random, so one penalty batch covers all of them; without this the critic is
+        unconstrained around the negatives and W_neg diverges.
+        """
+        real, fake = [self.critic_input(x, x)], [self.critic_input(x, x_fake["rec"])]
+        if "inter" in x_fake:
+            xv = x[index[:, 0]]
+            real.append(self.critic_input(xv, xv))
+            fake.append(self.critic_input(xv, x_fake["inter"]))
+        if "neg" in x_fake:
+            real.append(self.critic_input(x_neg_base, x_neg_base))
+            fake.append(self.critic_input(x_neg_base, x_fake["neg"]))
+        if len(real) > 1:
+            B = x.shape[0]
+            source = torch.randint(len(real), (B,), generator=generator, device=x.device)
+            rows = torch.arange(B, device=x.device)
+            real = [torch.stack(real)[source, rows]]
+            fake = [torch.stack(fake)[source, rows]]
+        return gradient_penalty(critic, real[0], fake[0], generator=generator)
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -80,6 +80,33 @@ def atypical_latents(n: int, d: int, *, delta: float, direction: str, generator=
     return ops.annulus_sample(n, d, r_in, r_out, generator=generator, device=device)
 
 
+def draw_atypical(n: int, d: int, *, mode: str, delta: float, direction: str, generator=None, device=None) -> dict:
+    """The random part of a batch of atypical latents, drawn before the codes are known.
+
+    ``annulus``/``annulus-codes``: points of the paper's shell (:func:`atypical_latents`);
+    ``scaling``: the authors' factors α ~ U(0, 0.5).
+    """
+    if mode == "scaling":
+        alpha = torch.rand(n, 1, generator=generator, device=device) * 0.5
+        return {"mode": mode, "factor": alpha.clamp_min(1e-3) if direction == "inward" else 1.0 / alpha.clamp_min(1e-3)}
+    return {"mode": mode, "z": atypical_latents(n, d, delta=delta, direction=direction, generator=generator, device=device)}
+
+
+def atypical_from_draw(draw: dict, codes: torch.Tensor) -> torch.Tensor:
+    """Atypical latents (n, d) from a :func:`draw_atypical` draw and the batch's codes E(x).
+
+    ``annulus``: the shell around √d as drawn. ``annulus-codes``: the same points scaled by
+    mean‖E(x)‖/√d, i.e. the shell around the radius where the codes actually live (uniformity
+    in volume is kept by scaling). ``scaling``: α·E(x) or E(x)/α.
+    """
+    if draw["mode"] == "scaling":
+        return codes * draw["factor"]
+    z = draw["z"]
+    if draw["mode"] == "annulus-codes":
+        z = z * (codes.norm(dim=1).mean() / math.sqrt(z.shape[1]))
+    return z
+
+
 def r_score(f_real: torch.Tensor, f_rec: torch.Tensor) -> torch.Tensor:
     """Eq. 5: R(x) = ‖f(x, x) − f(x, G(E(x)))‖₁ from (B, F) critic features, via ``pair_feature_l1``."""
     return ops.pair_feature_l1(f_real, f_rec)

@@ -1,0 +1,27 @@
+"""Run under torchrun by tests/test_distributed.py: fit AMA data-parallel, dump what the test checks."""
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import anomalykit
+from anomalykit import distributed as D
+from anomalykit.data import make_split
+
+out = Path(sys.argv[1])
+assert D.init_from_env("cpu") and D.world_size() == 2
+split = make_split("one-class", "digits", normal_class=0)
+det = anomalykit.load_method("ama", epochs=1, batch_size=32, width=8, feature_dim=16, n_critic=2).fit(split.X_train)
+flat = torch.cat([v.reshape(-1).double() for v in det.nets.state_dict().values()])
+gathered = [torch.zeros_like(flat) for _ in range(D.world_size())]
+dist.all_gather(gathered, flat)
+scores = det.score_samples(split.X_test)
+if D.rank() == 0:
+    det.save(out / "model.pt")
+    (out / "worker.json").write_text(json.dumps({
+        "identical_weights": all(torch.equal(g, gathered[0]) for g in gathered),
+        "r_mean": det.r_mean_, "r_std": det.r_std_, "scores": scores.tolist(),
+    }))
+dist.destroy_process_group()

@@ -1,0 +1,104 @@
+"""The quality benchmark: identical splits for every method, resumable, honest summaries."""
+import csv
+
+import numpy as np
+import pytest
+
+from anomalykit import ConfigError
+from anomalykit import bench as B
+
+TINY_AMA = ("ama.epochs=1", "ama.width=8", "ama.feature_dim=16", "ama.n_critic=1")
+
+
+def config(**kw):
+    base = dict(protocol="one-class", data="digits", classes="0,1", methods="ama,pca-recon", baselines="iforest",
+                seeds="0", budget="default", set=TINY_AMA + ("pca-recon.n_components=4",))
+    base.update(kw)
+    return B.BenchConfig(**base)
+
+
+def rows_of(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    pytest.importorskip("pyod")
+    import importlib
+
+    from anomalykit.registry import get_registry
+
+    reg = get_registry()
+    added = "pca-recon" not in reg.methods
+    if added:
+        reg.add_plugin(importlib.import_module("anomalykit_pca"), name="pca-recon-bench")
+    out = tmp_path_factory.mktemp("bench") / "full"
+    B.run_bench(config(), out, echo=lambda *_: None)
+    yield out
+    if added:
+        reg.remove_plugin("pca-recon-bench")
+
+
+def test_every_method_sees_the_same_split(finished):
+    rows = rows_of(finished / "results.csv")
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)  # 3 entries x 2 classes
+    for cls in ("0", "1"):
+        prints = {r["split_fingerprint"] for r in rows if r["normal_class"] == cls}
+        sizes = {(r["n_train"], r["n_test"]) for r in rows if r["normal_class"] == cls}
+        assert len(prints) == 1 and len(sizes) == 1
+    assert len({r["split_fingerprint"] for r in rows}) == 2
+
+
+def test_summary_means_equal_a_direct_computation(finished):
+    rows = rows_of(finished / "results.csv")
+    summary = (finished / "summary.md").read_text()
+    for name in ("ama", "pca-recon", "iforest"):
+        auroc = np.array([float(r["auroc"]) for r in rows if r["method"] == name])
+        line = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{auroc.mean():.3f} ± {auroc.std():.3f}" in line
+    assert (finished / "auroc.png").stat().st_size > 1000
+    best = max(("ama", "pca-recon", "iforest"), key=lambda n: np.mean([float(r["auroc"]) for r in rows if r["method"] == n]))
+    assert next(line for line in summary.splitlines() if line.startswith(f"| {best} |")).count("**") >= 2
+
+
+def test_killed_benchmark_resumes_to_the_same_results(finished, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    real_run_cell = B.run_cell
+    calls = []
+
+    def dying(cell, cfg, cache, progress=False):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed in the middle of the fifth cell
+        calls.append(cell)
+        return real_run_cell(cell, cfg, cache, progress)
+
+    monkeypatch.setattr(B, "run_cell", dying)
+    with pytest.raises(KeyboardInterrupt):
+        B.run_bench(config(), out, echo=lambda *_: None)
+    assert len(rows_of(out / "results.csv")) == 4
+    monkeypatch.setattr(B, "run_cell", real_run_cell)
+    redone = []
+    B.run_bench(config(), out, echo=redone.append)
+    assert "4 already done" in redone[0]
+
+    def comparable(path):
+        keep = [c for c in B.COLUMNS if not c.endswith("seconds")]
+        return sorted(tuple(r[c] for c in keep) for r in rows_of(path))
+
+    assert comparable(out / "results.csv") == comparable(finished / "results.csv")
+
+
+def test_changed_settings_need_a_new_folder(finished):
+    with pytest.raises(ConfigError, match="other settings"):
+        B.run_bench(config(seeds="1"), finished, echo=lambda *_: None)
+
+
+def test_bad_names_fail_before_running(tmp_path):
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        B.run_bench(config(baselines="lof2"), tmp_path / "x", echo=lambda *_: None)
+    with pytest.raises(ConfigError, match="unknown method"):
+        B.run_bench(config(methods="nope"), tmp_path / "y", echo=lambda *_: None)
+    assert B.parse_classes("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(ConfigError):
+        B.parse_classes("a-b")

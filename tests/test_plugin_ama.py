@@ -1,0 +1,145 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+import anomalykit
+from anomalykit.data import make_split
+from anomalykit_plugins.ama import losses
+
+TINY = dict(epochs=1, width=8, feature_dim=16, n_critic=1, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def digits0():
+    return make_split("one-class", "digits", normal_class=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits0):
+    return anomalykit.load_method("ama", **dict(TINY, epochs=3)).fit(digits0.X_train)
+
+
+# -- the equations on hand-checkable numbers ------------------------------------------------------------------
+def test_loss_terms_by_hand():
+    d_real, d_rec = torch.tensor([3.0, 1.0]), torch.tensor([1.0, 0.0])
+    d_inter, d_neg = torch.tensor([0.5, 0.5]), torch.tensor([-2.0, -4.0])
+    assert losses.mirrored_wasserstein(d_real, d_rec) == pytest.approx(1.5)       # eq. 1: mean(2, 1)
+    assert losses.interpolation_term(d_real, d_inter) == pytest.approx(1.5)      # mean(2.5, 0.5)
+    assert losses.negative_term(d_real, d_neg) == pytest.approx(5.0)             # eq. 4: mean(5, 5)
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0]])
+    assert losses.latent_regulariser(z) == pytest.approx(3.0)                    # mean(5, 1)
+    terms = {"rec": torch.tensor(1.5), "inter": torch.tensor(1.5), "neg": torch.tensor(5.0), "reg": torch.tensor(3.0)}
+    # eq. 2-3 for E and G: W_rec + λ_inter W_inter + λ_reg E‖E(x)‖ − λ_neg W_neg
+    assert losses.autoencoder_objective(terms, lambda_inter=0.2, lambda_reg=1.0, lambda_neg=0.5) == pytest.approx(1.5 + 0.3 + 3.0 - 2.5)
+    # the critic maximises every Wasserstein estimate
+    assert losses.critic_objective(terms, lambda_inter=0.2, lambda_neg=0.5) == pytest.approx(-(1.5 + 0.3 + 2.5))
+
+
+def test_neg_log_a_score_is_minus_log_gaussian_density():
+    r = torch.tensor([0.0, 1.0, 2.5, 40.0])
+    expected = -norm(loc=1.0, scale=0.5).logpdf(r.numpy())
+    np.testing.assert_allclose(losses.neg_log_a_score(r, 1.0, 0.5).numpy(), expected, rtol=1e-10)
+    assert math.isfinite(float(losses.neg_log_a_score(torch.tensor([1e6]), 1.0, 1e-3)))  # no underflow
+
+
+def test_atypical_latents_live_in_the_shell():
+    g = torch.Generator().manual_seed(0)
+    out = losses.atypical_latents(500, 16, delta=1.5, direction="outward", generator=g).norm(dim=1)
+    assert out.min() >= 4.0 - 1e-5 and out.max() <= 5.5 + 1e-5
+    inward = losses.atypical_latents(500, 16, delta=1.5, direction="inward", generator=g).norm(dim=1)
+    assert inward.min() >= 2.5 - 1e-5 and inward.max() <= 4.0 + 1e-5
+    codes = torch.full((8, 16), 0.1)  # norm 0.4
+    draw = losses.draw_atypical(8, 16, mode="annulus-codes", delta=1.5, direction="outward", generator=g)
+    rel = losses.atypical_from_draw(draw, codes).norm(dim=1)
+    assert rel.min() >= 0.4 - 1e-5 and rel.max() <= 0.4 * 5.5 / 4.0 + 1e-5
+
+
+# -- networks and scores ------------------------------------------------------------------------------------
+def test_critic_sees_stacked_pairs_and_real_pairs_are_x_with_x(fitted, digits0):
+    x = digits0.X_test[:4]
+    pair = fitted.critic_input(x, x)
+    assert pair.shape == (4, 2, 8, 8) and torch.equal(pair[:, :1], x) and torch.equal(pair[:, 1:], x)
+    plain = anomalykit.load_method("ama", **dict(TINY, mirrored=False)).fit(digits0.X_train[:40])
+    assert plain.critic_input(x, x).shape == (4, 1, 8, 8)
+    assert plain.nets["critic"].body[0].in_channels == 1 and fitted.nets["critic"].body[0].in_channels == 2
+
+
+def test_r_score_equals_a_direct_eager_computation(fitted, digits0):
+    x = digits0.X_test[:50]
+    E, G, D = (fitted.nets[k] for k in ("encoder", "generator", "critic"))
+    with torch.no_grad():
+        x_hat = G(E(x))
+        direct = (D.features(torch.cat([x, x], 1)) - D.features(torch.cat([x, x_hat], 1))).abs().sum(1)
+    torch.testing.assert_close(fitted.r_scores(x), direct, rtol=1e-5, atol=1e-5)
+    r_model = anomalykit.load_method("ama", **dict(TINY, score="r")).fit(digits0.X_train)
+    np.testing.assert_allclose(r_model.score_samples(x), r_model.r_scores(x).double().numpy(), rtol=1e-6)
+
+
+def test_a_score_ranks_by_distance_from_the_training_mean(fitted, digits0):
+    x = digits0.X_test
+    r = fitted.r_scores(x).double().numpy()
+    a = fitted.score_samples(x)
+    assert fitted.r_mean_ == pytest.approx(float(fitted.map_batches(fitted.r_scores, digits0.X_train).double().mean()))
+    dist = np.abs(r - fitted.r_mean_)
+    assert (np.argsort(a, kind="stable") == np.argsort(dist, kind="stable")).mean() > 0.99
+    np.testing.assert_allclose(a, -norm(fitted.r_mean_, fitted.r_std_).logpdf(r), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "switch, missing",
+    [({"simplex": False}, "w_inter"), ({"atypical": False}, "w_neg"), ({"latent_reg": False}, "latent_norm")],
+)
+def test_each_ablation_switch_removes_its_term(digits0, switch, missing):
+    full = anomalykit.load_method("ama", **TINY).fit(digits0.X_train[:64])
+    ablated = anomalykit.load_method("ama", **TINY, **switch).fit(digits0.X_train[:64])
+    assert missing in full.history_[-1] and missing not in ablated.history_[-1]
+    assert full.history_[-1]["autoencoder"] != ablated.history_[-1]["autoencoder"]
+
+
+def test_semi_supervised_uses_labelled_anomalies_as_negatives(digits0):
+    ds_test = make_split("one-class", "digits", normal_class=1).X_train[:20]  # ones as labelled anomalies
+    X = torch.cat([digits0.X_train[:64], ds_test])
+    y = np.r_[np.zeros(64, int), np.ones(20, int)]
+    det = anomalykit.load_method("ama", **dict(TINY, atypical=False)).fit(X, y)
+    assert "w_neg" in det.history_[-1]  # negatives come from the anomalies although atypical=False
+
+
+def test_one_epoch_on_digits_is_deterministic_per_seed(digits0):
+    a = anomalykit.load_method("ama", **TINY, seed=5).fit(digits0.X_train)
+    b = anomalykit.load_method("ama", **TINY, seed=5).fit(digits0.X_train)
+    for (k, v), w in zip(a.nets.state_dict().items(), b.nets.state_dict().values()):
+        assert torch.equal(v, w), k
+    np.testing.assert_array_equal(a.score_samples(digits0.X_test), b.score_samples(digits0.X_test))
+
+
+def test_save_load_gives_identical_scores(fitted, digits0, tmp_path):
+    path = fitted.save(tmp_path / "ama.pt")
+    again = anomalykit.load(path)
+    np.testing.assert_array_equal(again.score_samples(digits0.X_test), fitted.score_samples(digits0.X_test))
+    assert (again.r_mean_, again.r_std_) == (fitted.r_mean_, fitted.r_std_)
+
+
+def test_reconstruct_and_tabular_inputs(fitted, digits0, blobs):
+    assert fitted.reconstruct(digits0.X_test[:3]).shape == (3, 1, 8, 8)
+    X, y = blobs
+    det = anomalykit.load_method("ama", epochs=5, hidden=32, feature_dim=16, n_critic=1).fit(X[:200])
+    assert det.reconstruct(X[:3]).shape == (3, 6)
+    assert roc_auc_score(y, det.score_samples(X)) > 0.8
+
+
+def test_scoring_streams_in_batches(fitted, digits0, monkeypatch):
+    seen = []
+    original = fitted.r_scores
+
+    def spy(x):
+        seen.append(x.shape[0])
+        return original(x)
+
+    monkeypatch.setattr(fitted, "r_scores", spy)
+    fitted.params_["score_batch_size"] = fitted.hp.score_batch_size = 100
+    fitted.score_samples(digits0.X_test)  # 540 rows
+    assert max(seen) == 100 and sum(seen) == 540

@@ -1,0 +1,128 @@
+"""The core training loop: divergence detection, atomic checkpoints, bitwise resume."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from anomalykit import CheckpointError, Detector, DivergenceError, Param, PluginError
+from anomalykit.checkpoint import safe_load
+
+
+class Crash(Exception):
+    pass
+
+
+class TinyAE(Detector):
+    """Linear autoencoder trained by the core Trainer; reconstruction error as the score."""
+
+    name = "tiny-ae"
+    crash_at_step = -1  # raise Crash at this global step (simulates a kill)
+    summary = "linear autoencoder for trainer tests"
+    params = (
+        Param("lr", 1e-2, "learning rate", low=0.0),
+        Param("batch_size", 16, "batch", low=1),
+        Param("epochs", 4, "epochs", low=0),
+    )
+
+    def _build(self, shape):
+        d = int(np.prod(shape))
+        self.nets["enc"] = nn.Sequential(nn.Flatten(), nn.Linear(d, 3), nn.Dropout(0.2))
+        self.nets["dec"] = nn.Linear(3, d)
+
+    def _fit(self, X, y):
+        params = list(self.nets.parameters())
+        opt = {"ae": torch.optim.Adam(params, lr=self.hp.lr)}
+        sched = {"ae": torch.optim.lr_scheduler.StepLR(opt["ae"], 2, 0.5)}
+        self.seen = []
+
+        def step(x, ctx):
+            if ctx.step == self.crash_at_step:
+                raise Crash()
+            self.seen.append(ctx.step)
+            noise = torch.randn(x.shape, generator=ctx.generator) * 0.01  # the step's own randomness
+            loss = (self.nets["dec"](self.nets["enc"](x + noise)) - x.flatten(1)).pow(2).mean()
+            ctx.update("ae", loss, term="reconstruction")
+            return {"reconstruction": loss}
+
+        self.trainer(optimizers=opt, schedulers=sched).run(X, step)
+
+    def _score(self, X):
+        return (self.nets["dec"](self.nets["enc"](X)) - X.flatten(1)).pow(2).mean(1)
+
+
+@pytest.fixture
+def X():
+    return torch.randn(100, 8, generator=torch.Generator().manual_seed(0))
+
+
+def state(det):
+    return {k: v.clone() for k, v in det.nets.state_dict().items()}
+
+
+def test_same_seed_same_weights_and_history(X):
+    a, b = TinyAE(seed=3).fit(X), TinyAE(seed=3).fit(X)
+    for k, v in state(a).items():
+        assert torch.equal(v, state(b)[k])
+    assert len(a.history_) == 4 and a.history_ == b.history_
+    c = TinyAE(seed=4).fit(X)
+    assert not torch.equal(state(a)["dec.weight"], state(c)["dec.weight"])
+
+
+def test_every_sample_seen_once_per_epoch_in_a_new_order(X):
+    from anomalykit.training import Trainer
+
+    t = Trainer(method="m", modules={}, optimizers={}, epochs=2, batch_size=16, seed=0, device="cpu")
+    e0, e1 = torch.cat(t.batches(100, 0)), torch.cat(t.batches(100, 1))
+    assert sorted(e0.tolist()) == list(range(100)) == sorted(e1.tolist())
+    assert not torch.equal(e0, e1)
+
+
+@pytest.mark.parametrize("crash_at", [5, 7, 14])  # mid-epoch (after a checkpoint), right at one, later epoch
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run_bitwise(X, tmp_path, crash_at):
+    reference = TinyAE(seed=1).fit(X)
+    crashing = TinyAE(seed=1)
+    crashing.crash_at_step = crash_at
+    with pytest.raises(PluginError) as err:
+        crashing.fit(X, checkpoint_dir=tmp_path, checkpoint_every=3)
+    assert isinstance(err.value.__cause__, Crash)
+    ckpt = safe_load(tmp_path / "train_state-train.pt", kind="train-state")
+    assert ckpt["step"] == (crash_at // 3) * 3 or (ckpt["batch"] == 0 and ckpt["step"] <= crash_at)
+    resumed = TinyAE(seed=1).fit(X, checkpoint_dir=tmp_path, checkpoint_every=3, resume=True)
+    assert resumed.seen[0] == ckpt["step"]  # restarted right after the checkpoint, not from scratch
+    for k, v in state(reference).items():
+        assert torch.equal(v, state(resumed)[k]), k
+    assert resumed.history_ == reference.history_
+    np.testing.assert_array_equal(resumed.score_samples(X), reference.score_samples(X))
+
+
+def test_divergence_names_method_epoch_step_and_term_and_keeps_last_checkpoint(X, tmp_path):
+    X = X * 1e3
+    with pytest.raises(DivergenceError) as err:
+        TinyAE(lr=1e8, epochs=50).fit(X, checkpoint_dir=tmp_path, checkpoint_every=1)
+    msg = str(err.value)
+    assert msg.startswith("tiny-ae: training diverged at epoch ")
+    assert ", step " in msg and ("'reconstruction'" in msg or "parameter" in msg)
+    assert "last good checkpoint kept at" in msg and "\n" not in msg
+    ckpt = safe_load(tmp_path / "train_state-train.pt", kind="train-state")
+    for tensor in ckpt["modules"]["enc"].values():
+        assert torch.isfinite(tensor).all()
+
+
+def test_resume_refuses_other_parameters_or_method(X, tmp_path):
+    TinyAE(seed=1, epochs=1).fit(X, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="different parameters.*lr"):
+        TinyAE(seed=1, lr=0.5).fit(X, checkpoint_dir=tmp_path, resume=True)
+    ckpt = torch.load(tmp_path / "train_state-train.pt", weights_only=True)
+    ckpt["method"] = "ama"
+    torch.save(ckpt, tmp_path / "train_state-train.pt")
+    with pytest.raises(CheckpointError, match="belongs to method 'ama'"):
+        TinyAE(seed=1, epochs=1).fit(X, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_more_epochs_on_resume_continue_training(X, tmp_path):
+    TinyAE(seed=2, epochs=2).fit(X, checkpoint_dir=tmp_path)
+    longer = TinyAE(seed=2, epochs=4).fit(X, checkpoint_dir=tmp_path, resume=True)
+    reference = TinyAE(seed=2, epochs=4).fit(X)
+    assert len(longer.history_) == 4
+    for k, v in state(reference).items():
+        assert torch.equal(v, state(longer)[k])
