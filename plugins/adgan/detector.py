@@ -125,12 +125,15 @@ class ADGANDetector(Detector):
         trainer.run(X, self._train_step)
 
     def _train_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
-        hp, G, D = self.hp, self.nets["generator"], self.nets["critic"]
+        hp = self.hp
+        # ctx.nets: DDP-wrapped under torchrun (gradients averaged across ranks), the modules otherwise;
+        # a network that is not updated in a step is called as the plain module
         n = x.shape[0]
         # critic: max_ω E[d(x)] − E[d(g(z))] (eq. 2), Lipschitz by gradient penalty or clipping
+        D = ctx.nets["critic"]
         z = torch.randn(n, self.latent_dim_, generator=ctx.generator, device=x.device)
         with torch.no_grad():
-            fake = G(z)
+            fake = self.nets["generator"](z)
         loss_d = losses.critic_loss(D(x), D(fake))
         logged = {"wasserstein": -loss_d.detach()}
         if hp.lipschitz == "gp" and hp.gp_weight > 0:
@@ -139,12 +142,13 @@ class ADGANDetector(Detector):
             logged["gp"] = gp.detach()
         ctx.update("critic", loss_d, term="critic")
         if hp.lipschitz == "clip":
-            losses.clip_weights_(D, hp.clip_value)
+            losses.clip_weights_(self.nets["critic"], hp.clip_value)
         # generator: min_θ −E[d(g_θ(z))], every n_critic-th step
         if (ctx.step + 1) % hp.n_critic == 0:
             z = torch.randn(n, self.latent_dim_, generator=ctx.generator, device=x.device)
-            with frozen(D):
-                loss_g = losses.generator_loss(D(G(z)))
+            critic = self.nets["critic"]
+            with frozen(critic):
+                loss_g = losses.generator_loss(critic(ctx.nets["generator"](z)))
                 ctx.update("generator", loss_g, term="generator")
             logged["generator"] = loss_g.detach()
         return logged
