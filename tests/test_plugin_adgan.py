@@ -182,8 +182,9 @@ def test_detector_batched_vmap_reference_agree_float32(fitted, digits):
 
 
 # -- functional Adam ------------------------------------------------------------------------------
+@pytest.mark.parametrize("use_scratch", [False, True])
 @pytest.mark.parametrize("lr, betas", [(0.25, (0.5, 0.999)), (1e-3, (0.9, 0.99))])
-def test_functional_adam_matches_torch_optim_adam_bitwise(lr, betas):
+def test_functional_adam_matches_torch_optim_adam_bitwise(lr, betas, use_scratch):
     gen = torch.Generator().manual_seed(0)
     a = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen)]
     target = torch.randn(5, 7, generator=gen)
@@ -201,7 +202,7 @@ def test_functional_adam_matches_torch_optim_adam_bitwise(lr, betas):
         loss(theirs).backward()
         grads = [t.grad.clone() for t in theirs]  # identical gradients for both
         opt.step()
-        adam_step_(ours, grads, m, v, step=step, lr=lr, betas=betas)
+        adam_step_(ours, grads, m, v, step=step, lr=lr, betas=betas, scratch=[torch.empty_like(t) for t in ours] if use_scratch else None)
         for o, t in zip(ours, theirs):
             assert torch.equal(o, t.detach())
         for o_m, o_v, t in zip(m, v, theirs):

@@ -47,7 +47,7 @@ from .losses import reconstruction_loss
 THETA_COPIES = ("seed", "sample", "none")
 IMPLEMENTATIONS = ("batched", "vmap", "reference")
 _LATENT_SEED_OFFSET = 0x5EED  # starting latents are drawn from their own stream, not the training one
-_CHUNK_FLOATS = 1 << 19  # auto chunk: about this many floats per stacked state tensor (stays in cache)
+_CHUNK_FLOATS = 1 << 21  # auto chunk: about this many floats (8 MB) per stacked state tensor
 
 
 @dataclass(frozen=True)
@@ -113,22 +113,28 @@ def adam_step_(
     lr: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    scratch: Sequence[torch.Tensor] | None = None,
 ) -> None:
     """Step ``step`` (counted from 1) of Adam on ``params`` in place, with explicit state.
 
     Replays ``torch.optim.Adam``'s single-tensor update (its CPU default; amsgrad, weight decay
     and maximize off) op for op, so the same gradients give bitwise the same parameters and
     moments: m ← lerp(m, g, 1−β₁); v ← β₂v + (1−β₂)g²; p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
+    ``scratch`` (tensors shaped like ``params``) holds the denominator instead of a fresh
+    allocation per call: the same values, without the page faults of large new tensors.
     """
     beta1, beta2 = betas
     bias_correction1 = 1 - beta1 ** float(step)
     bias_correction2 = 1 - beta2 ** float(step)
     step_size = lr / bias_correction1
     bias_correction2_sqrt = bias_correction2**0.5
-    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+    for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
         m.lerp_(g, 1 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        if scratch is None:
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        else:
+            denom = torch.sqrt(v, out=scratch[i]).div_(bias_correction2_sqrt).add_(eps)
         p.addcdiv_(m, denom, value=-step_size)
 
 
@@ -182,7 +188,7 @@ def search_batched(
     keep_outputs: bool = False,
 ) -> SearchResult:
     """All searches of ``x`` (N samples × S seeds), ``chunk`` θ copies per pass (0 = automatic:
-    about half a million floats per stacked parameter tensor, so a pass stays in cache).
+    about two million floats per stacked parameter tensor).
 
     ``implementation`` "batched" uses :meth:`Generator.forward_copies` + autograd, "vmap" uses
     ``torch.func``; both step with :func:`adam_step_`. ``generator`` is used in eval mode.
@@ -252,6 +258,7 @@ def _search_chunk(generator, theta, z_init, target, cfg: SearchConfig, implement
     leaves = [z] + (params if adapt else [])
     exp_avgs = [torch.zeros_like(t) for t in leaves]
     exp_avg_sqs = [torch.zeros_like(t) for t in leaves]
+    scratch = [torch.empty_like(t) for t in leaves]
     if implementation == "batched":
         forward = generator.forward_copies
         grads_of = _grads_autograd(generator, cfg, adapt)
@@ -260,9 +267,9 @@ def _search_chunk(generator, theta, z_init, target, cfg: SearchConfig, implement
         grads_of = _grads_vmap(generator, cfg, adapt)
     for t in range(1, cfg.steps + 1):
         grads = grads_of(params, z, target)
-        adam_step_([z], grads[:1], exp_avgs[:1], exp_avg_sqs[:1], step=t, lr=cfg.lr_latent, betas=cfg.betas, eps=cfg.eps)
+        adam_step_([z], grads[:1], exp_avgs[:1], exp_avg_sqs[:1], step=t, lr=cfg.lr_latent, betas=cfg.betas, eps=cfg.eps, scratch=scratch[:1])
         if adapt:
-            adam_step_(params, grads[1:], exp_avgs[1:], exp_avg_sqs[1:], step=t, lr=cfg.lr_theta, betas=cfg.betas, eps=cfg.eps)
+            adam_step_(params, grads[1:], exp_avgs[1:], exp_avg_sqs[1:], step=t, lr=cfg.lr_theta, betas=cfg.betas, eps=cfg.eps, scratch=scratch[1:])
     with torch.no_grad():
         out = forward(params, z)
         return reconstruction_loss(out, target, cfg.loss, batch_dims=2), z, out
