@@ -8,7 +8,8 @@ seed: a fresh θ copy and torch.optim.Adam), ``batched`` (stacked θ copies, bmm
 and ``vmap`` (torch.func). Same starting latents for all. Checked at the end: Spearman rank
 correlation >= 0.99 and AUROC equal to 3 decimals between batched and reference, and batched at
 least SPEEDUP_TARGET times faster than reference (its median over 3 more rounds). The reference
-takes a minute or two and is timed once; thread count and machine load are in ``extra_info``.
+takes several minutes (about 6 on a loaded 2-core CPU) and is timed once; thread count and machine
+load are in ``extra_info``. Numbers and the command used: docs/methods/adgan.md.
 """
 import os
 import platform

@@ -214,7 +214,6 @@ def search_batched(
         else:
             chunk = 8 * _CHUNK_FLOATS // (4 * sample_numel + d)
         chunk = max(1, chunk)
-    seed_of = torch.arange(S, device=z0.device)
     was_training = generator.training
     generator.eval()
     try:
@@ -224,8 +223,8 @@ def search_batched(
                 z_init = z0.unsqueeze(0).expand(hi - lo, S, d)
                 target = x[lo:hi].unsqueeze(1)
             else:
-                u = torch.arange(lo, hi, device=x.device)
-                z_init, target = z0[seed_of[u % S]], x[u // S]
+                u = torch.arange(lo, hi, device=z0.device)
+                z_init, target = z0[u % S], x[u // S]
                 if mode == "seed":
                     z_init, target = z_init.unsqueeze(1), target.unsqueeze(1)  # (C, 1, ...)
                 else:
