@@ -1,0 +1,182 @@
+"""ADGAN detector: WGAN training (eq. 2) and the latent-search score (Algorithm 1).
+
+Training: a WGAN on the normal data. Each trainer step is one critic step on a fresh minibatch
+(maximise E[d(x)] − E[d(g(z))], z ~ N(0, I)) under a gradient penalty (λ = 10, Adam betas
+(0.5, 0.9)) or weight clipping (c = 0.01, RMSprop, as in the original WGAN); every ``n_critic``-th
+step also takes one generator step. All noise comes from the trainer's seeded generator. The
+critic is kept (for the ``score="critic"`` ablation) but the default score never uses it.
+
+Scoring (``score="loss"``, the paper): for each test sample, ``n_seed`` starting latents, ``k``
+Adam steps (lr γ for z, γ_θ for θ, betas (0.5, 0.999)) on ℓ(g_θ(z), x), θ reset to the trained
+weights for every sample; the score is the mean final loss over the seeds (higher = more
+anomalous). ``theta_copies`` says who owns a θ copy (``seed``: Algorithm 1; ``sample``: one per
+sample, shared by its seeds; ``none``: θ fixed) and ``scoring`` picks the implementation
+(``batched``, ``vmap``, or the literal ``reference`` loop); see :mod:`.search`. The starting
+latents are one seeded draw shared by all samples, so scores are reproducible and independent
+of batching. The report's reconstructions are g_{θ_k}(z_k) of each sample's best seed.
+
+Budgets. CPU (2 cores): digits class 0 with the defaults in about a minute. Fashion-MNIST one
+class (6,000 images, 10,000 test): the search is the cost (n_seed·k generator passes with their own
+θ per sample); a CPU run is practical with e.g. ``--max-train 2000 --epochs 20 --set n_seed=8``
+(see docs/methods/adgan.md for measured times). Paper (GPU): latent_dim 256, g_width 64 /
+d_width 64 (DCGAN), n_seed 64, k 5, epochs until the WGAN converges.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from anomalykit import Detector, Param
+
+from . import losses
+from .networks import build_networks
+from .search import IMPLEMENTATIONS, THETA_COPIES, SearchConfig, initial_latents, search
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Temporarily stop gradients into ``module``'s parameters (the critic during the generator step)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def latent_size(input_shape, requested: int | None) -> int:
+    """d': ``requested``, or the paper's 256 for inputs of at least 784 values (28x28, the paper's
+    smallest images) and d/4 below: the generator maps a space of much lower dimension than the
+    data (paper, footnote 5), and a 256-d latent for 64-pixel digits can reconstruct anything."""
+    if requested is not None:
+        return int(requested)
+    d = math.prod(input_shape)
+    return 256 if d >= 784 else max(2, d // 4)
+
+
+class ADGANDetector(Detector):
+    """Anomaly detection with GANs by latent search (see the module docstring)."""
+
+    name = "adgan"
+    summary = "ADGAN: WGAN generator; score = loss after k Adam steps on latents and a copy of θ from n_seed starts"
+    params = (
+        Param("epochs", 300, "training epochs (one critic step per minibatch)", low=0),
+        Param("batch_size", 32, "training batch size", low=2),
+        Param("score_batch_size", 64, "test samples per scoring batch (each runs n_seed searches)", low=1),
+        Param("latent_dim", None, "latent size d'; None: the paper's 256 for inputs of >= 784 values (MNIST-sized), d/4 below (16 for 8x8 digits)", type=int, low=1),
+        Param("g_width", 8, "base channel width of the generator (paper, DCGAN: 64); the search cost grows with it", low=1),
+        Param("d_width", 32, "base channel width of the critic (paper, DCGAN: 64)", low=1),
+        Param("hidden", 128, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
+        Param("lr", None, "training learning rate; None: 1e-3 with gp (Adam, betas 0.5/0.9; CPU budget, WGAN-GP paper 1e-4), 5e-5 with clip (RMSprop, WGAN paper)", type=float, low=0.0),
+        Param("n_critic", 2, "critic steps per generator step (CPU budget; WGAN papers: 5)", low=1),
+        Param("lipschitz", "gp", "critic Lipschitz constraint: gp (gradient penalty) or clip (weight clipping)", choices=("gp", "clip")),
+        Param("gp_weight", 10.0, "gradient penalty weight λ", low=0.0),
+        Param("clip_value", 0.01, "weight clipping bound c", low=0.0),
+        Param("n_seed", 64, "starting latents per test sample (paper: 64)", low=1),
+        Param("k", 5, "Adam steps of each search (paper: 5); 0 scores the starting latents", low=0),
+        Param("lr_latent", 0.25, "search learning rate γ of the latents (paper: 0.25)", low=0.0),
+        Param("lr_theta", 5e-5, "search learning rate γ_θ of the generator copy (paper: 5e-5)", low=0.0),
+        Param("search_beta1", 0.5, "search Adam β₁ (paper: 0.5)", low=0.0, high=0.999999),
+        Param("search_beta2", 0.999, "search Adam β₂ (paper: 0.999)", low=0.0, high=0.999999),
+        Param("loss", "l2", "reconstruction loss ℓ: l2 (squared L2, paper default) or l1", choices=("l2", "l1")),
+        Param("theta_copies", "seed", "who owns a θ copy: seed (Algorithm 1), sample (shared by a sample's seeds), none (θ fixed; ablation)", choices=THETA_COPIES),
+        Param("score", "loss", "loss (Algorithm 1), latent-prior (−log p_z of the final latents) or critic (−d(x)); sec. 4.3 ablations", choices=("loss", "latent-prior", "critic")),
+        Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
+        Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
+    )
+    #: Setting ``threshold_`` scores at most this many training samples (the search is expensive).
+    threshold_sample = 256
+
+    # -- networks --------------------------------------------------------------------------------
+    def _build(self, input_shape):
+        hp = self.hp
+        self.latent_dim_ = latent_size(input_shape, hp.latent_dim)
+        self.nets.update(build_networks(input_shape, latent_dim=self.latent_dim_, g_width=hp.g_width, d_width=hp.d_width, hidden=hp.hidden))
+
+    @property
+    def search_config(self) -> SearchConfig:
+        hp = self.hp
+        return SearchConfig(
+            steps=hp.k,
+            lr_latent=hp.lr_latent,
+            lr_theta=hp.lr_theta,
+            betas=(hp.search_beta1, hp.search_beta2),
+            loss=hp.loss,
+            theta_copies=hp.theta_copies,
+        )
+
+    # -- training --------------------------------------------------------------------------------
+    def _fit(self, X, y):
+        hp, nets = self.hp, self.nets
+        if y is not None:
+            X = X[y == 0]  # no semi-supervised mode: train on the normal rows
+        if hp.lipschitz == "gp":
+            lr = 1e-3 if hp.lr is None else hp.lr
+            make = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.9))  # noqa: E731
+        else:
+            lr = 5e-5 if hp.lr is None else hp.lr
+            make = lambda m: torch.optim.RMSprop(m.parameters(), lr=lr)  # noqa: E731
+        trainer = self.trainer(optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
+        trainer.run(X, self._train_step)
+
+    def _train_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
+        hp = self.hp
+        # ctx.nets: DDP-wrapped under torchrun (gradients averaged across ranks), the modules otherwise;
+        # a network that is not updated in a step is called as the plain module
+        n = x.shape[0]
+        # critic: max_ω E[d(x)] − E[d(g(z))] (eq. 2), Lipschitz by gradient penalty or clipping
+        D = ctx.nets["critic"]
+        z = torch.randn(n, self.latent_dim_, generator=ctx.generator, device=x.device)
+        with torch.no_grad():
+            fake = self.nets["generator"](z)
+        loss_d = losses.critic_loss(D(x), D(fake))
+        logged = {"wasserstein": -loss_d.detach()}
+        if hp.lipschitz == "gp" and hp.gp_weight > 0:
+            gp = losses.gradient_penalty(D, x, fake, generator=ctx.generator)
+            loss_d = loss_d + hp.gp_weight * gp
+            logged["gp"] = gp.detach()
+        ctx.update("critic", loss_d, term="critic")
+        if hp.lipschitz == "clip":
+            losses.clip_weights_(self.nets["critic"], hp.clip_value)
+        # generator: min_θ −E[d(g_θ(z))], every n_critic-th step
+        if (ctx.step + 1) % hp.n_critic == 0:
+            z = torch.randn(n, self.latent_dim_, generator=ctx.generator, device=x.device)
+            critic = self.nets["critic"]
+            with frozen(critic):
+                loss_g = losses.generator_loss(critic(ctx.nets["generator"](z)))
+                ctx.update("generator", loss_g, term="generator")
+            logged["generator"] = loss_g.detach()
+        return logged
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def starting_latents(self) -> torch.Tensor:
+        """The n_seed starting latents z_{j,0} shared by every test sample (seeded by ``seed``)."""
+        return initial_latents(self.hp.n_seed, self.latent_dim_, self.hp.seed, device=self.device)
+
+    def latent_search(self, X: torch.Tensor, *, keep_outputs: bool = False):
+        """Algorithm 1 on a batch ``X`` (on ``self.device``): a :class:`~.search.SearchResult`."""
+        G = self.nets["generator"].eval()
+        return search(
+            G, X, self.starting_latents(), self.search_config,
+            implementation=self.hp.scoring, chunk=self.hp.search_chunk, keep_outputs=keep_outputs,
+        )
+
+    def _score(self, X):
+        if self.hp.score == "critic":
+            with torch.no_grad():
+                return losses.critic_score(self.nets["critic"](X))
+        result = self.latent_search(X)
+        if self.hp.score == "latent-prior":
+            return losses.latent_prior_nll(result.latents).mean(1)
+        return result.scores()
+
+    def reconstruct(self, X):
+        """g_{θ_k}(z_k) from each sample's best seed (lowest final loss), same shape as ``X``."""
+        self._check_fitted("reconstruct")
+        X = torch.as_tensor(X, dtype=torch.float32).to(self.device)
+        return self.latent_search(X, keep_outputs=True).best_outputs().cpu()

@@ -1,0 +1,263 @@
+"""ADGAN plugin: Algorithm 1's semantics (θ reset, n_seed, k), the batched search against the
+literal reference loop, the functional Adam against torch.optim.Adam, parameters, save/load."""
+import copy
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, grad
+
+import anomalykit
+from anomalykit import ConfigError
+from anomalykit.data import make_split
+from anomalykit_plugins.adgan.networks import Generator
+from anomalykit_plugins.adgan.search import (
+    SearchConfig,
+    adam_step_,
+    initial_latents,
+    search_batched,
+    search_reference,
+)
+
+# small but real settings: θ adaptation strong enough that a θ leak between samples would show
+TINY = dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return make_split("one-class", "digits", normal_class=0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return anomalykit.load_method("adgan", **TINY).fit(digits.X_train, progress=False)
+
+
+def random_generator(shape, latent_dim=6, dtype=torch.float64, seed=0):
+    """A tiny generator with non-trivial BatchNorm statistics and affine parameters, eval mode."""
+    torch.manual_seed(seed)
+    g = Generator(latent_dim, shape, width=3, hidden=7).to(dtype)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return g.eval()
+
+
+def direct_loss(g, z, x):
+    """ℓ(g(z), x) per latent with the plain module forward: Σ (g(z) − x)²."""
+    return (g(z) - x).pow(2).flatten(1).sum(1)
+
+
+# -- Algorithm 1 semantics ---------------------------------------------------------------------
+@pytest.mark.parametrize("scoring", ["batched", "reference"])
+def test_theta_is_reset_for_every_sample(fitted, digits, scoring):
+    det = copy.deepcopy(fitted)
+    det.hp.scoring = scoring
+    x, y = digits.X_test[:1], digits.X_test[5:6]
+    alone = det.score_samples(x)[0]
+    together = det.score_samples(torch.cat([y, x, x, y]))
+    assert together[1] == pytest.approx(alone, rel=1e-6) and together[2] == pytest.approx(alone, rel=1e-6)
+    assert together[0] == pytest.approx(together[3], rel=1e-6)
+    # the θ step is large enough here that carrying θ over would have changed the score
+    det.hp.lr_theta = 0.0
+    assert abs(det.score_samples(x)[0] - alone) > 1e-3 * alone
+
+
+def test_k0_is_the_loss_at_the_starting_latents(fitted, digits):
+    det = copy.deepcopy(fitted)
+    det.hp.k = 0
+    x = digits.X_test[:6]
+    g = det.nets["generator"].eval()
+    z0 = initial_latents(det.hp.n_seed, det.latent_dim_, det.hp.seed)
+    with torch.no_grad():
+        expected = torch.stack([direct_loss(g, z0, xi).mean() for xi in x])
+    np.testing.assert_allclose(det.score_samples(x), expected.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("theta_copies", ["seed", "sample", "none"])
+def test_k1_is_one_hand_computed_adam_step(theta_copies):
+    """Adam's first step is lr·g/(|g|+ε) (m̂ = g, v̂ = g²); computed here with torch.func.grad."""
+    g = random_generator((1, 8, 8))
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    z0 = initial_latents(3, 6, 0, dtype=torch.float64)
+    cfg = SearchConfig(steps=1, lr_latent=0.25, lr_theta=1e-2, theta_copies=theta_copies)
+    names = [n for n, _ in g.named_parameters()]
+    theta = {n: p.detach() for n, p in g.named_parameters()}
+    buffers = dict(g.named_buffers())
+
+    def loss(params, z, xi):
+        return ((functional_call(g, ({**params, **buffers},), (z,)) - xi) ** 2).sum()
+
+    def first_step(v, gv, lr):
+        return v - lr * gv / (gv.abs() + cfg.eps)
+
+    expected = torch.empty(2, 3, dtype=torch.float64)
+    for i in range(2):
+        groups = [[0, 1, 2]] if theta_copies == "sample" else [[0], [1], [2]]
+        for seeds in groups:
+            gp, gz = grad(loss, argnums=(0, 1))(theta, z0[seeds], x[i])
+            z1 = first_step(z0[seeds], gz, cfg.lr_latent)
+            th1 = theta if theta_copies == "none" else {n: first_step(theta[n], gp[n], cfg.lr_theta) for n in names}
+            out = functional_call(g, ({**th1, **buffers},), (z1,))
+            expected[i, seeds] = ((out - x[i]) ** 2).flatten(1).sum(1)
+    got = search_batched(g, x, z0, cfg)
+    assert got.losses.shape == (2, 3)  # n_seed honoured
+    torch.testing.assert_close(got.losses, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_n_seed_and_k_change_the_search(fitted, digits):
+    det = copy.deepcopy(fitted)
+    x = digits.X_test[:3]
+    r = det.latent_search(x)
+    assert r.losses.shape == (3, det.hp.n_seed) and r.latents.shape == (3, det.hp.n_seed, det.latent_dim_)
+    det.hp.n_seed = 7
+    assert det.latent_search(x).losses.shape == (3, 7)
+    det.hp.n_seed = fitted.hp.n_seed
+    by_k = {}
+    for k in (0, 1, 3):
+        det.hp.k = k
+        by_k[k] = det.latent_search(x).scores()
+    assert (by_k[1] < by_k[0]).all() and (by_k[3] < by_k[1]).all()  # each step improves the fit
+
+
+# -- batched implementations equal the literal loop ------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 8, 8), (2, 6, 6), (5,)], ids=["8x8", "6x6-conv", "tabular"])
+@pytest.mark.parametrize("theta_copies", ["seed", "sample", "none"])
+@pytest.mark.parametrize("implementation", ["batched", "vmap"])
+def test_batched_search_equals_reference_float64(shape, theta_copies, implementation):
+    g = random_generator(shape)
+    x = torch.rand(3, *shape, dtype=torch.float64) * 2 - 1
+    z0 = initial_latents(4, 6, 1, dtype=torch.float64)
+    cfg = SearchConfig(steps=4, lr_theta=1e-2, theta_copies=theta_copies)
+    ref = search_reference(g, x, z0, cfg, keep_outputs=True)
+    for chunk in (0, 1, 5):  # chunking never changes a result
+        got = search_batched(g, x, z0, cfg, implementation=implementation, chunk=chunk, keep_outputs=True)
+        torch.testing.assert_close(got.losses, ref.losses, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got.latents, ref.latents, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got.outputs, ref.outputs, rtol=1e-10, atol=1e-10)
+
+
+def test_theta_copies_modes_differ_as_documented():
+    """seed ≠ sample (shared θ couples the seeds) ≠ none (θ fixed) once θ moves."""
+    g = random_generator((1, 8, 8))
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    z0 = initial_latents(3, 6, 0, dtype=torch.float64)
+    res = {m: search_batched(g, x, z0, SearchConfig(steps=3, lr_theta=1e-2, theta_copies=m)).losses for m in ("seed", "sample", "none")}
+    assert (res["seed"] - res["sample"]).abs().max() > 1e-6 and (res["seed"] - res["none"]).abs().max() > 1e-6
+    # with one seed, sharing θ across the seeds of a sample is the same as a θ per seed
+    z1 = z0[:1]
+    one = {m: search_batched(g, x, z1, SearchConfig(steps=3, lr_theta=1e-2, theta_copies=m)).losses for m in ("seed", "sample")}
+    torch.testing.assert_close(one["seed"], one["sample"], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 6, 6), (5,)])
+def test_forward_copies_matches_the_module_per_copy(shape):
+    g = random_generator(shape)
+    copies = []
+    for c in range(3):  # three different parameter sets
+        gc = random_generator(shape, seed=10 + c)
+        gc.load_state_dict({**gc.state_dict(), **{k: v for k, v in g.state_dict().items() if "running" in k}})
+        copies.append(gc)
+    params = [torch.stack(ps) for ps in zip(*[list(gc.parameters()) for gc in copies])]
+    z = torch.randn(3, 5, 6, dtype=torch.float64)
+    out = g.forward_copies(params, z)
+    for c, gc in enumerate(copies):
+        torch.testing.assert_close(out[c], gc(z[c]).detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_detector_batched_vmap_reference_agree_float32(fitted, digits):
+    x = digits.X_test[:8]
+    scores = {}
+    for impl in ("batched", "vmap", "reference"):
+        det = copy.deepcopy(fitted)
+        det.hp.scoring = impl
+        scores[impl] = det.score_samples(x)
+    np.testing.assert_allclose(scores["batched"], scores["reference"], rtol=1e-4)
+    np.testing.assert_allclose(scores["vmap"], scores["reference"], rtol=1e-4)
+
+
+# -- functional Adam ------------------------------------------------------------------------------
+@pytest.mark.parametrize("use_scratch", [False, True])
+@pytest.mark.parametrize("lr, betas", [(0.25, (0.5, 0.999)), (1e-3, (0.9, 0.99))])
+def test_functional_adam_matches_torch_optim_adam_bitwise(lr, betas, use_scratch):
+    gen = torch.Generator().manual_seed(0)
+    a = [torch.randn(5, 3, generator=gen), torch.randn(7, generator=gen)]
+    target = torch.randn(5, 7, generator=gen)
+    ours = [t.clone() for t in a]
+    theirs = [t.clone().requires_grad_(True) for t in a]
+    opt = torch.optim.Adam(theirs, lr=lr, betas=betas)
+    m = [torch.zeros_like(t) for t in ours]
+    v = [torch.zeros_like(t) for t in ours]
+
+    def loss(p):  # a toy non-quadratic problem
+        return (torch.tanh(p[0] @ p[0].T).sum() - (p[0].sum(1, keepdim=True) * p[1] - target).pow(2).sum()).pow(2)
+
+    for step in range(1, 6):
+        opt.zero_grad()
+        loss(theirs).backward()
+        grads = [t.grad.clone() for t in theirs]  # identical gradients for both
+        opt.step()
+        adam_step_(ours, grads, m, v, step=step, lr=lr, betas=betas, scratch=[torch.empty_like(t) for t in ours] if use_scratch else None)
+        for o, t in zip(ours, theirs):
+            assert torch.equal(o, t.detach())
+        for o_m, o_v, t in zip(m, v, theirs):
+            assert torch.equal(o_m, opt.state[t]["exp_avg"]) and torch.equal(o_v, opt.state[t]["exp_avg_sq"])
+        with torch.no_grad():  # next gradients at the (shared) new point
+            for o, t in zip(ours, theirs):
+                t.copy_(o)
+
+
+# -- parameters, scores, persistence ----------------------------------------------------------------
+@pytest.mark.parametrize("bad, fragment", [({"n_seed": 0}, "'n_seed' must be >= 1"), ({"k": -1}, "'k' must be >= 0")])
+def test_bad_search_parameters_are_rejected(bad, fragment):
+    with pytest.raises(ConfigError) as err:
+        anomalykit.load_method("adgan", **bad)
+    assert fragment in str(err.value)
+
+
+def test_ablation_scores(fitted, digits):
+    det = copy.deepcopy(fitted)
+    x = digits.X_test[:4]
+    r = det.latent_search(x)
+    det.hp.score = "latent-prior"
+    np.testing.assert_allclose(det.score_samples(x), (0.5 * r.latents.pow(2).sum(-1)).mean(1).numpy(), rtol=1e-5)
+    det.hp.score = "critic"
+    with torch.no_grad():
+        np.testing.assert_allclose(det.score_samples(x), (-det.nets["critic"](x)).numpy(), rtol=1e-6)
+
+
+def test_reconstruct_is_the_best_seed_output(fitted, digits):
+    x = digits.X_test[:3]
+    rec = fitted.reconstruct(x)
+    r = fitted.latent_search(x, keep_outputs=True)
+    assert rec.shape == x.shape
+    best = r.losses.argmin(1)
+    torch.testing.assert_close(rec, r.outputs[torch.arange(3), best])
+    torch.testing.assert_close(((rec - x) ** 2).flatten(1).sum(1), r.losses.min(1).values, rtol=1e-5, atol=1e-5)
+
+
+def test_save_load_gives_identical_scores(fitted, digits, tmp_path):
+    path = fitted.save(tmp_path / "adgan.pt")
+    again = anomalykit.load(path)
+    x = digits.X_test[:10]
+    np.testing.assert_array_equal(again.score_samples(x), fitted.score_samples(x))
+    assert again.threshold_ == fitted.threshold_
+
+
+def test_weight_clipping_keeps_the_critic_in_the_box(digits):
+    det = anomalykit.load_method("adgan", **{**TINY, "lipschitz": "clip", "clip_value": 0.02, "epochs": 1})
+    det.fit(digits.X_train[:40], progress=False)
+    assert max(p.abs().max().item() for p in det.nets["critic"].parameters()) <= 0.02
+
+
+def test_one_epoch_fit_on_digits_runs_in_seconds(digits):
+    t0 = time.perf_counter()
+    det = anomalykit.load_method("adgan", epochs=1).fit(digits.X_train, progress=False)
+    scores = det.score_samples(digits.X_test[:32])
+    assert np.isfinite(scores).all() and det.threshold_ is not None
+    assert time.perf_counter() - t0 < 60  # the search is batched: seconds, not minutes, even on a loaded CPU
