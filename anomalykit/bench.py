@@ -284,6 +284,8 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
             echo(f"{label}: FAILED {row['error']}")
         rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
         write_results(out / "results.csv", rows)
+        # the summary follows every cell, so an interrupted benchmark still has an up-to-date one
+        write_summary(out, [r for r in rows if r.get("status") == "ok"], cfg)
     ok = [r for r in rows if r.get("status") == "ok"]
     write_summary(out, ok, cfg)
     return ok
