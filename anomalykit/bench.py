@@ -370,7 +370,7 @@ def _plot(path: Path, rows, stats, classes, title) -> None:
     names = [s["method"] for s in stats]
     if classes:
         table = np.array(_per_class(rows, stats, classes))
-        fig, ax = plt.subplots(figsize=(1.0 + 0.75 * len(classes), 0.9 + 0.45 * len(names)), dpi=110)
+        fig, ax = plt.subplots(figsize=(max(5.0, 2.5 + 0.75 * len(classes)), 1.2 + 0.45 * len(names)), dpi=110)
         im = ax.imshow(table, vmin=max(0.5, np.nanmin(table)), vmax=1.0, cmap="viridis", aspect="auto")
         for i in range(table.shape[0]):
             for j in range(table.shape[1]):

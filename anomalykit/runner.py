@@ -135,6 +135,10 @@ def run_experiment(
         "n_test": int(split.X_test.shape[0]),
         "anomaly_ratio": split.anomaly_ratio,
         "train_seconds": round(train_seconds, 3),
+        # epochs x training rows / train_seconds (all ranks together; includes the post-training
+        # statistics pass); None for methods without an epochs parameter
+        "train_samples_per_second": (round(int(split.X_train.shape[0]) * det.hp.epochs / train_seconds, 1)
+                                     if isinstance(getattr(det.hp, "epochs", None), int) and train_seconds > 0 else None),
         "score_seconds": round(score_seconds, 3),
         "device": str(det.device),
         "world_size": D.world_size(),
