@@ -24,4 +24,5 @@ if D.rank() == 0:
         "identical_weights": all(torch.equal(g, gathered[0]) for g in gathered),
         "r_mean": det.r_mean_, "r_std": det.r_std_, "scores": scores.tolist(),
     }))
+dist.barrier()  # both ranks done with every collective before the group goes away
 dist.destroy_process_group()

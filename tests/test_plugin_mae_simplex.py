@@ -307,6 +307,7 @@ rank = D.rank()
 out = {"rank": rank, "world": D.world_size(), "checksum": float(flat.sum()), "first": flat[:50].tolist(),
        "selected": det.selected_epoch_, "curve": [h["select_feat_l1"] for h in det.history_]}
 open(sys.argv[1] + f"/rank{rank}.json", "w").write(json.dumps(out))
+dist.barrier()  # both ranks done with every collective before the group goes away
 dist.destroy_process_group()
 """
 

@@ -91,7 +91,7 @@ class ADGANDetector(Detector):
     )
 
     #: ``anomalykit bench --budget``: ``small`` trains 15 epochs and searches from 8 seeds (the
-    #: search cost is linear in n_seed; about 10 min per Fashion-MNIST class of 2,000 images on
+    #: search cost is linear in n_seed; about 5.5 min per Fashion-MNIST class of 2,000 images on
     #: 2 CPU cores); ``paper`` keeps Algorithm 1's n_seed = 64, k = 5 and trains
     #: longer (for a GPU; the paper gives no epoch count).
     budgets = {"small": {"epochs": 15, "n_seed": 8}, "paper": {"epochs": 300, "n_seed": 64, "k": 5}}
