@@ -1,5 +1,6 @@
 """Run under torchrun by tests/test_distributed.py: fit AMA data-parallel, dump what the test checks."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -26,3 +27,4 @@ if D.rank() == 0:
     }))
 dist.barrier()  # both ranks done with every collective before the group goes away
 dist.destroy_process_group()
+os._exit(0)  # results are written; skip interpreter teardown (gloo threads at static destruction)
