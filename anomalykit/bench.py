@@ -287,7 +287,8 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
         # the summary follows every cell, so an interrupted benchmark still has an up-to-date one
         write_summary(out, [r for r in rows if r.get("status") == "ok"], cfg)
     ok = [r for r in rows if r.get("status") == "ok"]
-    write_summary(out, ok, cfg)
+    if not todo:  # nothing ran: (re)write the summary of the finished folder
+        write_summary(out, ok, cfg)
     return ok
 
 

@@ -17,6 +17,17 @@ def registry():
     return get_registry()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a test module: tiny networks run fastest single-threaded, and on a
+    shared 2-core CPU two threads spend most of their time in hand-offs (a plugin test file took
+    ~20 s with one thread and minutes with two on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def pca_method(registry):
     """The example plugin 'pca-recon' registered in-process (unless already installed)."""

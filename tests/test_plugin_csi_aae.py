@@ -24,15 +24,8 @@ def tiny(**kw):
     return anomalykit.load_method("csi-aae", **params)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tests train on tiny tensors, where one intra-op thread is fastest; with several, a
-    CPU shared with other processes spends most of its time in thread hand-offs (measured: the
-    file takes ~20 s with one thread and minutes with two on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny nets run fastest single-threaded (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,8 @@ from anomalykit_plugins.mae_simplex.networks import tabular_dims
 TINY = dict(width=8, hidden=32, latent_dim=8, batch_size=32, n_critic=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny nets run fastest single-threaded (and a shared CPU makes 2 threads much slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny nets run fastest single-threaded (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
