@@ -34,7 +34,7 @@ from .metrics import detection_metrics, topk_metrics
 from .registry import get_registry
 
 COLUMNS = [
-    "method", "kind", "protocol", "dataset", "ood_data", "normal_class", "seed", "budget", "status",
+    "method", "kind", "protocol", "dataset", "ood_data", "eval_split", "normal_class", "seed", "budget", "status",
     "auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds", "n_train", "n_test",
     "device", "split_fingerprint", "params", "error",
 ]
@@ -137,6 +137,7 @@ class BenchConfig:
     protocol: str = "one-class"
     data: str = "fashion-mnist"
     ood_data: str | None = None
+    eval_split: str = "test"  # "val": held-out training rows only (for choosing defaults)
     classes: str = "0-9"
     methods: str = "ama"
     baselines: str = ""
@@ -190,12 +191,13 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
         split_cache.clear()  # one split in memory at a time
         split_cache[key] = make_split(
             cfg.protocol, cfg.data, normal_class=cell.normal_class if cell.normal_class is not None else 0,
-            ood_data=cfg.ood_data, seed=cell.seed, max_train=cfg.max_train,
+            ood_data=cfg.ood_data, seed=cell.seed, max_train=cfg.max_train, eval_split=cfg.eval_split,
         )
     split = split_cache[key]
     row: dict[str, Any] = {
         "method": cell.name, "kind": cell.kind, "protocol": cfg.protocol, "dataset": cfg.data,
-        "ood_data": cfg.ood_data or "", "normal_class": "" if cell.normal_class is None else cell.normal_class,
+        "ood_data": cfg.ood_data or "", "eval_split": cfg.eval_split,
+        "normal_class": "" if cell.normal_class is None else cell.normal_class,
         "seed": cell.seed, "budget": cfg.budget, "n_train": split.X_train.shape[0], "n_test": split.X_test.shape[0],
         "split_fingerprint": split.info["split_fingerprint"],
     }
@@ -256,7 +258,7 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
     current["set"] = list(cfg.set)
     if settings.is_file():
         # the splits and budgets must match; methods and baselines may be added to a folder
-        previous = json.loads(settings.read_text())
+        previous = {"eval_split": "test", **json.loads(settings.read_text())}  # folders from before --eval-split
         changed = sorted(k for k in current if k not in ("methods", "baselines") and previous.get(k) != current[k])
         if changed:
             raise ConfigError(f"{out} holds a benchmark with other settings ({', '.join(changed)}); use another --out")
@@ -323,7 +325,8 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
     for k in keys:
         vals = [(s[k][0], i) for i, s in enumerate(stats) if s[k]]
         best[k] = (min if k.endswith("seconds") else max)(vals)[1]
-    head = f"# Benchmark: {cfg.protocol} on {cfg.data}" + (f" vs {cfg.ood_data}" if cfg.ood_data else "")
+    head = (f"# Benchmark: {cfg.protocol} on {cfg.data}" + (f" vs {cfg.ood_data}" if cfg.ood_data else "")
+            + (" (validation split: held-out training rows)" if cfg.eval_split == "val" else ""))
     lines = [head, "", f"budget `{cfg.budget}`, seeds `{cfg.seeds}`" + (f", classes `{cfg.classes}`" if cfg.protocol == "one-class" else "")
              + (f", max_train {cfg.max_train}" if cfg.max_train else "") + "; mean ± std over cells; best per column in bold.", ""]
     lines.append("| method | kind | cells | " + " | ".join(keys) + " |")

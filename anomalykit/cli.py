@@ -154,6 +154,8 @@ def info_cmd():
 @click.option("--normal-class", type=int, default=None, help="normal class for one-class  [default: 0]")
 @click.option("--ood-data", default=None, help="dataset of the anomalies for --protocol ood")
 @click.option("--max-train", type=int, default=None, help="subsample the training rows to at most N (seeded)")
+@click.option("--eval-split", type=click.Choice(["test", "val"]), default=None,
+              help="test, or val: evaluate on held-out training rows only  [default: test]")
 @click.option("--epochs", type=int, default=None, help="training epochs (method default if omitted)")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=None)
@@ -167,7 +169,7 @@ def info_cmd():
 @click.option("--nproc", type=click.IntRange(min=1), default=1, help="data-parallel processes on this machine (re-launches under torchrun)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice)")
 @_friendly
-def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, batch_size, seed, device,
+def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_split, epochs, batch_size, seed, device,
             assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
@@ -192,7 +194,7 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
 
         cfg = RunConfig.from_toml(Path(resume) / "config.toml")
         overrides = [n for n, v in [("data", data), ("protocol", protocol), ("normal-class", normal_class), ("ood-data", ood_data),
-                                     ("max-train", max_train), ("batch-size", batch_size), ("seed", seed), ("config", config_file),
+                                     ("max-train", max_train), ("eval-split", eval_split), ("batch-size", batch_size), ("seed", seed), ("config", config_file),
                                      ("out", out)] if v is not None] + (["set"] if assignments else [])
         if overrides or (method and method != cfg.method):
             raise ConfigError(f"--resume continues the run exactly as configured; drop --{', --'.join(overrides or ['METHOD'])}")
@@ -210,7 +212,8 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, epochs, b
         elif method and method != cfg.method:
             raise ConfigError(f"METHOD {method!r} disagrees with {config_file} (method = {cfg.method!r})")
         for key, value in [("data", data), ("protocol", protocol), ("normal_class", normal_class),
-                           ("ood_data", ood_data), ("max_train", max_train), ("checkpoint_every", checkpoint_every)]:
+                           ("ood_data", ood_data), ("max_train", max_train), ("eval_split", eval_split),
+                           ("checkpoint_every", checkpoint_every)]:
             if value is not None:
                 setattr(cfg, key, value)
         params = dict(cfg.params)
@@ -300,6 +303,9 @@ def score_cmd(model, data, split, out):
 @click.option("--protocol", type=click.Choice(["one-class", "ood", "tabular-topk"]), default="one-class")
 @click.option("--data", default="fashion-mnist")
 @click.option("--ood-data", default=None, help="anomaly dataset for --protocol ood (e.g. mnist-5k)")
+@click.option("--eval-split", type=click.Choice(["test", "val"]), default="test",
+              help="test: the dataset's test split; val: held-out training rows only (normals of the class, anomalies "
+                   "from other classes' training rows) -- choose defaults there, report on test")
 @click.option("--classes", default="0-9", help="normal classes for one-class, e.g. 0-9 or 0,6,8")
 @click.option("--methods", default="ama", help="comma-separated method names")
 @click.option("--baselines", default="", help="comma-separated PyOD baselines: iforest,ocsvm,autoencoder,deepsvdd,pca,kde-pca")
@@ -313,14 +319,14 @@ def score_cmd(model, data, split, out):
 @click.option("--progress/--no-progress", default=False, help="progress bars per cell")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch")
 @_friendly
-def bench_cmd(protocol, data, ood_data, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads):
+def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads):
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
     from .bench import BenchConfig, run_bench
 
     _set_threads(threads)
-    cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, classes=classes, methods=methods, baselines=baselines,
+    cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, eval_split=eval_split, classes=classes, methods=methods, baselines=baselines,
                       seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
     start = time.perf_counter()
     run_bench(cfg, Path(out), echo=click.echo, progress=progress)

@@ -42,6 +42,7 @@ class RunConfig:
     normal_class: int = 0
     ood_data: str | None = None
     max_train: int | None = None
+    eval_split: str = "test"
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 0
 
@@ -95,7 +96,7 @@ def run_experiment(
         raise ConfigError("--checkpoint-every must be >= 0")
     split = make_split(
         cfg.protocol, cfg.data, normal_class=cfg.normal_class, ood_data=cfg.ood_data,
-        seed=det.hp.seed, max_train=cfg.max_train,
+        seed=det.hp.seed, max_train=cfg.max_train, eval_split=cfg.eval_split,
     )
     _ = det.device  # fail early on an unavailable device
     for name, X in (("training data", split.X_train), ("test data", split.X_test)):
@@ -128,6 +129,7 @@ def run_experiment(
         "protocol": cfg.protocol,
         "normal_class": split.info.get("normal_class"),
         "ood_data": split.info.get("ood_data"),
+        "eval_split": cfg.eval_split,
         "seed": det.hp.seed,
         **metrics,
         "threshold": det.threshold_,

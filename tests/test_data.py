@@ -171,3 +171,40 @@ def test_bad_user_files(tmp_path):
     np.savez(tmp_path / "w.npz", Z=np.zeros(3))
     with pytest.raises(DatasetError, match="expected 'X'"):
         load_dataset(str(tmp_path / "w.npz"))
+
+
+def test_val_split_uses_training_rows_only_and_holds_out_normals():
+    ds = load_dataset("digits")
+    val = make_split("one-class", "digits", normal_class=3, eval_split="val", seed=1)
+    test = make_split("one-class", "digits", normal_class=3, seed=1)
+    n_class = int((ds.y_train == 3).sum())
+    n_normal = int((val.y_test == 0).sum())
+    # held out: as many as the test split has normals, at most 20% of the class's training rows
+    assert n_normal == min(int((ds.y_test == 3).sum()), round(0.2 * n_class))
+    assert val.X_train.shape[0] == n_class - n_normal
+    # every evaluation row is a training row of the dataset; none is a test row; none is trained on
+    train_rows = {tuple(r) for r in ds.X_train.reshape(ds.X_train.shape[0], -1).tolist()}
+    test_rows = {tuple(r) for r in ds.X_test.reshape(ds.X_test.shape[0], -1).tolist()}
+    fitted = {tuple(r) for r in val.X_train.reshape(val.X_train.shape[0], -1).tolist()}
+    evaluated = [tuple(r) for r in val.X_test.reshape(val.X_test.shape[0], -1).tolist()]
+    assert all(r in train_rows for r in evaluated)
+    assert not any(r in test_rows and r not in train_rows for r in evaluated)
+    assert not any(r in fitted for r in evaluated[:n_normal])
+    # anomalies: other classes, as many per class as there are evaluation normals (9 other classes)
+    assert int(val.y_test.sum()) == 9 * n_normal
+    assert val.info["eval_split"] == "val" and test.info["eval_split"] == "test"
+    assert val.info["split_fingerprint"] != test.info["split_fingerprint"]
+    again = make_split("one-class", "digits", normal_class=3, eval_split="val", seed=1)
+    assert torch.equal(again.X_test, val.X_test) and again.info["split_fingerprint"] == val.info["split_fingerprint"]
+
+
+def test_val_split_for_ood_draws_anomalies_from_b_training_rows():
+    val = make_split("ood", "digits", ood_data="digits", eval_split="val", seed=2)
+    n_normal = int((val.y_test == 0).sum())
+    assert int(val.y_test.sum()) == round(0.2 * n_normal)
+    ds = load_dataset("digits")
+    assert val.X_train.shape[0] + n_normal == ds.X_train.shape[0]
+    with pytest.raises(ConfigError, match="eval-split val applies to"):
+        make_split("tabular-topk", "breast-cancer", eval_split="val")
+    with pytest.raises(ConfigError, match="unknown eval split"):
+        make_split("one-class", "digits", eval_split="train")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from ..errors import ConfigError, DatasetError
 from .datasets import BUILTIN_DATASETS, Dataset, load_path, looks_like_path
-from .protocols import PROTOCOLS, Split, ood, one_class, tabular_topk
+from .protocols import EVAL_SPLITS, PROTOCOLS, Split, ood, one_class, tabular_topk
 
 __all__ = [
-    "Dataset", "Split", "PROTOCOLS", "load_dataset", "make_split", "one_class", "ood", "tabular_topk",
+    "Dataset", "Split", "PROTOCOLS", "EVAL_SPLITS", "load_dataset", "make_split", "one_class", "ood", "tabular_topk",
     "register_builtin_datasets",
 ]
 
@@ -41,8 +41,12 @@ def make_split(
     ood_data: str | None = None,
     seed: int = 0,
     max_train: int | None = None,
+    eval_split: str = "test",
 ) -> Split:
-    """Load the dataset(s) and apply ``protocol``; the entry point the CLI and benchmarks use."""
+    """Load the dataset(s) and apply ``protocol``; the entry point the CLI and benchmarks use.
+
+    ``eval_split="val"`` evaluates on held-out *training* rows only (see :mod:`.protocols`).
+    """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     if max_train is not None and max_train < 1:
@@ -53,7 +57,7 @@ def make_split(
         raise ConfigError(f"--ood-data only applies to --protocol ood (got --protocol {protocol})")
     ds = load_dataset(data, seed=seed)
     if protocol == "one-class":
-        return one_class(ds, normal_class, seed=seed, max_train=max_train)
+        return one_class(ds, normal_class, seed=seed, max_train=max_train, eval_split=eval_split)
     if protocol == "ood":
-        return ood(ds, load_dataset(ood_data, seed=seed), seed=seed, max_train=max_train)
-    return tabular_topk(ds, normal_class=normal_class, seed=seed, max_train=max_train)
+        return ood(ds, load_dataset(ood_data, seed=seed), seed=seed, max_train=max_train, eval_split=eval_split)
+    return tabular_topk(ds, normal_class=normal_class, seed=seed, max_train=max_train, eval_split=eval_split)

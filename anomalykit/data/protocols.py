@@ -7,6 +7,13 @@
   score the other half and flag the top k% (k = its anomaly ratio) (MAE-simplex paper, sec. 4).
 
 Tabular features are standardised with the training rows' mean and std.
+
+``eval_split="val"`` (one-class and ood) never touches the test split: a seeded part of the
+normal training rows is held out as the evaluation normals (as many as the test split has,
+at most ``VAL_FRACTION`` of them), the model trains on the rest, and the anomalies are drawn
+from the *training* rows of the other classes (one-class, as many per class as there are
+evaluation normals) or of dataset B (ood, ``OOD_RATIO`` of the normals). It is the split for
+choosing defaults, budgets and switches; the test split is for the final table.
 """
 from __future__ import annotations
 
@@ -19,7 +26,10 @@ from ..errors import ConfigError, DatasetError
 from .datasets import Dataset, fingerprint
 
 PROTOCOLS = ("one-class", "ood", "tabular-topk")
+EVAL_SPLITS = ("test", "val")
 OOD_RATIO = 0.2
+#: At most this fraction of the normal training rows is held out by ``eval_split="val"``.
+VAL_FRACTION = 0.2
 
 
 @dataclass
@@ -49,6 +59,21 @@ def _standardise(ds: Dataset, X_train: torch.Tensor, X_test: torch.Tensor):
     return (X_train - mean) / std, (X_test - mean) / std
 
 
+def _hold_out(n_rows: int, n_eval_normals: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (kept for training, held out for validation) among ``n_rows`` normal training
+    rows: as many held out as the test split has normals, at most VAL_FRACTION of the rows."""
+    n_val = max(1, min(n_eval_normals, int(round(VAL_FRACTION * n_rows))))
+    if n_val >= n_rows:
+        raise ConfigError(f"only {n_rows} normal training rows: too few to hold out a validation split")
+    perm = np.random.default_rng(seed + 2).permutation(n_rows)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _check_eval_split(eval_split: str) -> None:
+    if eval_split not in EVAL_SPLITS:
+        raise ConfigError(f"unknown eval split {eval_split!r}; use one of {', '.join(EVAL_SPLITS)}")
+
+
 def _require_labels(ds: Dataset, protocol: str) -> None:
     if ds.y_train is None or ds.y_test is None:
         raise DatasetError(
@@ -57,8 +82,9 @@ def _require_labels(ds: Dataset, protocol: str) -> None:
         )
 
 
-def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int | None = None) -> Split:
+def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int | None = None, eval_split: str = "test") -> Split:
     _require_labels(ds, "one-class")
+    _check_eval_split(eval_split)
     present = sorted(set(np.unique(ds.y_train).tolist()))
     if normal_class not in present:
         raise ConfigError(
@@ -67,47 +93,71 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
             else f"--normal-class {normal_class} is not a class of {ds.name} (classes {present})"
         )
     train_idx = np.flatnonzero(ds.y_train == normal_class)
+    if eval_split == "val":
+        keep, held = _hold_out(len(train_idx), int((ds.y_test == normal_class).sum()), seed)
+        others = np.flatnonzero(ds.y_train != normal_class)
+        n_anom = min(len(others), len(held) * (len(present) - 1))
+        anom_idx = np.sort(np.random.default_rng(seed + 3).choice(others, size=n_anom, replace=False))
+        eval_idx = np.concatenate([train_idx[held], anom_idx])
+        train_idx = train_idx[keep]
+        X_eval = ds.X_train[torch.from_numpy(eval_idx)]
+        y_test = np.concatenate([np.zeros(len(held), np.int64), np.ones(n_anom, np.int64)])
+    else:
+        eval_idx, X_eval = None, ds.X_test
+        y_test = (ds.y_test != normal_class).astype(np.int64)
     X_train, sub = _subsample(ds.X_train[torch.from_numpy(train_idx)], max_train, seed)
-    y_test = (ds.y_test != normal_class).astype(np.int64)
     if y_test.min() == y_test.max():
-        raise ConfigError(f"the {ds.name} test split has no anomalies for normal class {normal_class}")
-    X_train, X_test = _standardise(ds, X_train, ds.X_test)
+        raise ConfigError(f"the {ds.name} {eval_split} split has no anomalies for normal class {normal_class}")
+    X_train, X_test = _standardise(ds, X_train, X_eval)
     info = {
         "protocol": "one-class",
         "dataset": ds.name,
         "normal_class": normal_class,
         "normal_class_name": ds.classes[normal_class] if normal_class < len(ds.classes) else str(normal_class),
-        "split_fingerprint": fingerprint(train_idx[sub], y_test),
+        "eval_split": eval_split,
+        "split_fingerprint": fingerprint(train_idx[sub], y_test) if eval_split == "test"
+        else fingerprint(train_idx[sub], eval_idx, y_test),
     }
     return Split(X_train, X_test, y_test, info)
 
 
-def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, ratio: float = OOD_RATIO) -> Split:
+def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, ratio: float = OOD_RATIO,
+        eval_split: str = "test") -> Split:
+    _check_eval_split(eval_split)
     if a.sample_shape != b.sample_shape:
         raise ConfigError(
             f"OOD data {b.name!r} has sample shape {b.sample_shape} but {a.name!r} has {a.sample_shape}; pick datasets of the same shape"
         )
-    X_train, sub = _subsample(a.X_train, max_train, seed)
-    n_anom = max(1, int(round(ratio * a.X_test.shape[0])))
-    X_b, _ = b.all_rows()
+    if eval_split == "val":
+        keep, held = _hold_out(a.X_train.shape[0], a.X_test.shape[0], seed)
+        pool_a, X_normal, X_b = a.X_train[torch.from_numpy(keep)], a.X_train[torch.from_numpy(held)], b.X_train
+    else:
+        keep, held = np.arange(a.X_train.shape[0]), None
+        pool_a, X_normal, X_b = a.X_train, a.X_test, b.all_rows()[0]
+    X_train, sub = _subsample(pool_a, max_train, seed)
+    n_anom = max(1, int(round(ratio * X_normal.shape[0])))
     if X_b.shape[0] < n_anom:
-        raise ConfigError(f"OOD data {b.name!r} has {X_b.shape[0]} rows; {n_anom} are needed ({ratio:.0%} of {a.X_test.shape[0]})")
+        raise ConfigError(f"OOD data {b.name!r} has {X_b.shape[0]} rows; {n_anom} are needed ({ratio:.0%} of {X_normal.shape[0]})")
     pick = np.sort(np.random.default_rng(seed + 1).choice(X_b.shape[0], size=n_anom, replace=False))
-    X_test = torch.cat([a.X_test, X_b[torch.from_numpy(pick)]])
-    y_test = np.concatenate([np.zeros(a.X_test.shape[0], np.int64), np.ones(n_anom, np.int64)])
+    X_test = torch.cat([X_normal, X_b[torch.from_numpy(pick)]])
+    y_test = np.concatenate([np.zeros(X_normal.shape[0], np.int64), np.ones(n_anom, np.int64)])
     X_train, X_test = _standardise(a, X_train, X_test)
     info = {
         "protocol": "ood",
         "dataset": a.name,
         "ood_data": b.name,
         "normal_class": None,
-        "split_fingerprint": fingerprint(sub, pick),
+        "eval_split": eval_split,
+        "split_fingerprint": fingerprint(sub, pick) if eval_split == "test" else fingerprint(keep[sub], held, pick),
     }
     return Split(X_train, X_test, y_test, info)
 
 
-def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train: int | None = None) -> Split:
+def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train: int | None = None,
+                 eval_split: str = "test") -> Split:
     _require_labels(ds, "tabular-topk")
+    if eval_split != "test":
+        raise ConfigError("--eval-split val applies to the one-class and ood protocols; tabular-topk splits all rows 50/50 itself")
     X, y = ds.all_rows()
     is_anom = (y != normal_class).astype(np.int64)
     perm = np.random.default_rng(seed).permutation(X.shape[0])
@@ -123,6 +173,7 @@ def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train
         "protocol": "tabular-topk",
         "dataset": ds.name,
         "normal_class": normal_class,
+        "eval_split": "test",
         "split_fingerprint": fingerprint(train_idx[sub], second),
     }
     return Split(X_train, X_test, y_test, info)
