@@ -141,6 +141,7 @@ def info_cmd():
         for dev in devices:
             for op, path in ops.active_kernels(torch.device(dev)).items():
                 click.echo(f"  {dev:<7} {op:<16} {path}")
+        click.echo(f"cpu loops: {ops.cpu_isa_status()}")
     reg = get_registry()
     click.echo(f"methods: {', '.join(sorted(reg.methods)) or 'none'}")
     for f in reg.failures:

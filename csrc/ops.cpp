@@ -1,4 +1,4 @@
-// anomalykit native ops: the schema block and the Python module stub.
+// anomalykit native ops: the schema block and the Python module (one function, cpu_isa).
 //
 // Importing anomalykit._C loads this library, which registers the anomalykit:: ops below; the
 // kernels live in cpu/<op>.cpp and cuda/<op>.cu (one TORCH_LIBRARY_IMPL per op and backend), the
@@ -9,16 +9,34 @@
 #include <c10/core/DispatchKeySet.h>
 #include <torch/library.h>
 
+#include "cpu/isa.h"
+
+namespace {
+
+// cpu_isa() -> (used, requested, supported): the CPU loop variant the kernels run, the one ATen's
+// capability asks for (ATEN_CPU_CAPABILITY) and the widest this CPU supports (cpu/isa.h).
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  using namespace anomalykit::cpu;
+  return Py_BuildValue("(sss)", isa_name(isa()), isa_name(requested_isa()), isa_name(supported_isa()));
+}
+
+PyMethodDef methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "(used, requested, supported) CPU loop variants: default, avx2 or avx512"},
+    {NULL, NULL, 0, NULL},
+};
+
+}  // namespace
+
 extern "C" {
-// anomalykit._C has no Python functions: it exists so that `import anomalykit._C` loads this
-// shared library (py_limited_api, like pytorch/extension-cpp).
+// Importing anomalykit._C loads this shared library (py_limited_api, like pytorch/extension-cpp);
+// its one Python function reports the CPU loop variant.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {
       PyModuleDef_HEAD_INIT,
-      "_C",  // name
-      NULL,  // docstring
-      -1,    // per-interpreter state size
-      NULL,  // methods
+      "_C",     // name
+      NULL,     // docstring
+      -1,       // per-interpreter state size
+      methods,  // methods
   };
   return PyModule_Create(&module_def);
 }

@@ -105,9 +105,11 @@ def test_missing_extension_falls_back_with_one_warning(monkeypatch, spy_referenc
 
 
 ISA_SCRIPT = """
-import sys, torch, anomalykit.ops
+import sys, torch, anomalykit._C
 g = torch.Generator().manual_seed(0)
-latents, weight = torch.randn(50, 37, generator=g), torch.rand(40, 3, generator=g)
+# inputs from integers (exact in every ISA; ATen's randn itself differs in rounding between capabilities)
+latents = torch.randint(-1000, 1000, (50, 37), generator=g).float() / 97
+weight = torch.randint(0, 1000, (40, 3), generator=g).float() / 1000
 index = torch.randint(0, 50, (40, 3), generator=g)
 grads = torch.ops.anomalykit.simplex_mix_backward(torch.ones(40, 37), latents, index, weight, True, True)
 torch.save({
@@ -115,30 +117,113 @@ torch.save({
     "annulus": torch.ops.anomalykit.annulus_sample(300, 37, 5.0, 6.0, generator=torch.Generator().manual_seed(1),
                                                    dtype=torch.float32, device=torch.device("cpu")),
     "mix": torch.ops.anomalykit.simplex_mix(latents, index, weight), "grads": grads,
+    "l1": torch.ops.anomalykit.pair_feature_l1(latents[:40], latents[10:]),
+    "inputs": (latents, index, weight),
+    "isa": anomalykit._C.cpu_isa(),  # (used, requested, supported)
 }, sys.argv[1])
 """
+ISA_ORDER = ("default", "avx2", "avx512")
+# run name -> (ATEN_CPU_CAPABILITY, ANOMALYKIT_TEST_HIDE_ISA or None); the *-hidden runs pretend the CPU
+# lacks the instructions (csrc/cpu/isa.h), so the clamp is tested on any machine.
+ISA_RUNS = {
+    "default": ("default", None),
+    "avx2": ("avx2", None),
+    "avx512": ("avx512", None),
+    "avx512-hidden": ("avx512", "avx512"),
+    "avx2-hidden": ("avx2", "avx2"),
+}
 
 
-@native_cpu
-def test_cpu_isa_variants_agree(tmp_path):
-    """The baseline / AVX2 / AVX-512 copies of the hot loops (csrc/cpu/isa.h) compute the same samples."""
+@pytest.fixture(scope="module")
+def isa_runs(tmp_path_factory):
+    """Runs ISA_SCRIPT once per ISA_RUNS entry, concurrently (each child pays torch's import time).
+
+    The children inherit ANOMALYKIT_TEST_HIDE_ISA, so ANOMALYKIT_TEST_HIDE_ISA=avx512 python -m pytest
+    runs this module as on a CPU without AVX-512.
+    """
     import os
     import subprocess
     import sys
 
-    runs = {}
-    for capability in ("default", "avx2", "avx512"):  # concurrently: each pays torch's import time
-        out = tmp_path / f"{capability}.pt"
+    folder = tmp_path_factory.mktemp("isa")
+    procs = {}
+    for name, (capability, hide) in ISA_RUNS.items():
         env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="1")
-        runs[capability] = (out, subprocess.Popen([sys.executable, "-c", ISA_SCRIPT, str(out)], env=env))
+        if hide and env.get("ANOMALYKIT_TEST_HIDE_ISA") != "avx2":  # keep an inherited stronger hiding
+            env["ANOMALYKIT_TEST_HIDE_ISA"] = hide
+        log = open(folder / f"{name}.log", "w")
+        procs[name] = (subprocess.Popen([sys.executable, "-c", ISA_SCRIPT, str(folder / f"{name}.pt")], env=env,
+                                        stdout=log, stderr=subprocess.STDOUT), log)
     results = {}
-    for capability, (out, process) in runs.items():
-        assert process.wait(timeout=120) == 0, capability
-        results[capability] = torch.load(out)
-    base = results["default"]
-    assert base["capability"] == "DEFAULT"
-    for capability, other in results.items():
-        # Only float rounding may differ (FMA contraction in the AVX2/AVX-512 copies).
-        torch.testing.assert_close(other["annulus"], base["annulus"], rtol=1e-5, atol=1e-6, msg=capability)
-        torch.testing.assert_close(other["mix"], base["mix"], msg=capability)
-        torch.testing.assert_close(other["grads"], base["grads"], msg=capability)
+    for name, (process, log) in procs.items():
+        rc = process.wait(timeout=120)
+        log.close()
+        results[name] = {"rc": rc, "log": (folder / f"{name}.log").read_text()[-2000:]}
+        if rc == 0:
+            results[name].update(torch.load(folder / f"{name}.pt"))
+    return results
+
+
+def cpu_supports(variant: str) -> bool:
+    """Whether this CPU can run ``variant`` (as csrc/cpu/isa.h sees it)."""
+    supported = _native.cpu_isa()[2]
+    return ISA_ORDER.index(variant) <= ISA_ORDER.index(supported)
+
+
+def assert_same_results(run, base, name):
+    """Only float rounding may differ between copies (FMA contraction in the AVX2/AVX-512 copies)."""
+    torch.testing.assert_close(run["annulus"], base["annulus"], rtol=1e-5, atol=1e-6, msg=name)
+    torch.testing.assert_close(run["mix"], base["mix"], msg=name)
+    torch.testing.assert_close(run["grads"], base["grads"], msg=name)
+    torch.testing.assert_close(run["l1"], base["l1"], msg=name)
+    latents, index, weight = run["inputs"]
+    torch.testing.assert_close(run["mix"], ops.reference.simplex_mix(latents, index, weight), msg=name)
+    torch.testing.assert_close(run["l1"], ops.reference.pair_feature_l1(latents[:40], latents[10:]), msg=name)
+
+
+def finished(run, name):
+    assert run["rc"] == 0, f"{name}: exit status {run['rc']}\n{run['log']}"
+    return run
+
+
+@native_cpu
+@pytest.mark.parametrize("variant", ["avx2", "avx512"])
+def test_cpu_isa_variants_agree(isa_runs, variant):
+    """Each copy of the hot loops (csrc/cpu/isa.h) this CPU can run computes what the baseline copy does."""
+    base = finished(isa_runs["default"], "default")
+    assert base["capability"] == "DEFAULT" and base["isa"][0] == "default"
+    if not cpu_supports(variant):
+        pytest.skip(f"this CPU cannot run the {variant} copy (it supports up to {_native.cpu_isa()[2]})")
+    run = finished(isa_runs[variant], variant)
+    assert run["isa"][0] == variant
+    assert_same_results(run, base, variant)
+
+
+@native_cpu
+@pytest.mark.parametrize("name", ["avx512-hidden", "avx2-hidden", "avx512"])
+def test_forcing_an_isa_the_cpu_lacks_falls_back(isa_runs, name):
+    """ATEN_CPU_CAPABILITY asking for instructions the CPU lacks runs the widest copy it has (no SIGILL).
+
+    The *-hidden runs make the support check report a CPU without them (ANOMALYKIT_TEST_HIDE_ISA),
+    "avx512" is the real thing on a CPU without AVX-512.
+    """
+    capability, hide = ISA_RUNS[name]
+    if hide is None and cpu_supports(capability):
+        pytest.skip(f"this CPU has {capability}, so forcing it is no fallback here; the *-hidden cases simulate a CPU without it")
+    supported = _native.cpu_isa()[2]
+    if hide is not None:
+        supported = min(supported, {"avx512": "avx2", "avx2": "default"}[hide], key=ISA_ORDER.index)
+    run = finished(isa_runs[name], name)
+    assert run["capability"] == capability.upper()  # ATen still reports what the variable forces
+    assert run["isa"] == (supported, capability, supported)
+    same_copy = finished(isa_runs[supported], supported)
+    for key in ("annulus", "mix", "grads", "l1"):  # the same copy: bit for bit
+        torch.testing.assert_close(run[key], same_copy[key], rtol=0, atol=0, msg=f"{name} vs {supported}: {key}")
+    assert_same_results(run, finished(isa_runs["default"], "default"), name)
+
+
+@native_cpu
+def test_cpu_isa_status_names_the_variant_used():
+    used, requested, supported = _native.cpu_isa()
+    assert used == min(requested, supported, key=ISA_ORDER.index)
+    assert ops.cpu_isa_status().startswith(used)

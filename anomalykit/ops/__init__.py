@@ -15,7 +15,8 @@ Which implementation runs is chosen at every call by the environment variable
 - ``reference``: always the pure-PyTorch reference (``anomalykit.ops.reference``, which is also
   the documentation of the semantics).
 
-``active_kernels(device)`` and ``extension_status()`` report the choice (``anomalykit info``).
+``active_kernels(device)`` and ``extension_status()`` report the choice, ``cpu_isa_status()`` the
+instruction set of the native CPU loops (``anomalykit info``).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .reference import sample_simplex
 
 __all__ = [
     "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample",
-    "active_kernels", "extension_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
+    "active_kernels", "extension_status", "cpu_isa_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
 ]
 
 ENV_VAR = "ANOMALYKIT_KERNELS"
@@ -105,6 +106,22 @@ def extension_status() -> str:
     if _native.loaded():
         return f"native extension loaded ({', '.join(_native.backends()) or 'no kernels'})"
     return f"native extension not built ({_native.LOAD_ERROR}); using reference ops"
+
+
+def cpu_isa_status() -> str:
+    """One line on the instruction set the native CPU loops run, e.g. "avx2".
+
+    ATen's CPU capability (``ATEN_CPU_CAPABILITY=default|avx2|avx512`` when set) picks the variant,
+    clamped to what the CPU supports; a clamped choice says so, e.g.
+    "avx2 (ATen capability asks for avx512; this CPU supports up to avx2)".
+    """
+    isa = _native.cpu_isa()
+    if isa is None:
+        return "no native CPU kernels" if not _native.loaded() else "unknown (extension built without cpu_isa; rebuild it)"
+    used, requested, supported = isa
+    if used == requested:
+        return used
+    return f"{used} (ATen capability asks for {requested}; this CPU supports up to {supported})"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -49,6 +49,19 @@ def has_kernel(op: str, device_type: str) -> bool:
     return (op, device_type) in KERNELS
 
 
+def cpu_isa() -> tuple[str, str, str] | None:
+    """(used, requested, supported) CPU loop variants, each "default", "avx2" or "avx512"; None if not built.
+
+    ``used`` is what the CPU kernels run: ``requested`` (ATen's CPU capability, which follows
+    ``ATEN_CPU_CAPABILITY``) clamped to ``supported`` (what this CPU can execute; csrc/cpu/isa.h).
+    Fixed at the first native call of the process.
+    """
+    if _C is None or not hasattr(_C, "cpu_isa"):  # not built, or built before cpu_isa existed
+        return None
+    used, requested, supported = _C.cpu_isa()
+    return used, requested, supported
+
+
 def backends() -> list[str]:
     """Dispatch keys with a kernel for every native op, e.g. ["CPU", "CUDA"]."""
     return [key for dev, key in _DISPATCH_KEYS.items() if all(has_kernel(op, dev) for op in NATIVE_OPS)]

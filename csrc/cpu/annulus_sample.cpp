@@ -173,7 +173,8 @@ ANOMALYKIT_TARGET_AVX512 double row_kernel_avx512(float* g, int64_t d, uint32_t 
 }
 #endif
 
-// The variant for the CPU (isa.h; ATEN_CPU_CAPABILITY selects it like ATen's kernels).
+// The variant for the CPU (isa.h: ATEN_CPU_CAPABILITY selects it like ATen's kernels, clamped to
+// what the CPU supports).
 RowGaussiansFn row_kernel() {
 #ifdef ANOMALYKIT_TARGET_AVX2
   switch (cpu::isa()) {
