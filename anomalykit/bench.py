@@ -31,6 +31,7 @@ from .checkpoint import atomic_write_bytes, atomic_write_text
 from .data import make_split
 from .errors import AnomalyKitError, ConfigError
 from .metrics import detection_metrics, topk_metrics
+from .preprocess import Preprocessor
 from .registry import get_registry
 
 COLUMNS = [
@@ -91,10 +92,15 @@ class _SklearnPipelineDetector:
 BASELINES = ("iforest", "ocsvm", "autoencoder", "deepsvdd", "pca", "kde-pca")
 
 
-def _flat01(X: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1] -> flattened [0, 1] pixels (what the PyOD reference numbers used)."""
-    flat = X.reshape(X.shape[0], -1).numpy().astype(np.float64)
-    return (flat + 1.0) / 2.0 if X.ndim == 4 else flat
+def baseline_inputs(X_train: torch.Tensor, X_test: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """What the PyOD baselines see: images in [-1, 1] as flattened [0, 1] pixels (what the PyOD
+    reference numbers used); rows scaled by the same fitted ``robust`` preprocessor our detectors
+    use by default (median / IQR of the training rows)."""
+    if X_train.ndim == 4:
+        flat = lambda X: (X.reshape(X.shape[0], -1).numpy().astype(np.float64) + 1.0) / 2.0  # noqa: E731
+        return flat(X_train), flat(X_test)
+    prep = Preprocessor.fit(X_train, "robust")
+    return prep.transform(X_train).numpy().astype(np.float64), prep.transform(X_test).numpy().astype(np.float64)
 
 
 # -- plan ----------------------------------------------------------------------------------------------
@@ -206,11 +212,12 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
     t0 = time.perf_counter()
     if cell.kind == "baseline":
         model = _pyod(cell.name, int(np.prod(split.X_train.shape[1:])), cell.seed)
-        model.fit(_flat01(split.X_train))
+        X_fit, X_eval = baseline_inputs(split.X_train, split.X_test)
+        model.fit(X_fit)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        scores = np.asarray(model.decision_function(_flat01(split.X_test)), dtype=np.float64)
-        threshold = float(np.quantile(model.decision_function(_flat01(split.X_train)), 0.9))
+        scores = np.asarray(model.decision_function(X_eval), dtype=np.float64)
+        threshold = float(np.quantile(model.decision_function(X_fit), 0.9))
         row.update(device="cpu", params="{}")
     else:
         params = method_params(cell.name, cfg, cell.seed)

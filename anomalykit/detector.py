@@ -16,7 +16,22 @@ implements three methods:
   ``self.device``); ``score_samples`` batches, validates and checks the output.
 
 Optional: ``_extra_state()``/``_load_extra_state(d)`` for fitted non-network state (tensors and
-plain data only), and ``reconstruct(X)`` for the report's reconstruction grid.
+plain data only), ``_reconstruct(x)`` (a batch in model space -> its reconstructions) for
+``reconstruct`` and the report's grid, and ``supports_labels = True`` for a semi-supervised mode.
+
+What the core owns, so no plugin writes it again: input validation; input scaling (the
+``preprocess`` parameter, :mod:`anomalykit.preprocess`: fitted on the normal training rows,
+saved with the model, applied to every batch ``_fit``/``_score``/``_reconstruct`` see); which rows
+train (``fit(X, y)`` passes only the ``y == 0`` rows and ``y=None`` to a plugin without
+``supports_labels``); and the threshold rule (``threshold_`` is the (1 - contamination) quantile
+of ``decision_scores_``, the training scores; a plugin whose training rows would score
+differently from new data, such as a nearest-neighbour score, sets ``decision_scores_`` itself
+in ``_fit`` the way new data would be scored).
+
+scikit-learn / PyOD vocabulary: ``get_params``/``set_params`` (``sklearn.base.clone`` works),
+``decision_function``, ``decision_scores_``, ``threshold_``, ``labels_``,
+``predict(X, return_confidence=False)``, ``predict_proba(X, method="linear"|"unify")`` and
+``predict_confidence`` with PyOD's meaning.
 """
 from __future__ import annotations
 
@@ -27,6 +42,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,6 +50,8 @@ from . import distributed as D
 from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError
 from .params import Param, merge_schemas, validate_params
+from .preprocess import KINDS as PREPROCESS_KINDS
+from .preprocess import Preprocessor, input_is_uint8
 from .training import FitOptions, Trainer
 from .validation import as_input_tensor, as_label_tensor
 
@@ -45,11 +63,18 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("seed", 0, "random seed (weights, shuffling, sampling)"),
     Param("device", "auto", "cpu, cuda, cuda:N, or auto (cuda when available)"),
     Param("contamination", 0.1, "expected anomaly fraction; sets threshold_ for predict()", low=1e-6, high=0.5),
+    Param("preprocess", "auto", "input scaling fitted on the training rows and saved with the model: auto (uint8 images "
+          "-> x/127.5-1, other images -> training range per channel onto [-1, 1], rows -> median/IQR per feature), "
+          "uint8, range, robust, or none (data already prepared)", choices=PREPROCESS_KINDS),
 )
 
 
-class Detector:
-    """Base class of all anomaly detectors. See the module docstring for the contract."""
+class Detector(BaseEstimator):
+    """Base class of all anomaly detectors. See the module docstring for the contract.
+
+    A scikit-learn estimator (``BaseEstimator`` supplies its tags, so pipelines accept it);
+    the parameters come from the plugin's schema rather than ``__init__``'s signature.
+    """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -57,6 +82,9 @@ class Detector:
     #: Score at most this many training rows to set ``threshold_`` (None = all). For methods
     #: whose scoring is expensive (e.g. latent search).
     threshold_sample: ClassVar[int | None] = None
+    #: True if ``_fit`` uses labelled anomalies (``y == 1``); otherwise the core passes only the
+    #: normal rows and ``y=None``.
+    supports_labels: ClassVar[bool] = False
 
     def __init__(self, **params: Any):
         self.params_ = validate_params(self.param_schema(), params, owner=self.name or type(self).__name__)
@@ -65,6 +93,8 @@ class Detector:
         self.input_shape_: tuple[int, ...] | None = None
         self.threshold_: float | None = None
         self.decision_scores_: np.ndarray | None = None
+        self.labels_: np.ndarray | None = None
+        self.preprocessor_ = Preprocessor("none")
         self.history_: list[dict[str, float]] = []
         self._fit_options = FitOptions()
 
@@ -73,8 +103,29 @@ class Detector:
     def param_schema(cls) -> dict[str, Param]:
         return merge_schemas(COMMON_PARAMS, cls.params)
 
-    def get_params(self) -> dict[str, Any]:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The parameters (scikit-learn's estimator API; ``deep`` is accepted and has no effect)."""
         return dict(self.params_)
+
+    def set_params(self, **params: Any) -> "Detector":
+        """Change parameters (validated against the schema); returns ``self``.
+
+        Like scikit-learn, this does not refit: changes take effect at the next ``fit``, except
+        ``contamination``, which re-derives ``threshold_`` and ``labels_`` of a fitted detector,
+        and the runtime ones (``device``, ``score_batch_size``).
+        """
+        merged = validate_params(self.param_schema(), {**self.params_, **params}, owner=self.name or type(self).__name__)
+        self.params_ = merged
+        self.hp = SimpleNamespace(**merged)
+        if self.decision_scores_ is not None and "contamination" in params:
+            self._set_threshold()
+        if "device" in params and self.input_shape_ is not None:
+            self.nets.to(self.device)
+        return self
+
+    def __sklearn_clone__(self) -> "Detector":
+        """An unfitted copy with the same parameters (what ``sklearn.base.clone`` returns)."""
+        return type(self)(**self.get_params())
 
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.params_.items() if v != self.param_schema()[k].default}
@@ -113,16 +164,26 @@ class Detector:
         ``checkpoint_dir``/``checkpoint_every``/``resume`` control training checkpoints (see
         :class:`anomalykit.training.FitOptions`). Returns ``self``.
         """
+        uint8 = input_is_uint8(X)
         X = as_input_tensor(X, name="X")
         labels = None if y is None else as_label_tensor(y, X.shape[0])
         if labels is not None and int((labels == 0).sum()) == 0:
             raise InputError("y marks every row as an anomaly; fit needs normal rows (y == 0)")
+        if labels is not None and not bool((labels == 1).any()):
+            labels = None
         if checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be >= 0")
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
         seed_everything(self.hp.seed)
         self.input_shape_ = tuple(X.shape[1:])
-        self.decision_scores_ = self.threshold_ = None
+        self.decision_scores_ = self.threshold_ = self.labels_ = None
+        normal = X if labels is None else X[labels == 0]
+        # the core's policy: scaling is fitted on the normal rows; only methods with a
+        # semi-supervised mode ever see the labelled anomalies
+        self.preprocessor_ = Preprocessor.fit(normal, self.hp.preprocess, uint8=uint8)
+        normal = self.preprocessor_.transform(normal)
+        X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform(X)
+        labels = labels if self.supports_labels else None
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)
         self.nets.to(self.device)
@@ -135,30 +196,103 @@ class Detector:
         ]
         self.nets.eval()
         if self.decision_scores_ is None:
-            normal = X if labels is None else X[labels == 0]
             if self.threshold_sample is not None and normal.shape[0] > self.threshold_sample:
                 g = torch.Generator().manual_seed(self.hp.seed)
                 normal = normal[torch.randperm(normal.shape[0], generator=g)[: self.threshold_sample]]
-            self.decision_scores_ = self._score_validated(normal, desc="threshold")
-        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.hp.contamination))
+            self.decision_scores_ = self._score_prepared(normal, desc="threshold")
+        self._set_threshold()
         return self
 
+    def _set_threshold(self) -> None:
+        """The core's threshold rule: the (1 - contamination) quantile of the training scores."""
+        self.decision_scores_ = np.asarray(self.decision_scores_, dtype=np.float64)
+        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.hp.contamination))
+        self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """``fit(X, y)`` then the training rows' labels ``labels_`` (1 = anomaly)."""
+        return self.fit(X, y).labels_
+
     def score_samples(self, X) -> np.ndarray:
-        """Anomaly scores, shape (N,), float64. **Higher = more anomalous.**"""
-        self._check_fitted("score_samples")
-        X = as_input_tensor(X, name="X")
-        if tuple(X.shape[1:]) != self.input_shape_:
-            raise InputError(
-                f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {self.input_shape_}"
-            )
+        """Anomaly scores, shape (N,), float64. **Higher = more anomalous.**
+
+        ``X`` is in the same space as the data given to ``fit`` (raw pixels, raw features): the
+        fitted preprocessor is applied batch by batch.
+        """
+        X = self._validated(X, "score_samples")
         return self._score_validated(X, desc="score")
 
     decision_function = score_samples
 
-    def predict(self, X) -> np.ndarray:
-        """1 for anomalies (score above ``threshold_``), 0 for normal; shape (N,), int64."""
+    def predict(self, X, return_confidence: bool = False):
+        """1 for anomalies (score above ``threshold_``), 0 for normal; shape (N,), int64.
+
+        With ``return_confidence=True`` also :meth:`predict_confidence` (PyOD's signature).
+        """
         scores = self.score_samples(X)
-        return (scores > self.threshold_).astype(np.int64)
+        labels = (scores > self.threshold_).astype(np.int64)
+        return (labels, self._confidence(scores)) if return_confidence else labels
+
+    def predict_proba(self, X, method: str = "linear", return_confidence: bool = False) -> np.ndarray:
+        """(N, 2) probabilities of [normal, anomaly], as PyOD computes them from the training scores.
+
+        ``linear``: the test scores min-max scaled by the training scores' range, clipped to
+        [0, 1]; ``unify``: erf((s - mean) / (std √2)) of the training scores, clipped to [0, 1]
+        (Kriegel et al., "Interpreting and unifying outlier scores").
+        """
+        if method not in ("linear", "unify"):
+            raise ConfigError(f"predict_proba method must be 'linear' or 'unify'; got {method!r}")
+        scores = self.score_samples(X)
+        train = self.decision_scores_
+        if method == "linear":
+            lo, hi = float(train.min()), float(train.max())
+            p = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
+        else:
+            from scipy.special import erf
+
+            std = float(train.std())
+            p = erf((scores - float(train.mean())) / (std * np.sqrt(2))) if std > 0 else np.zeros_like(scores)
+        p = np.clip(p, 0.0, 1.0)
+        probs = np.stack([1.0 - p, p], axis=1)
+        return (probs, self._confidence(scores)) if return_confidence else probs
+
+    def predict_confidence(self, X) -> np.ndarray:
+        """Confidence in each ``predict`` label, in [0, 1] (PyOD's ExCeeD: Perini et al., 2020)."""
+        return self._confidence(self.score_samples(X))
+
+    def _confidence(self, scores: np.ndarray) -> np.ndarray:
+        from scipy.stats import binom
+
+        train = np.sort(self.decision_scores_)
+        n = len(train)
+        n_below = np.searchsorted(train, scores, side="right")  # training scores <= each score
+        posterior = (1.0 + n_below) / (2.0 + n)
+        confidence = 1.0 - binom.cdf(n - int(n * self.hp.contamination), n, posterior)
+        normal = scores <= self.threshold_
+        confidence[normal] = 1.0 - confidence[normal]
+        return confidence
+
+    @torch.no_grad()
+    def reconstruct(self, X) -> torch.Tensor | None:
+        """Reconstructions of ``X`` in the space of the inputs (float32 CPU, same shape), or None
+        for a method that does not reconstruct. The preprocessor is applied to ``X`` and inverted
+        on the output, so inputs and reconstructions compare directly.
+
+        Called on rank 0 only under torchrun: a plugin's ``_reconstruct`` must not use
+        collectives (e.g. ``map_batches``).
+        """
+        X = self._validated(X, "reconstruct")
+        self.nets.eval()
+        prep = self.preprocessor_
+        outs = []
+        for lo in range(0, X.shape[0], self.hp.score_batch_size):
+            x = prep.transform(X[lo : lo + self.hp.score_batch_size].to(self.device))
+            with _plugin_guard(self.name, "reconstruct"):
+                out = self._reconstruct(x)
+            if out is None:
+                return None
+            outs.append(prep.inverse_transform(out.detach().float()).cpu())
+        return torch.cat(outs)
 
     def save(self, path: str | Path) -> Path:
         """Write config + state to ``path`` (a file, or ``path/model.pt`` if a folder); atomic."""
@@ -176,6 +310,7 @@ class Detector:
                 "extra": self._extra_state(),
                 "threshold": self.threshold_,
                 "decision_scores": torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64)),
+                "preprocess": self.preprocessor_.state(),
             },
         )
         atomic_torch_save(payload, path)
@@ -200,14 +335,23 @@ class Detector:
             det._load_extra_state(ckpt.get("extra", {}))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path} does not match {cls.name!r} networks ({str(exc).splitlines()[0]})") from None
+        det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
         det.nets.to(det.device).eval()
-        det.threshold_ = float(ckpt["threshold"])
         det.decision_scores_ = ckpt["decision_scores"].numpy()
+        det._set_threshold()
+        if "contamination" not in overrides:
+            det.threshold_ = float(ckpt["threshold"])
+            det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
         return det
 
     # -- helpers for plugins ---------------------------------------------------------------
-    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train") -> Trainer:
-        """A :class:`Trainer` wired to this detector's params and the fit options."""
+    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train",
+                average: tuple[str, ...] = (), average_decay: float = 0.0) -> Trainer:
+        """A :class:`Trainer` wired to this detector's params and the fit options.
+
+        ``average``/``average_decay``: modules whose weights are replaced by their exponential
+        moving average when training ends (see :class:`anomalykit.training.WeightAverage`).
+        """
         trainer = Trainer(
             method=self.name,
             modules=self.nets if modules is None else modules,
@@ -220,6 +364,8 @@ class Detector:
             options=self._fit_options,
             phase=phase,
             config=self.params_,
+            average=average,
+            average_decay=average_decay,
         )
         getattr(self, "_trainers", []).append(trainer)
         return trainer
@@ -259,18 +405,34 @@ class Detector:
         if state:
             raise CheckpointError(f"{self.name}: unexpected extra state {sorted(state)}")
 
-    def reconstruct(self, X) -> torch.Tensor | None:
-        """Reconstructions of ``X`` (same shape) for reports; None if the method has none.
-
-        Called on rank 0 only under torchrun: do not use collectives (e.g. ``map_batches``) here.
-        """
+    def _reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Reconstructions of a batch ``x`` (model space, on ``self.device``); None if the method has none."""
         return None
 
     # -- internals -------------------------------------------------------------------------
+    def _validated(self, X, what: str) -> torch.Tensor:
+        """A fitted detector's check of user data: float32 tensor of the fitted sample shape."""
+        self._check_fitted(what)
+        X = as_input_tensor(X, name="X")
+        if tuple(X.shape[1:]) != self.input_shape_:
+            raise InputError(
+                f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {self.input_shape_}"
+            )
+        return X
+
     def _score_validated(self, X: torch.Tensor, *, desc: str) -> np.ndarray:
+        """Scores of validated user-space rows: each batch is preprocessed on the device, then scored."""
+        prep = self.preprocessor_
+        return self._scores_checked(lambda x: self._score(prep.transform(x)), X, desc=desc)
+
+    def _score_prepared(self, X: torch.Tensor, *, desc: str) -> np.ndarray:
+        """Scores of rows already in model space (the training rows inside ``fit``)."""
+        return self._scores_checked(self._score, X, desc=desc)
+
+    def _scores_checked(self, fn, X: torch.Tensor, *, desc: str) -> np.ndarray:
         self.nets.eval()
         with _plugin_guard(self.name, "score"):
-            scores = self.map_batches(self._score, X, desc=desc)
+            scores = self.map_batches(fn, X, desc=desc)
         if not isinstance(scores, torch.Tensor) or scores.shape != (X.shape[0],):
             got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
             raise PluginError(f"plugin {self.name!r} broke the contract: _score returned {got}, expected shape ({X.shape[0]},)")

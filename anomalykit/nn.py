@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -75,19 +75,22 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """(N, latent_dim) -> (N, C, H, W) in [-1, 1] (tanh). Mirror of :class:`ConvEncoder`:
-    a transposed conv to the smallest side, then stride-2 transposed convs + BatchNorm + ReLU."""
+    a transposed conv to the smallest side, then stride-2 transposed convs + BatchNorm + ReLU
+    (``batchnorm=False``: no normalisation, biases instead)."""
 
-    def __init__(self, latent_dim: int, shape: Sequence[int], width: int = 64, max_width: int = 512, out_activation: str = "tanh"):
+    def __init__(self, latent_dim: int, shape: Sequence[int], width: int = 64, max_width: int = 512, out_activation: str = "tanh",
+                 batchnorm: bool = True):
         super().__init__()
         c, h, w = shape
+        norm = nn.BatchNorm2d if batchnorm else (lambda _: nn.Identity())
         hs, ws = ladder2d(h, w)
         n = len(hs) - 1
         chans = _widths(width, n, max_width)[::-1] + [c]
         if n == 0:
             chans = [width, c]
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, chans[0], (hs[-1], ws[-1]), bias=False),
-            nn.BatchNorm2d(chans[0]),
+            nn.ConvTranspose2d(latent_dim, chans[0], (hs[-1], ws[-1]), bias=not batchnorm),
+            norm(chans[0]),
             nn.ReLU(inplace=True),
         ]
         for i in range(n, 0, -1):
@@ -98,9 +101,10 @@ class ConvDecoder(nn.Module):
             oph = hs[i - 1] - (2 * hs[i]) if up_h else 0
             opw = ws[i - 1] - (2 * ws[i]) if up_w else 0
             last = i == 1
-            layers.append(nn.ConvTranspose2d(chans[j], chans[j + 1], (kh, kw), (sh, sw), 1, output_padding=(oph, opw), bias=last))
+            layers.append(nn.ConvTranspose2d(chans[j], chans[j + 1], (kh, kw), (sh, sw), 1, output_padding=(oph, opw),
+                                             bias=last or not batchnorm))
             if not last:
-                layers += [nn.BatchNorm2d(chans[j + 1]), nn.ReLU(inplace=True)]
+                layers += [norm(chans[j + 1]), nn.ReLU(inplace=True)]
         if n == 0:
             layers.append(nn.Conv2d(chans[0], c, 3, 1, 1))
         if out_activation == "tanh":
@@ -195,6 +199,33 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, 
 def stack_pair(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The mirrored critic's input (a, b): channel concat for images, feature concat for rows."""
     return torch.cat([a, b], dim=1)
+
+
+@torch.no_grad()
+def recompute_batchnorm(modules: Sequence[nn.Module], forward: Callable[[torch.Tensor], object], batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate the BatchNorm running statistics of ``modules`` from ``forward(batch)`` over
+    ``batches``, as an exact (cumulative) average instead of the training-time moving average.
+
+    Use it when the statistics collected in training mix inputs that scoring never sees (e.g. a
+    generator that also decoded interpolants and negatives). The modules are left in eval mode.
+    """
+    norms = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    for mod in modules:
+        mod.train()
+    try:
+        for batch in batches:
+            forward(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        for mod in modules:
+            mod.eval()
 
 
 @contextlib.contextmanager

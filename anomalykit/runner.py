@@ -133,6 +133,7 @@ def run_experiment(
         "seed": det.hp.seed,
         **metrics,
         "threshold": det.threshold_,
+        "preprocess": det.preprocessor_.describe(),
         "n_train": int(split.X_train.shape[0]),
         "n_test": int(split.X_test.shape[0]),
         "anomaly_ratio": split.anomaly_ratio,

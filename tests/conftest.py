@@ -50,3 +50,26 @@ def blobs():
     X = torch.cat([normal, anomalous])
     y = np.r_[np.zeros(200, int), np.ones(20, int)]
     return X, y
+
+
+#: Small, fast settings per method for tests that fit every installed method (a method missing
+#: here, e.g. a newly installed third-party plugin, is fitted with ``epochs=1``).
+TINY_PARAMS = {
+    "ama": dict(epochs=2, width=8, feature_dim=16, n_critic=1, batch_size=32),
+    "mae-simplex": dict(epochs=2, width=8, hidden=32, latent_dim=8, batch_size=32, n_critic=1),
+    "adgan": dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2),
+    "csi-aae": dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1),
+    "pca-recon": dict(n_components=4),
+}
+
+
+def tiny_params(method: str, **overrides) -> dict:
+    params = dict(TINY_PARAMS.get(method, {"epochs": 1}))
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture
+def installed_methods(registry, pca_method):
+    """Every installed method name, the example third-party plugin included."""
+    return sorted(registry.methods)

@@ -205,10 +205,21 @@ def test_exclude_skips_own_row():
 def test_training_sample_finds_itself(fitted, digits0):
     X = digits0.X_train[:10]
     assert fitted.nearest_training_index(X).tolist() == list(range(10))
-    # its own features give the top similarity: K cosines of 1, so the score is -K
-    scores = fitted.score_samples(X)
-    assert scores == pytest.approx(np.full(10, -4.0), abs=1e-4)
     assert fitted.score_samples(digits0.X_test).min() >= -4.0 - 1e-4
+
+
+def test_training_rows_scored_again_score_as_their_threshold_scores(fitted, digits0):
+    # a training row (or an exact copy) is matched to its nearest *other* row, the leave-one-out
+    # rule behind decision_scores_, so predict() on the training rows flags ~contamination
+    scores = fitted.score_samples(digits0.X_train)
+    np.testing.assert_allclose(scores, fitted.decision_scores_, atol=1e-4)
+    assert abs(fitted.predict(digits0.X_train).mean() - fitted.hp.contamination) <= 0.03
+    # identical features (mean cosine 1) are skipped; the nearest other row is found instead
+    train = torch.randn(5, 4, 3, dtype=torch.float64)
+    bank = F.normalize(train, dim=2)
+    m, idx = nearest_neighbour_score(train, bank, skip_identical=True, weight_by_norm=False)
+    _, loo = nearest_neighbour_score(train, bank, exclude=torch.arange(5), weight_by_norm=False)
+    assert idx.tolist() == loo.tolist() and bool((m < 4.0 - 1e-9).all())
 
 
 def test_score_norm_uses_feature_norms(digits0):
@@ -216,7 +227,16 @@ def test_score_norm_uses_feature_norms(digits0):
     X = digits0.X_train[:5]
     with torch.no_grad():
         feats = shifted_features(det.nets["F"], X.to(det.device), 4, "backbone")
-    assert det.score_samples(X) == pytest.approx(-feats.norm(dim=2).sum(1).double().numpy(), rel=1e-4)
+    # a row matched to itself: K cosines of 1, each weighted by ||F(S x)||
+    m, _ = nearest_neighbour_score(feats, F.normalize(feats, dim=2), weight_by_norm=True)
+    assert m.double().numpy() == pytest.approx(feats.norm(dim=2).sum(1).double().numpy(), rel=1e-4)
+    # the detector scores with the weighted form: its nearest other row, cosines times norms
+    idx = det.nearest_training_index(digits0.X_test[:5])
+    with torch.no_grad():
+        test_feats = shifted_features(det.nets["F"], digits0.X_test[:5].to(det.device), 4, "backbone")
+    cos = (F.normalize(test_feats, dim=2) * det._bank[idx]).sum(2)
+    expected = -(cos * test_feats.norm(dim=2)).sum(1).double().numpy()
+    assert det.score_samples(digits0.X_test[:5]) == pytest.approx(expected, rel=1e-4)
 
 
 def test_threshold_scores_are_leave_one_out(fitted, digits0):

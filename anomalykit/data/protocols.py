@@ -6,7 +6,9 @@
 - ``tabular-topk``: pool all rows, split 50/50 (seeded); train on the normal rows of one half;
   score the other half and flag the top k% (k = its anomaly ratio) (MAE-simplex paper, sec. 4).
 
-Tabular features are standardised with the training rows' mean and std.
+Rows come out as the dataset holds them: scaling is the detector's job (its ``preprocess``
+parameter is fitted on the training rows and saved with the model, see
+:mod:`anomalykit.preprocess`), so a saved model scores raw files the same way.
 
 ``eval_split="val"`` (one-class and ood) never touches the test split: a seeded part of the
 normal training rows is held out as the evaluation normals (as many as the test split has,
@@ -49,14 +51,6 @@ def _subsample(X: torch.Tensor, max_rows: int | None, seed: int) -> tuple[torch.
     if max_rows is not None and X.shape[0] > max_rows:
         idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], size=max_rows, replace=False))
     return X[torch.from_numpy(idx)], idx
-
-
-def _standardise(ds: Dataset, X_train: torch.Tensor, X_test: torch.Tensor):
-    if ds.kind != "tabular":
-        return X_train, X_test
-    mean = X_train.mean(0, keepdim=True)
-    std = X_train.std(0, keepdim=True).clamp_min(1e-6) if X_train.shape[0] > 1 else torch.ones_like(mean)
-    return (X_train - mean) / std, (X_test - mean) / std
 
 
 def _hold_out(n_rows: int, n_eval_normals: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +102,7 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
     X_train, sub = _subsample(ds.X_train[torch.from_numpy(train_idx)], max_train, seed)
     if y_test.min() == y_test.max():
         raise ConfigError(f"the {ds.name} {eval_split} split has no anomalies for normal class {normal_class}")
-    X_train, X_test = _standardise(ds, X_train, X_eval)
+    X_test = X_eval
     info = {
         "protocol": "one-class",
         "dataset": ds.name,
@@ -141,7 +135,6 @@ def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, 
     pick = np.sort(np.random.default_rng(seed + 1).choice(X_b.shape[0], size=n_anom, replace=False))
     X_test = torch.cat([X_normal, X_b[torch.from_numpy(pick)]])
     y_test = np.concatenate([np.zeros(X_normal.shape[0], np.int64), np.ones(n_anom, np.int64)])
-    X_train, X_test = _standardise(a, X_train, X_test)
     info = {
         "protocol": "ood",
         "dataset": a.name,
@@ -168,7 +161,6 @@ def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train
     X_test, y_test = X[torch.from_numpy(second)], is_anom[second]
     if y_test.min() == y_test.max():
         raise ConfigError(f"the {ds.name} test half has only one class; use a dataset with anomalies")
-    X_train, X_test = _standardise(ds, X_train, X_test)
     info = {
         "protocol": "tabular-topk",
         "dataset": ds.name,

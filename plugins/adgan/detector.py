@@ -119,8 +119,6 @@ class ADGANDetector(Detector):
     # -- training --------------------------------------------------------------------------------
     def _fit(self, X, y):
         hp, nets = self.hp, self.nets
-        if y is not None:
-            X = X[y == 0]  # no semi-supervised mode: train on the normal rows
         if hp.lipschitz == "gp":
             lr = 1e-3 if hp.lr is None else hp.lr
             make = lambda m: torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.9))  # noqa: E731
@@ -181,8 +179,6 @@ class ADGANDetector(Detector):
             return losses.latent_prior_nll(result.latents).mean(1)
         return result.scores()
 
-    def reconstruct(self, X):
-        """g_{θ_k}(z_k) from each sample's best seed (lowest final loss), same shape as ``X``."""
-        self._check_fitted("reconstruct")
-        X = torch.as_tensor(X, dtype=torch.float32).to(self.device)
-        return self.latent_search(X, keep_outputs=True).best_outputs().cpu()
+    def _reconstruct(self, x):
+        """g_{θ_k}(z_k) from each sample's best seed (lowest final loss), same shape as ``x``."""
+        return self.latent_search(x, keep_outputs=True).best_outputs()

@@ -20,7 +20,9 @@ norm factor costs 5-18 AUROC points (measured in docs/methods/csi-aae.md). The t
 F(S x) are kept as fitted state, so a saved model scores without the training data.
 ``decision_scores_`` (the training scores behind ``threshold_``) are leave-one-out: each
 training sample is matched to its nearest *other* training sample, otherwise it would always
-find itself and the threshold would be meaninglessly low.
+find itself and the threshold would be meaninglessly low. Scoring applies the same rule to a
+query whose features equal a training row's (a training row scored again, or an exact copy), so
+``predict(X_train)`` flags about ``contamination`` of the training rows, like every method.
 
 Budgets (2-core CPU): the defaults run the digits demo (8x8, ~125 training images, 40 epochs)
 in well under a minute. Fashion-MNIST one-class (28x28): ``--epochs 3`` on a whole class (6,000
@@ -238,7 +240,8 @@ class CSIAAE(Detector):
         feats_d, bank_d = feats.to(dev), self._bank.to(dev)
 
         def loo(idx: torch.Tensor) -> torch.Tensor:
-            m, _ = nearest_neighbour_score(feats_d[idx], bank_d, chunk=self.hp.bank_chunk, exclude=idx, weight_by_norm=self.hp.score_norm)
+            m, _ = nearest_neighbour_score(feats_d[idx], bank_d, chunk=self.hp.bank_chunk, exclude=idx,
+                                           weight_by_norm=self.hp.score_norm, skip_identical=True)
             return -m
 
         self.decision_scores_ = self.map_batches(loo, torch.arange(feats.shape[0]), desc="threshold").double().numpy()
@@ -246,7 +249,8 @@ class CSIAAE(Detector):
     @torch.no_grad()
     def _score(self, X: torch.Tensor) -> torch.Tensor:
         bank = self._bank_on(X.device)
-        m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk, weight_by_norm=self.hp.score_norm)
+        m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk, weight_by_norm=self.hp.score_norm,
+                                       skip_identical=True)
         return -m
 
     def _bank_on(self, device: torch.device) -> torch.Tensor:
@@ -271,11 +275,6 @@ class CSIAAE(Detector):
             raise ValueError(f"train_features must be (N, {self.n_shifts}, d)")
         self._bank = bank.float()
 
-    @torch.no_grad()
-    def reconstruct(self, X) -> torch.Tensor | None:
+    def _reconstruct(self, x) -> torch.Tensor | None:
         """G(E(x)) (variant full only; the other variants have no encoder)."""
-        if "E" not in self.nets:
-            return None
-        self.nets.eval()
-        X = torch.as_tensor(X, dtype=torch.float32).to(self.device)
-        return self.nets["G"](self.nets["E"](X)).cpu()
+        return self.nets["G"](self.nets["E"](x)) if "E" in self.nets else None

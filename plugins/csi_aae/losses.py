@@ -165,6 +165,10 @@ def shifted_features(f: nn.Module, x: torch.Tensor, n_shifts: int = N_ROTATIONS,
     return feats.view(n_shifts, n, -1).transpose(0, 1)
 
 
+#: Cosine tolerance under which two feature vectors count as identical (see ``skip_identical``).
+IDENTICAL_TOL = 1e-5
+
+
 def nearest_neighbour_score(
     feats: torch.Tensor,
     bank: torch.Tensor,
@@ -172,6 +176,7 @@ def nearest_neighbour_score(
     chunk: int = 4096,
     exclude: torch.Tensor | None = None,
     weight_by_norm: bool = True,
+    skip_identical: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 11: M(x, x') = sum_S sim(F(S x), F(S x')) * ||F(S x)||, with x' = x-check, the
     training sample maximising sum_S sim(F(S x), F(S x')).
@@ -182,7 +187,10 @@ def nearest_neighbour_score(
     of ``chunk`` training rows with a running maximum (bounded memory, no loop over samples).
     ``exclude`` (n,) int64: for each query a bank row to skip (leave-one-out scores of the
     training data), or -1 for none. ``weight_by_norm=False`` drops the factor ||F(S x)||
-    (M = sum_S cosine similarity). Returns (M (n,), index of x-check (n,)).
+    (M = sum_S cosine similarity). ``skip_identical``: a bank row whose features equal the
+    query's (mean cosine over the shifts >= 1 - IDENTICAL_TOL) is skipped too, so a training row
+    scored again (or an exact copy of one) is matched to its nearest *other* training row, the
+    leave-one-out rule that set the threshold. Returns (M (n,), index of x-check (n,)).
     """
     n, k, d = feats.shape
     norms = feats.norm(dim=2)  # (n, K): ||F(S x)||
@@ -196,6 +204,8 @@ def nearest_neighbour_score(
         if exclude is not None:
             cols = torch.arange(lo, lo + s.shape[1], device=s.device)
             s = s.masked_fill(exclude.view(-1, 1) == cols.view(1, -1), float("-inf"))
+        if skip_identical:
+            s = s.masked_fill(s >= k * (1.0 - IDENTICAL_TOL), float("-inf"))
         val, idx = s.max(1)
         better = val > best
         best = torch.where(better, val, best)

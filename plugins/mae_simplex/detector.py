@@ -213,8 +213,6 @@ class MAESimplex(Detector):
 
     # -- fit / score -----------------------------------------------------------------------------
     def _fit(self, X, y):
-        if y is not None:  # no semi-supervised mode: train on the normal rows
-            X = X[y == 0]
         if X.shape[0] < 2:
             from anomalykit import InputError
 
@@ -246,16 +244,8 @@ class MAESimplex(Detector):
     def _score(self, X):
         return losses.feature_l1(*self._pair_features(X))
 
-    @torch.no_grad()
-    def reconstruct(self, X):
-        """G(E(X)) for a small batch (the report's grid). Local to this process: reports are
-        drawn on rank 0 only, so no collective (``map_batches``) may run here."""
-        was_training = self.nets.training
-        self.nets.eval()
-        x = torch.as_tensor(X, dtype=torch.float32).to(self.device)
-        out = self.nets["generator"](self.nets["encoder"](x)).cpu()
-        self.nets.train(was_training)
-        return out
+    def _reconstruct(self, x):
+        return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self) -> dict:
         return {"selected_epoch": -1 if self.selected_epoch_ is None else int(self.selected_epoch_)}

@@ -1,0 +1,103 @@
+"""Input scaling owned by the core: fitted in fit, saved with the model, applied everywhere."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+import anomalykit
+from anomalykit import ConfigError
+from anomalykit.data import load_dataset
+from anomalykit.preprocess import Preprocessor
+from conftest import tiny_params
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- the maps, against hand-computed values --------------------------------------------------------------
+def test_uint8_images_map_onto_minus_one_one():
+    X = torch.tensor([0.0, 127.5, 255.0]).reshape(3, 1, 1, 1).expand(3, 1, 4, 4).contiguous()
+    prep = Preprocessor.fit(X, "auto", uint8=True)
+    assert prep.kind == "uint8"
+    assert prep.transform(X)[:, 0, 0, 0].tolist() == [-1.0, 0.0, 1.0]
+
+
+def test_float_images_map_their_training_range_per_channel():
+    X = torch.zeros(2, 2, 4, 4)
+    X[0, 0], X[1, 0] = 0.0, 1.0          # channel 0 spans [0, 1]
+    X[0, 1], X[1, 1] = 10.0, 250.0       # channel 1 spans [10, 250]
+    prep = Preprocessor.fit(X)           # auto, not uint8 -> range
+    assert prep.kind == "range"
+    out = prep.transform(X)
+    assert out[0, :, 0, 0].tolist() == [-1.0, -1.0] and out[1, :, 0, 0].tolist() == [1.0, 1.0]
+    # outside the training range: kept, never clipped
+    far = torch.full((1, 2, 4, 4), 490.0)
+    assert prep.transform(far)[0, 1, 0, 0].item() == pytest.approx(3.0)
+    torch.testing.assert_close(prep.inverse_transform(out), X)
+
+
+def test_rows_are_robustly_standardised_and_constant_columns_handled():
+    col = torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0])
+    X = torch.stack([col, torch.full((5,), 7.0), torch.tensor([0.0, 0.0, 0.0, 0.0, 5.0])], dim=1)
+    prep = Preprocessor.fit(X)
+    assert prep.kind == "robust"
+    out = prep.transform(X)
+    q1, med, q3 = np.quantile(col.numpy(), [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(out[:, 0].numpy(), (col.numpy() - med) / (q3 - q1), rtol=1e-6)  # 100 stays an outlier
+    assert out[:, 1].tolist() == [0.0] * 5                                  # constant column -> 0
+    np.testing.assert_allclose(out[:, 2].numpy(), X[:, 2].numpy() / X[:, 2].numpy().std(), rtol=1e-6)  # IQR 0 -> std
+
+
+def test_none_is_identity_and_bad_kind_is_one_line():
+    X = torch.randn(4, 3)
+    assert torch.equal(Preprocessor.fit(X, "none").transform(X), X)
+    with pytest.raises(ConfigError, match="preprocess must be one of"):
+        Preprocessor.fit(X, "zscore")
+    with pytest.raises(ConfigError, match="parameter 'preprocess' must be one of"):
+        anomalykit.load_method("ama", preprocess="zscore")
+
+
+def test_state_round_trip():
+    X = torch.randn(10, 3) * 5 + 2
+    prep = Preprocessor.fit(X)
+    again = Preprocessor.from_state(prep.state())
+    assert torch.equal(again.transform(X), prep.transform(X))
+    assert Preprocessor.from_state(None).kind == "none"  # checkpoints from before preprocessing existed
+
+
+# -- every method: raw uint8, [0, 1] and [-1, 1] give the same detector --------------------------------------
+@pytest.fixture(scope="module")
+def digits_uint8():
+    ds = load_dataset("digits")
+    to_uint8 = lambda X: np.clip(np.round((X.numpy()[:, 0] + 1.0) * 127.5), 0, 255).astype(np.uint8)  # noqa: E731
+    train = to_uint8(ds.X_train[torch.from_numpy(np.flatnonzero(ds.y_train == 0))])
+    return train, to_uint8(ds.X_test), (ds.y_test != 0).astype(int)
+
+
+def test_every_method_scores_raw_uint8_like_scaled_floats_and_saves_its_scaling(installed_methods, digits_uint8, tmp_path):
+    train, test, y = digits_uint8
+    encodings = {
+        "uint8": (train, test),
+        "[0, 1]": (train.astype(np.float32) / 255.0, test.astype(np.float32) / 255.0),
+        "[-1, 1]": (train.astype(np.float32) / 127.5 - 1.0, test.astype(np.float32) / 127.5 - 1.0),
+    }
+    for method in installed_methods:
+        auroc = {}
+        for name, (X_train, X_test) in encodings.items():
+            det = anomalykit.load_method(method, **tiny_params(method)).fit(X_train, progress=False)
+            scores = det.score_samples(X_test)
+            auroc[name] = roc_auc_score(y, scores)
+            if name == "uint8":
+                assert det.preprocessor_.kind == "uint8", method
+                loaded = anomalykit.load(det.save(tmp_path / f"{method}.pt"))
+                assert loaded.preprocessor_.kind == "uint8"
+                np.testing.assert_array_equal(loaded.score_samples(X_test), scores, err_msg=method)
+        spread = max(auroc.values()) - min(auroc.values())
+        assert spread <= 0.02, f"{method}: {auroc}"
+
+
+def test_reconstructions_come_back_in_the_input_space(digits_uint8):
+    train, test, _ = digits_uint8
+    det = anomalykit.load_method("ama", **tiny_params("ama")).fit(train, progress=False)
+    rec = det.reconstruct(test[:4])
+    assert rec.shape == (4, 1, 8, 8)
+    assert float(rec.min()) >= -1e-3 and float(rec.max()) <= 255 + 1e-3  # tanh outputs mapped back to 0..255

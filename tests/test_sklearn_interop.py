@@ -1,0 +1,121 @@
+"""scikit-learn / PyOD vocabulary: predict() semantics, params, clone, pipelines, probabilities."""
+import numpy as np
+import pytest
+import torch
+
+import anomalykit
+from anomalykit.data import make_split
+from conftest import tiny_params
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def digits0():
+    return make_split("one-class", "digits", normal_class=0)
+
+
+def test_predict_flags_about_contamination_of_the_training_rows_for_every_method(installed_methods, digits0):
+    for method in installed_methods:
+        det = anomalykit.load_method(method, **tiny_params(method, contamination=0.1)).fit(digits0.X_train, progress=False)
+        flagged = det.predict(digits0.X_train).mean()
+        assert abs(flagged - 0.1) <= 0.03, f"{method} flags {flagged:.3f} of its training rows"
+        assert det.labels_.shape == (digits0.X_train.shape[0],) and det.decision_scores_.shape[0] <= digits0.X_train.shape[0]
+        np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_).astype(int))
+
+
+def test_get_set_params_and_sklearn_clone(digits0):
+    from sklearn.base import clone
+
+    det = anomalykit.load_method("ama", **tiny_params("ama", seed=3))
+    assert det.get_params(deep=True)["seed"] == 3
+    assert det.set_params(lr=1e-3) is det and det.hp.lr == 1e-3
+    with pytest.raises(anomalykit.ConfigError, match="unknown parameter 'nope'"):
+        det.set_params(nope=1)
+    copy = clone(det)
+    assert type(copy) is type(det) and copy is not det and copy.get_params() == det.get_params()
+    det.fit(digits0.X_train, progress=False)
+    assert clone(det).threshold_ is None  # an unfitted copy
+    # contamination re-derives the threshold of a fitted detector (no refit)
+    det.set_params(contamination=0.2)
+    assert det.threshold_ == pytest.approx(np.quantile(det.decision_scores_, 0.8))
+
+
+def test_detector_as_the_last_step_of_a_pipeline(blobs):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = blobs
+    X = X.numpy() * 50 + 3
+    pipe = make_pipeline(StandardScaler(), anomalykit.load_method("mae-simplex", **tiny_params("mae-simplex", preprocess="none")))
+    pipe.fit(X[y == 0])
+    scaled = StandardScaler().fit(X[y == 0]).transform(X)
+    det = pipe[-1]
+    np.testing.assert_allclose(pipe.score_samples(X), det.score_samples(scaled))
+    np.testing.assert_array_equal(pipe.predict(X), det.predict(scaled))
+    np.testing.assert_allclose(pipe.decision_function(X), det.decision_function(scaled))
+
+
+def test_probabilities_and_confidence_match_pyod_on_the_same_scores(blobs):
+    pytest.importorskip("pyod")
+    from pyod.models.base import BaseDetector
+
+    X, _ = blobs
+    det = anomalykit.load_method("mae-simplex", **tiny_params("mae-simplex", contamination=0.15))
+    det.fit(X[:150], progress=False)
+    scores = det.score_samples(X)
+
+    class Fixed(BaseDetector):  # PyOD's own predict_proba / predict_confidence on our scores
+        def __init__(self, contamination=0.1):
+            super().__init__(contamination=contamination)
+
+        def fit(self, X, y=None):
+            return self
+
+        def decision_function(self, X):
+            return scores
+
+    ref = Fixed(contamination=0.15)
+    ref.decision_scores_ = det.decision_scores_
+    ref._set_n_classes(None)
+    ref._process_decision_scores()
+    assert ref.threshold_ == pytest.approx(det.threshold_)
+    np.testing.assert_array_equal(ref.labels_, det.labels_)
+    for method in ("linear", "unify"):
+        np.testing.assert_allclose(det.predict_proba(X, method=method), ref.predict_proba(X.numpy(), method=method), atol=1e-12)
+    np.testing.assert_allclose(det.predict_confidence(X), ref.predict_confidence(X.numpy()), atol=1e-12)
+    labels, confidence = det.predict(X, return_confidence=True)
+    np.testing.assert_array_equal(labels, ref.predict(X.numpy()))
+    np.testing.assert_allclose(confidence, ref.predict_confidence(X.numpy()), atol=1e-12)
+    with pytest.raises(anomalykit.ConfigError, match="'linear' or 'unify'"):
+        det.predict_proba(X, method="softmax")
+
+
+def test_fit_with_labels_trains_only_methods_that_use_them_on_anomalies(installed_methods, blobs, monkeypatch):
+    """The core's policy: without supports_labels a plugin sees only the y == 0 rows and y=None."""
+    X, y = blobs
+    images = torch.randn(60, 1, 8, 8)
+    y_img = np.r_[np.zeros(50, int), np.ones(10, int)]
+    images[50:] += 5.0  # the labelled anomalies are far away: a leak would move the training range
+    for method in installed_methods:
+        cls = anomalykit.load_method(method).__class__
+        seen = {}
+        original = cls._fit
+
+        def spy(self, X_, y_, _original=original):
+            seen["X"], seen["y"] = X_.clone(), y_
+            return _original(self, X_, y_)
+
+        monkeypatch.setattr(cls, "_fit", spy)
+        det = anomalykit.load_method(method, **tiny_params(method))
+        data, labels = (images, y_img) if method == "csi-aae" else (X, y)
+        det.fit(data, labels, progress=False)
+        n_normal = int((labels == 0).sum())
+        if cls.supports_labels:
+            assert seen["X"].shape[0] == len(labels) and int(seen["y"].sum()) == int(labels.sum()), method
+        else:
+            assert seen["y"] is None and seen["X"].shape[0] == n_normal, method
+            expected = det.preprocessor_.transform(torch.as_tensor(data[labels == 0], dtype=torch.float32))
+            torch.testing.assert_close(seen["X"], expected, msg=method)
+        assert det.decision_scores_.shape[0] <= n_normal  # the threshold comes from normal rows only
+        monkeypatch.undo()
