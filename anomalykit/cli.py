@@ -244,7 +244,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def _relaunch_under_torchrun(nproc: int) -> None:
-    """Replace this process by ``torchrun --standalone --nproc_per_node N -m anomalykit.cli <same args>``."""
+    """Replace this process by ``torchrun --standalone --nproc_per_node N -m anomalykit <same args>``."""
     args, skip = [], False
     for a in sys.argv[1:]:
         if skip:
@@ -256,7 +256,7 @@ def _relaunch_under_torchrun(nproc: int) -> None:
         if a.startswith("--nproc="):
             continue
         args.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "anomalykit.cli", *args]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "anomalykit", *args]
     sys.stdout.flush()
     os.execv(sys.executable, cmd)
 

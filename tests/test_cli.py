@@ -114,3 +114,13 @@ def test_score_with_bad_checkpoint(runner, tmp_path, damage):
     res = invoke(runner, "score", path, "digits")
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1
     assert "checkpoint" in res.stderr
+
+
+def test_python_m_anomalykit_is_the_command():
+    """`python -m anomalykit` (what torchrun's -m runs) is the `anomalykit` command."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "anomalykit", "list"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ama " in res.stdout and "mae-simplex" in res.stdout
