@@ -233,6 +233,7 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)
                    + f"  train {record['train_seconds']:.1f}s  score {record['score_seconds']:.1f}s")
         click.echo(f"report: {record['out']}")
+    D.shutdown()  # free the process group (joining gloo's threads) before interpreter teardown, where it can abort
 
 
 def _set_threads(threads: int | None) -> None:

@@ -4,7 +4,10 @@ Everything here is a no-op in a single process, so the same code path serves 1 a
 """
 from __future__ import annotations
 
+import gc
 import os
+import warnings
+import weakref
 
 import torch
 import torch.distributed as dist
@@ -39,7 +42,44 @@ def init_from_env(device: str) -> bool:
     backend = "nccl" if device.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    # torch.distributed.nn.functional evaluates ``group=group.WORLD`` in its functions' default
+    # arguments when first imported, which torch._dynamo does lazily (at the first optimizer, say).
+    # Imported after the group exists it keeps the group alive until interpreter teardown, so that
+    # shutdown() could not free it; imported now, the defaults are None (= the default group).
+    import torch.distributed.nn.functional  # noqa: F401
+
     dist.init_process_group(backend=backend)
+    return True
+
+
+def shutdown() -> bool:
+    """Leave the process group and free it now, while Python is fully alive. True if it was freed.
+
+    Call it on every rank when the work is done (it starts with a barrier). Without it the group
+    lives until interpreter teardown, and a gloo worker thread that drops the last reference to a
+    finished collective's tensors then needs the GIL: Python ends such a thread with pthread_exit,
+    whose unwinding through a noexcept destructor calls std::terminate ("terminate called without
+    an active exception", SIGABRT; about 1 in 15 torchrun test runs on a loaded 2-core machine, and
+    half the runs of the minimal script in benchmarks/torchrun_teardown_loop.py).
+    Freeing the group here joins those threads first. It is freed only if nothing else still holds
+    it (a live DistributedDataParallel wrapper does); then this warns and returns False.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    if dist.get_world_size() > 1:
+        dist.barrier()  # every rank is done with every collective before the group goes away
+    group = weakref.ref(dist.group.WORLD)
+    dist.destroy_process_group()
+    gc.collect()  # whatever holds the group only through a reference cycle goes now, not at teardown
+    if group() is not None:
+        warnings.warn(
+            "anomalykit: the torch.distributed process group is still referenced after destroy_process_group() "
+            "(e.g. by a live DistributedDataParallel wrapper); it will be freed at interpreter exit, where gloo "
+            "can abort the process",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
     return True
 
 

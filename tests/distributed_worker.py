@@ -1,6 +1,5 @@
 """Run under torchrun by tests/test_distributed.py: fit AMA data-parallel, dump what the test checks."""
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,6 +24,4 @@ if D.rank() == 0:
         "identical_weights": all(torch.equal(g, gathered[0]) for g in gathered),
         "r_mean": det.r_mean_, "r_std": det.r_std_, "scores": scores.tolist(),
     }))
-dist.barrier()  # both ranks done with every collective before the group goes away
-dist.destroy_process_group()
-os._exit(0)  # results are written; skip interpreter teardown (gloo threads at static destruction)
+assert D.shutdown()  # barrier, then the group and gloo's threads are freed before interpreter teardown

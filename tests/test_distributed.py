@@ -54,3 +54,30 @@ def test_cli_under_torchrun_writes_one_report(tmp_path):
     assert metrics["world_size"] == 2 and 0.0 <= metrics["auroc"] <= 1.0
     assert res.stdout.count("report:") == 1  # only rank 0 prints and writes
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(metrics["files"])
+
+
+@pytest.mark.parametrize("still_held", [False, True])
+def test_shutdown_frees_the_group_now_or_warns(tmp_path, still_held):
+    """shutdown() frees the process group (joining gloo's threads) before interpreter teardown, where
+    a gloo thread dropping a collective's tensors can abort the process; if something still holds
+    the group it says so. One in-process rank; the torchrun workers above assert it with two."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional  # noqa: F401  (as init_from_env does: its defaults must not hold the group)
+
+    from anomalykit import distributed as D
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        t = torch.ones(3)
+        dist.all_reduce(t)
+        held = dist.group.WORLD if still_held else None
+        if still_held:
+            with pytest.warns(RuntimeWarning, match="still referenced"):
+                assert D.shutdown() is False
+        else:
+            assert D.shutdown() is True
+        assert not dist.is_initialized()
+        del held
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

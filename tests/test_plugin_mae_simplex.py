@@ -302,10 +302,7 @@ rank = D.rank()
 out = {"rank": rank, "world": D.world_size(), "checksum": float(flat.sum()), "first": flat[:50].tolist(),
        "selected": det.selected_epoch_, "curve": [h["select_feat_l1"] for h in det.history_]}
 open(sys.argv[1] + f"/rank{rank}.json", "w").write(json.dumps(out))
-dist.barrier()  # both ranks done with every collective before the group goes away
-dist.destroy_process_group()
-import os
-os._exit(0)  # results are written; skip interpreter teardown (gloo threads at static destruction)
+assert D.shutdown()  # barrier, then the group and gloo's threads are freed before interpreter teardown
 """
 
 
