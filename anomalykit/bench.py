@@ -27,10 +27,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
-from .data import make_split
+from .checkpoint import atomic_write_text
+from .detector import COMMON_PARAMS, threshold_from_scores
 from .errors import AnomalyKitError, ConfigError
-from .metrics import detection_metrics, topk_metrics
+from .pipeline import RunConfig, build_detector, evaluate, fit_and_score, load_split
 from .preprocess import Preprocessor
 from .registry import get_registry
 
@@ -192,13 +192,13 @@ def method_params(name: str, cfg: BenchConfig, seed: int) -> dict[str, Any]:
 
 # -- running -------------------------------------------------------------------------------------------
 def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = False) -> dict[str, Any]:
+    """One method or baseline on one split: the same pipeline steps as ``anomalykit run``."""
     key = (cell.normal_class, cell.seed)
     if key not in split_cache:
         split_cache.clear()  # one split in memory at a time
-        split_cache[key] = make_split(
-            cfg.protocol, cfg.data, normal_class=cell.normal_class if cell.normal_class is not None else 0,
-            ood_data=cfg.ood_data, seed=cell.seed, max_train=cfg.max_train, eval_split=cfg.eval_split,
-        )
+        run = RunConfig(method="", data=cfg.data, protocol=cfg.protocol, ood_data=cfg.ood_data, max_train=cfg.max_train,
+                        eval_split=cfg.eval_split, normal_class=cell.normal_class if cell.normal_class is not None else 0)
+        split_cache[key] = load_split(run, seed=cell.seed)
     split = split_cache[key]
     row: dict[str, Any] = {
         "method": cell.name, "kind": cell.kind, "protocol": cfg.protocol, "dataset": cfg.data,
@@ -209,30 +209,27 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
     }
     torch.manual_seed(cell.seed)
     np.random.seed(cell.seed)
-    t0 = time.perf_counter()
     if cell.kind == "baseline":
+        t0 = time.perf_counter()
         model = _pyod(cell.name, int(np.prod(split.X_train.shape[1:])), cell.seed)
         X_fit, X_eval = baseline_inputs(split.X_train, split.X_test)
         model.fit(X_fit)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         scores = np.asarray(model.decision_function(X_eval), dtype=np.float64)
-        threshold = float(np.quantile(model.decision_function(X_fit), 0.9))
+        score_s = time.perf_counter() - t1
+        contamination = {p.name: p for p in COMMON_PARAMS}["contamination"].default
+        threshold = threshold_from_scores(model.decision_function(X_fit), contamination)
         row.update(device="cpu", params="{}")
     else:
-        params = method_params(cell.name, cfg, cell.seed)
-        det = get_registry().method(cell.name).cls(**params)
-        det.fit(split.X_train, progress=progress)
-        fit_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        scores = det.score_samples(split.X_test)
-        threshold = det.threshold_
+        det, _ = build_detector(cell.name, method_params(cell.name, cfg, cell.seed))
+        outcome = fit_and_score(det, split, progress=progress)
+        scores, threshold, fit_s, score_s = outcome.scores, outcome.threshold, outcome.train_seconds, outcome.score_seconds
         row.update(device=str(det.device), params=json.dumps(det.get_params(), sort_keys=True))
-    score_s = time.perf_counter() - t1
-    m = detection_metrics(scores, split.y_test, threshold)
+    m = evaluate(scores, split, threshold, cfg.protocol)
     row.update(auroc=m["auroc"], aupr=m["aupr"], f1=m["f1"], train_seconds=round(fit_s, 2), score_seconds=round(score_s, 2))
     if cfg.protocol == "tabular-topk":
-        row["topk_f1"] = topk_metrics(scores, split.y_test)["topk_f1"]
+        row["topk_f1"] = m["topk_f1"]
     return row
 
 

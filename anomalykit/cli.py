@@ -108,10 +108,10 @@ def show_cmd(method):
 @_friendly
 def datasets_cmd():
     """List the named datasets (paths to .npy/.npz/.csv files or image folders also work)."""
-    from .registry import get_registry
+    from .data import dataset_summaries
 
-    for d in sorted(get_registry().datasets.values(), key=lambda d: d.name):
-        click.echo(f"{d.name:<14} {d.summary}")
+    for name, summary in sorted(dataset_summaries().items()):
+        click.echo(f"{name:<14} {summary}")
 
 
 @cli.command("info")
@@ -182,52 +182,24 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
       anomalykit run mae-simplex --data breast-cancer --protocol tabular-topk
     """
     from . import distributed as D
-    from .errors import ConfigError
     from .params import parse_assignments
-    from .runner import RunConfig, run_experiment
+    from .pipeline import RunConfig, run_experiment
 
     if nproc > 1 and not D.launched_by_torchrun():
         _relaunch_under_torchrun(nproc)
     _set_threads(threads)
+    cfg = RunConfig.resolve(
+        method=method, config_file=config_file, resume=resume,
+        fields=dict(data=data, protocol=protocol, normal_class=normal_class, ood_data=ood_data, max_train=max_train,
+                    eval_split=eval_split, checkpoint_every=checkpoint_every),
+        params=dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device, **parse_assignments(assignments)),
+    )
+    if resume is not None and out is not None:
+        from .errors import ConfigError
 
-    if resume:
-        from pathlib import Path
-
-        cfg = RunConfig.from_toml(Path(resume) / "config.toml")
-        overrides = [n for n, v in [("data", data), ("protocol", protocol), ("normal-class", normal_class), ("ood-data", ood_data),
-                                     ("max-train", max_train), ("eval-split", eval_split), ("batch-size", batch_size), ("seed", seed), ("config", config_file),
-                                     ("out", out)] if v is not None] + (["set"] if assignments else [])
-        if overrides or (method and method != cfg.method):
-            raise ConfigError(f"--resume continues the run exactly as configured; drop --{', --'.join(overrides or ['METHOD'])}")
-        if epochs is not None:
-            cfg.params["epochs"] = epochs
-        if device is not None:
-            cfg.params["device"] = device
-        out = resume
-    else:
-        cfg = RunConfig.from_toml(config_file) if config_file else None
-        if cfg is None:
-            if not method:
-                raise ConfigError("missing METHOD; e.g. `anomalykit run ama` (`anomalykit list` shows methods)")
-            cfg = RunConfig(method=method)
-        elif method and method != cfg.method:
-            raise ConfigError(f"METHOD {method!r} disagrees with {config_file} (method = {cfg.method!r})")
-        for key, value in [("data", data), ("protocol", protocol), ("normal_class", normal_class),
-                           ("ood_data", ood_data), ("max_train", max_train), ("eval_split", eval_split),
-                           ("checkpoint_every", checkpoint_every)]:
-            if value is not None:
-                setattr(cfg, key, value)
-        params = dict(cfg.params)
-        for key, value in [("epochs", epochs), ("batch_size", batch_size), ("seed", seed), ("device", device)]:
-            if value is not None:
-                params[key] = value
-        params.update(parse_assignments(assignments))
-        cfg.params = params
-    if checkpoint_every is not None:
-        cfg.checkpoint_every = checkpoint_every
-
+        raise ConfigError("--resume continues the run in its own folder; drop --out")
     D.init_from_env(str(cfg.params.get("device", "cpu")))
-    record = run_experiment(cfg, out=out, resume=bool(resume), progress=False if quiet else True, echo=click.echo)
+    record = run_experiment(cfg, out=resume or out, resume=resume is not None, progress=False if quiet else True, echo=click.echo)
     if D.is_main_process():
         shown = ["auroc", "aupr", "f1"] + (["topk_precision", "topk_recall", "topk_f1"] if cfg.protocol == "tabular-topk" else [])
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)

@@ -204,9 +204,8 @@ class Detector(BaseEstimator):
         return self
 
     def _set_threshold(self) -> None:
-        """The core's threshold rule: the (1 - contamination) quantile of the training scores."""
         self.decision_scores_ = np.asarray(self.decision_scores_, dtype=np.float64)
-        self.threshold_ = float(np.quantile(self.decision_scores_, 1.0 - self.hp.contamination))
+        self.threshold_ = threshold_from_scores(self.decision_scores_, self.hp.contamination)
         self.labels_ = (self.decision_scores_ > self.threshold_).astype(np.int64)
 
     def fit_predict(self, X, y=None) -> np.ndarray:
@@ -473,6 +472,11 @@ class _plugin_guard:
         raise PluginError(
             f"plugin {self.method!r} failed during {self.stage}: {type(exc).__name__}: {text[0] if text else ''}"
         ) from exc
+
+
+def threshold_from_scores(train_scores: np.ndarray, contamination: float) -> float:
+    """The threshold rule (PyOD's): the (1 - contamination) quantile of the training scores."""
+    return float(np.quantile(np.asarray(train_scores, dtype=np.float64), 1.0 - contamination))
 
 
 def seed_everything(seed: int) -> None:

@@ -196,9 +196,6 @@ def get_registry(*, reload: bool = False) -> Registry:
     with _lock:
         if _registry is None or reload:
             reg = Registry(new_plugin_manager())
-            from .data import register_builtin_datasets
-
-            register_builtin_datasets(reg)
             reg.load_entry_points()
             _registry = reg
         return _registry

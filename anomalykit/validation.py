@@ -7,6 +7,7 @@ import torch
 from .errors import InputError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_VALIDATED = "_anomalykit_validated"
 
 
 def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
@@ -16,7 +17,12 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
     added), (N, C, H, W) images. Integer, boolean and float inputs are converted to float32.
     Raises :class:`InputError` for anything else: other ranks, zero rows or features,
     complex/object/string dtypes, NaN/inf, or values beyond float32's range.
+
+    The returned tensor is marked as validated, so passing it on (the pipeline validates a
+    split before writing a run folder, then hands it to ``fit``) costs no second pass.
     """
+    if isinstance(X, torch.Tensor) and getattr(X, _VALIDATED, False):
+        return X
     if isinstance(X, torch.Tensor):
         t = X.detach()
         if t.is_complex():
@@ -52,6 +58,7 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
         t = t.unsqueeze(1)
     t = t.to(torch.float32).contiguous()
     _check_finite(t, name)
+    setattr(t, _VALIDATED, True)  # views and copies made later are new objects without the mark
     return t
 
 

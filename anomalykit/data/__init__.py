@@ -1,4 +1,8 @@
-"""Datasets and evaluation protocols."""
+"""Datasets and evaluation protocols.
+
+Dependencies point one way: this package uses the registry (for datasets that plugins
+register); the registry never imports it.
+"""
 from __future__ import annotations
 
 from ..errors import ConfigError, DatasetError
@@ -6,31 +10,38 @@ from .datasets import BUILTIN_DATASETS, Dataset, load_path, looks_like_path
 from .protocols import EVAL_SPLITS, PROTOCOLS, Split, ood, one_class, tabular_topk
 
 __all__ = [
-    "Dataset", "Split", "PROTOCOLS", "EVAL_SPLITS", "load_dataset", "make_split", "one_class", "ood", "tabular_topk",
-    "register_builtin_datasets",
+    "Dataset", "Split", "PROTOCOLS", "EVAL_SPLITS", "dataset_summaries", "load_dataset", "make_split", "one_class", "ood",
+    "tabular_topk",
 ]
 
 
-def register_builtin_datasets(registry) -> None:
-    from ..registry import DatasetInfo
+def _named_loaders() -> dict[str, tuple]:
+    """name -> (loader, summary, provider): the built-in datasets, then those plugins register
+    (a plugin cannot shadow a built-in name)."""
+    from ..registry import get_registry
 
-    for name, (loader, summary) in BUILTIN_DATASETS.items():
-        registry.datasets[name] = DatasetInfo(name, summary, loader, "anomalykit")
+    out = {name: (loader, summary, "anomalykit") for name, (loader, summary) in BUILTIN_DATASETS.items()}
+    for name, info in get_registry().datasets.items():
+        out.setdefault(name, (info.loader, info.summary, info.plugin))
+    return out
+
+
+def dataset_summaries() -> dict[str, str]:
+    """Every named dataset with its one-line summary (built-in and from plugins)."""
+    return {name: summary for name, (_, summary, _) in _named_loaders().items()}
 
 
 def load_dataset(name: str, *, seed: int = 0) -> Dataset:
-    """A registered dataset by name, or a user dataset from a path."""
-    from ..registry import get_registry
-
-    reg = get_registry()
-    if name in reg.datasets:
-        ds = reg.datasets[name].loader(seed)
+    """A named dataset (built-in or from a plugin), or a user dataset from a path."""
+    named = _named_loaders()
+    if name in named:
+        ds = named[name][0](seed)
         if not isinstance(ds, Dataset):
             raise DatasetError(f"dataset loader {name!r} returned {type(ds).__name__}, not anomalykit.data.Dataset")
         return ds
     if looks_like_path(name):
         return load_path(name, seed)
-    raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(reg.datasets))}, or a path to .npy/.npz/.csv/image folder")
+    raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(named))}, or a path to .npy/.npz/.csv/image folder")
 
 
 def make_split(
