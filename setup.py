@@ -22,11 +22,8 @@ PY_LIMITED_API = "-DPy_LIMITED_API=0x030A0000"
 
 
 def _packages():
-    core = find_packages(include=["anomalykit", "anomalykit.*"])
-    plugins = ["anomalykit_plugins"] + [
-        "anomalykit_plugins." + p for p in find_packages(where="plugins")
-    ]
-    return core + plugins
+    """The core ``anomalykit`` and the built-in plugins ``anomalykit_plugins`` (folder = import name)."""
+    return find_packages(include=["anomalykit", "anomalykit.*", "anomalykit_plugins", "anomalykit_plugins.*"])
 
 
 def _extension_kwargs():
@@ -98,7 +95,6 @@ def _extension_kwargs():
 
 setup(
     packages=_packages(),
-    package_dir={"anomalykit_plugins": "plugins"},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
     **_extension_kwargs(),
 )

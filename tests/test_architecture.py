@@ -60,3 +60,25 @@ def test_no_import_cycles_between_core_modules():
         if m not in state:
             visit(m, [m])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_plugins_use_only_the_public_plugin_sdk():
+    """Built-in plugins import from ``anomalykit`` (top level) and ``anomalykit.sdk`` only, and no
+    private name: exactly what a third-party plugin can rely on."""
+    import anomalykit_plugins
+    import anomalykit.sdk as sdk
+
+    root = Path(anomalykit_plugins.__file__).parent
+    public = set(anomalykit.__all__) | set(sdk.__all__)
+    problems = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("anomalykit"):
+                if node.module not in ("anomalykit", "anomalykit.sdk"):
+                    problems.append(f"{path.name}: from {node.module} import ...")
+                problems += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name not in public]
+            elif isinstance(node, ast.Import):
+                problems += [f"{path.name}: import {a.name}" for a in node.names
+                             if a.name.startswith("anomalykit") and not a.name.startswith("anomalykit_plugins")]
+    assert not problems, problems
+    assert root.name == "anomalykit_plugins", "the plugins folder is named as it is imported"

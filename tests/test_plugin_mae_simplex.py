@@ -1,4 +1,4 @@
-"""Tests of the mae-simplex plugin (plugins/mae_simplex): losses against hand-computed values,
+"""Tests of the mae-simplex plugin (anomalykit_plugins/mae_simplex): losses against hand-computed values,
 the interpolation wiring, the score against a direct eager formula, model selection against the
 logged history, tabular mode, save/load and determinism."""
 from __future__ import annotations
@@ -91,10 +91,10 @@ class _FirstHalfMean(nn.Module):
         return pairs[:, :c].flatten(1).mean(1)
 
 
-@pytest.mark.parametrize("m", [2, 3])
+@pytest.mark.parametrize("m", [2, 3])  # the paper's m = simplex_k
 def test_inter_outputs_pair_each_vertex_with_the_interpolant(digits, m):
     X = digits[0][:10]
-    det = MAESimplex(m=m, **TINY)
+    det = MAESimplex(simplex_k=m, **TINY)
     det.input_shape_ = tuple(X.shape[1:])
     det._build(det.input_shape_)
     index, alpha = det._draw_simplex(10, _Ctx())
@@ -120,7 +120,7 @@ def test_interpolation_term_trains_encoder_and_generator(digits):
     """Unlike the authors' code, x_hat_inter is not detached: eq. 5's interpolation term alone
     (recon term without gradient, latent regulariser off) must give E and G gradients."""
     X = digits[0][:16]
-    det = MAESimplex(m=3, lambda_inter=1.0, latent_reg=False, **TINY)
+    det = MAESimplex(simplex_k=3, lambda_inter=1.0, latent_reg=False, **TINY)
     det.input_shape_ = tuple(X.shape[1:])
     det._build(det.input_shape_)
     det.nets["d_recon"] = _ZeroGradCritic()
@@ -140,7 +140,7 @@ def test_m_changes_the_computation(digits):
     X = digits[0]
     fitted = {}
     for m in (0, 2, 3):
-        det = anomalykit.load_method("mae-simplex", m=m, epochs=1, **TINY).fit(X, progress=False)
+        det = anomalykit.load_method("mae-simplex", simplex_k=m, epochs=1, **TINY).fit(X, progress=False)
         fitted[m] = det
         if m == 0:
             assert "d_inter" not in det.nets
@@ -245,7 +245,7 @@ def test_tabular_mode_on_rows():
 def test_tabular_topk_run_writes_metrics_matching_sklearn(tmp_path):
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-    from anomalykit.runner import RunConfig, run_experiment
+    from anomalykit.pipeline import RunConfig, run_experiment
 
     cfg = RunConfig(method="mae-simplex", data="breast-cancer", protocol="tabular-topk",
                     params={"epochs": 3, "n_critic": 1})

@@ -27,10 +27,10 @@ import torch
 
 from ..errors import ConfigError, InputError
 from . import _native, reference
-from .reference import sample_simplex
+from .reference import SIMPLEX_SCHEMES, sample_simplex
 
 __all__ = [
-    "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample",
+    "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample", "SIMPLEX_SCHEMES",
     "active_kernels", "extension_status", "cpu_isa_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from anomalykit.nn import gradient_penalty
+from anomalykit.sdk import gradient_penalty
 
 __all__ = [
     "critic_loss",

@@ -5,7 +5,7 @@ training algorithm).
 Training (one step = one minibatch x, as in the supplementary's algorithm):
 
 1. ``n_critic`` critic updates on the same minibatch (x_hat = G(E(x)) fixed, a fresh simplex
-   draw each time): D_recon minimises eq. (4) negated + lambda_gp * gradient penalty, D_inter
+   draw each time): D_recon minimises eq. (4) negated + gp_weight * gradient penalty, D_inter
    minimises eq. (3); one loss D_total = both, stepping both critics.
 2. One E/G update on eq. (5): lambda * sum_i alpha_i ||D_inter(x_i, x_hat_inter)||^2
    - D_recon(x, x_hat) + max(||E(x)|| - sqrt(d), 0). The interpolation term is NOT detached:
@@ -33,10 +33,19 @@ import math
 import torch
 from torch import nn
 
-from anomalykit import Detector, Param
-from anomalykit.nn import frozen, gradient_penalty, is_image, stack_pair
-from anomalykit.ops import sample_simplex, simplex_mix
-from anomalykit.ops.reference import SIMPLEX_SCHEMES
+from anomalykit import Detector, InputError, Param
+from anomalykit.sdk import (
+    SIMPLEX_SCHEMES,
+    frozen,
+    gp_weight_param,
+    gradient_penalty,
+    is_image,
+    lipschitz_param,
+    sample_simplex,
+    simplex_mix,
+    simplex_k_param,
+    stack_pair,
+)
 
 from . import losses
 from .networks import build_networks
@@ -54,15 +63,14 @@ class MAESimplex(Detector):
               "for tabular rows the power of two nearest F/4 in [4, 64])", type=int, low=1),
         Param("width", 32, "image nets: channels of the first conv (doubling per stride-2 conv; paper 64)", low=1),
         Param("hidden", 256, "image nets: dense width = D_recon feature size (paper 1024)", low=1),
-        Param("m", 3, "simplex vertices per interpolation (0 = no interpolation / no D_inter)", choices=(0, 2, 3)),
+        simplex_k_param(3, allow_off=True, paper_name="m; 0 also drops D_inter"),
         Param("lambda_inter", 0.5, "weight lambda of the interpolation term in eq. 5", low=0.0),
         Param("latent_reg", True, "latent regulariser max(||E(x)|| - sqrt(d), 0) on/off (sec. 4.2)"),
         Param("simplex_scheme", "normalized", "simplex weights: normalized = alpha_i ~ U(0, 0.5] divided by their "
               "sum (the paper's text); residual = the authors' code (last alpha = 1 - the others)",
               choices=SIMPLEX_SCHEMES),
-        Param("lipschitz", "gp", "D_recon Lipschitz constraint: gradient penalty, spectral norm, or both (authors' code)",
-              choices=("gp", "sn", "both")),
-        Param("lambda_gp", 10.0, "gradient-penalty weight (when lipschitz is gp or both)", low=0.0),
+        lipschitz_param("gp", help="D_recon Lipschitz constraint: gp (gradient penalty), sn (spectral norm), or both (authors' code)"),
+        gp_weight_param(10.0),
         Param("n_critic", 2, "critic updates per E/G update, on the same minibatch (paper's tfd; authors: 5)", low=1),
         Param("lr", None, "Adam learning rate of G, D_recon and D_inter (None = 1e-4 for images, the paper's "
               "MNIST table; 3e-4 for tabular rows, the paper's main text)", type=float, low=0.0),
@@ -96,7 +104,7 @@ class MAESimplex(Detector):
             spectral_norm=self.hp.lipschitz in ("sn", "both"),
             image=self.image_,
         )
-        if self.hp.m == 0:
+        if self.hp.simplex_k == 0:
             del nets["d_inter"]
         self.nets.update(nets)
         self.selected_epoch_: int | None = None
@@ -118,7 +126,7 @@ class MAESimplex(Detector):
     # -- pieces of a step ----------------------------------------------------------------------
     def _draw_simplex(self, n: int, ctx) -> tuple[torch.Tensor, torch.Tensor]:
         """(index (n, m), alpha (n, m)): m vertices from the minibatch of n rows, alpha on the simplex."""
-        return sample_simplex(n, self.hp.m, n_latents=n, generator=ctx.generator, device=self.device,
+        return sample_simplex(n, self.hp.simplex_k, n_latents=n, generator=ctx.generator, device=self.device,
                               scheme=self.hp.simplex_scheme)
 
     @staticmethod
@@ -139,7 +147,7 @@ class MAESimplex(Detector):
             z = enc(x)
             x_hat = gen(z)
         real, fake = stack_pair(x, x), stack_pair(x, x_hat)
-        names = ("d_recon", "d_inter") if hp.m else ("d_recon",)
+        names = ("d_recon", "d_inter") if hp.simplex_k else ("d_recon",)
         out: dict[str, float] = {}
         n = x.shape[0]
         for _ in range(hp.n_critic):
@@ -147,11 +155,11 @@ class MAESimplex(Detector):
             w_loss = losses.recon_critic_loss(d_pairs[:n], d_pairs[n:])
             total = w_loss
             gp = None
-            if hp.lipschitz in ("gp", "both") and hp.lambda_gp > 0:
+            if hp.lipschitz in ("gp", "both") and hp.gp_weight > 0:
                 gp = gradient_penalty(d_recon, real, fake, generator=ctx.generator)
-                total = total + hp.lambda_gp * gp
+                total = total + hp.gp_weight * gp
             inter = None
-            if hp.m:
+            if hp.simplex_k:
                 index, alpha = self._draw_simplex(x.shape[0], ctx)
                 with torch.no_grad():
                     x_inter = gen(simplex_mix(z, index, alpha))
@@ -173,7 +181,7 @@ class MAESimplex(Detector):
         with frozen(*critics):
             z = enc(x)
             d_inter = alpha = None
-            if hp.m:
+            if hp.simplex_k:
                 index, alpha = self._draw_simplex(x.shape[0], ctx)
                 both = gen(torch.cat([z, simplex_mix(z, index, alpha)]))  # one G call for x_hat and x_hat_inter
                 x_hat, x_inter = both[: x.shape[0]], both[x.shape[0]:]
@@ -214,8 +222,6 @@ class MAESimplex(Detector):
     # -- fit / score -----------------------------------------------------------------------------
     def _fit(self, X, y):
         if X.shape[0] < 2:
-            from anomalykit import InputError
-
             raise InputError("mae-simplex needs at least 2 training rows")
         g = torch.Generator().manual_seed(self.hp.seed)
         X_sel = X[torch.randperm(X.shape[0], generator=g)[: self.hp.select_rows]]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalykit.nn import ConvCritic, ConvDecoder, MLPCritic, flat_dim, is_image, mlp
+from anomalykit.sdk import ConvCritic, ConvDecoder, MLPCritic, flat_dim, is_image, mlp
 
 
 class Generator(nn.Module):

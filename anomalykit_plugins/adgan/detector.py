@@ -23,30 +23,16 @@ d_width 64 (DCGAN), n_seed 64, k 5, epochs until the WGAN converges.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
-from torch import nn
 
 from anomalykit import Detector, Param
+from anomalykit.sdk import frozen, gp_weight_param, latent_dim_param, lipschitz_param
 
 from . import losses
 from .networks import build_networks
 from .search import IMPLEMENTATIONS, THETA_COPIES, SearchConfig, initial_latents, search
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """Temporarily stop gradients into ``module``'s parameters (the critic during the generator step)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, f in zip(module.parameters(), flags):
-            p.requires_grad_(f)
 
 
 def latent_size(input_shape, requested: int | None) -> int:
@@ -68,14 +54,14 @@ class ADGANDetector(Detector):
         Param("epochs", 300, "training epochs (one critic step per minibatch)", low=0),
         Param("batch_size", 32, "training batch size", low=2),
         Param("score_batch_size", 64, "test samples per scoring batch (each runs n_seed searches)", low=1),
-        Param("latent_dim", None, "latent size d'; None: the paper's 256 for inputs of >= 784 values (MNIST-sized), d/4 below (16 for 8x8 digits)", type=int, low=1),
+        latent_dim_param("the paper's d' = 256 for inputs of >= 784 values (MNIST-sized), d/4 below (16 for 8x8 digits)"),
         Param("g_width", 8, "base channel width of the generator (paper, DCGAN: 64); the search cost grows with it", low=1),
         Param("d_width", 32, "base channel width of the critic (paper, DCGAN: 64)", low=1),
         Param("hidden", 128, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", None, "training learning rate; None: 1e-3 with gp (Adam, betas 0.5/0.9; CPU budget, WGAN-GP paper 1e-4), 5e-5 with clip (RMSprop, WGAN paper)", type=float, low=0.0),
         Param("n_critic", 2, "critic steps per generator step (CPU budget; WGAN papers: 5)", low=1),
-        Param("lipschitz", "gp", "critic Lipschitz constraint: gp (gradient penalty) or clip (weight clipping)", choices=("gp", "clip")),
-        Param("gp_weight", 10.0, "gradient penalty weight λ", low=0.0),
+        lipschitz_param("gp", choices=("gp", "clip")),
+        gp_weight_param(10.0),
         Param("clip_value", 0.01, "weight clipping bound c", low=0.0),
         Param("n_seed", 64, "starting latents per test sample (paper: 64)", low=1),
         Param("k", 5, "Adam steps of each search (paper: 5); 0 scores the starting latents", low=0),
@@ -97,6 +83,9 @@ class ADGANDetector(Detector):
     budgets = {"small": {"epochs": 15, "n_seed": 8}, "paper": {"epochs": 300, "n_seed": 64, "k": 5}}
     #: Setting ``threshold_`` scores at most this many training samples (the search is expensive).
     threshold_sample = 256
+    #: The score takes Adam steps per sample: exported as a TorchScript graph recorded with its
+    #: gradient steps, a block of samples at a time (no ONNX; see anomalykit.export).
+    score_needs_grad = True
 
     # -- networks --------------------------------------------------------------------------------
     def _build(self, input_shape):
@@ -159,8 +148,14 @@ class ADGANDetector(Detector):
 
     # -- scoring ---------------------------------------------------------------------------------
     def starting_latents(self) -> torch.Tensor:
-        """The n_seed starting latents z_{j,0} shared by every test sample (seeded by ``seed``)."""
-        return initial_latents(self.hp.n_seed, self.latent_dim_, self.hp.seed, device=self.device)
+        """The n_seed starting latents z_{j,0} shared by every test sample (seeded by ``seed``);
+        drawn once per (n_seed, d', seed, device) and kept, so an exported score holds them as a
+        constant instead of a random draw."""
+        key = (self.hp.n_seed, self.latent_dim_, self.hp.seed, str(self.device))
+        if getattr(self, "_z0_key", None) != key:
+            self._z0 = initial_latents(self.hp.n_seed, self.latent_dim_, self.hp.seed, device=self.device)
+            self._z0_key = key
+        return self._z0
 
     def latent_search(self, X: torch.Tensor, *, keep_outputs: bool = False):
         """Algorithm 1 on a batch ``X`` (on ``self.device``): a :class:`~.search.SearchResult`."""

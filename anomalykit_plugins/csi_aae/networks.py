@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from anomalykit.nn import ConvCritic, mlp
+from anomalykit.sdk import ConvCritic, mlp
 
 
 class BasicBlock(nn.Module):

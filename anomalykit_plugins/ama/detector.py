@@ -21,7 +21,7 @@ Model selection is unsupervised: the weights after the last epoch are used; no a
 
 Budgets. CPU (2 cores): digits class 0, the defaults, under a minute; Fashion-MNIST one class
 (6,000 images): ``--epochs 15`` ≈ several minutes per class. Paper (GPU): latent_dim 128,
-width 64, epochs 100, batch_size 256, lr_decay on.
+width 64, epochs 100, batch_size 256, lr_schedule step.
 """
 from __future__ import annotations
 
@@ -30,8 +30,20 @@ import math
 import torch
 from torch import nn
 
-from anomalykit import Detector, Param, ops
-from anomalykit.nn import flat_dim, frozen, gradient_penalty, stack_pair
+from anomalykit import Detector, Param
+from anomalykit.sdk import (
+    flat_dim,
+    frozen,
+    gp_weight_param,
+    gradient_penalty,
+    latent_dim_param,
+    lipschitz_param,
+    recompute_batchnorm,
+    sample_simplex,
+    simplex_k_param,
+    simplex_mix,
+    stack_pair,
+)
 
 from . import losses
 from .networks import build_networks
@@ -41,23 +53,27 @@ class AMADetector(Detector):
     """Adversarial Mirrored AutoEncoder (see the module docstring for the schedule and scores)."""
 
     name = "ama"
+    supports_labels = True  # semi-supervised mode: labelled anomalies replace the synthetic negatives
     summary = "Adversarial Mirrored AutoEncoder: mirrored Wasserstein critic, simplex interpolation, atypical negatives, A-score"
     params = (
         Param("epochs", 100, "training epochs (paper: 100)", low=0),
         Param("batch_size", 64, "training batch size", low=2),
-        Param("latent_dim", None, "latent size d; None = auto: 16 up to 256 input values, 64 up to 1024, else 128 (paper: 128)", type=int, low=1),
+        latent_dim_param("16 up to 256 input values, 64 up to 1024, else 128 (paper: 128)"),
         Param("width", 32, "base channel width of the conv nets (paper: 64)", low=1),
         Param("feature_dim", 256, "critic penultimate features f (R-score space; authors: 128)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
-        Param("lr_decay", False, "x0.1 at 30%, 60% and 90% of the epochs (authors' MultiStepLR 30/60/90 of 100)"),
+        Param("lr_schedule", "constant", "learning rates over the epochs: constant, step (x0.1 at 30%, 60% and 90% of the "
+              "epochs, the authors' MultiStepLR 30/60/90 of 100) or cosine (annealed to 0)", choices=("constant", "step", "cosine")),
+        Param("ema", 0.0, "decay of an exponential moving average of E's, G's and D's weights used after training "
+              "(0 = off: the last weights)", low=0.0, high=0.9999),
         Param("n_critic", 2, "critic steps per encoder/generator step, on the same minibatch (authors: 5)", low=1),
-        Param("lipschitz", "both", "critic Lipschitz constraint: gp (gradient penalty), sn (spectral norm) or both", choices=("gp", "sn", "both")),
-        Param("gp_weight", 10.0, "gradient penalty weight λ_gp", low=0.0),
+        lipschitz_param("both"),
+        gp_weight_param(10.0),
         Param("mirrored", True, "mirrored Wasserstein loss on stacked pairs (False: plain critic on x vs x̂; Table 1 ablation)"),
         Param("simplex", True, "simplex interpolation term (Table 1 ablation)"),
         Param("lambda_inter", 0.2, "weight λ_inter of the interpolation term", low=0.0),
-        Param("simplex_k", 3, "latents mixed per interpolant (paper: 3)", low=2),
+        simplex_k_param(3),
         Param("simplex_scheme", "normalized", "α draw: normalized (paper: α_i~U[0,0.5], /Σα) or residual (authors: α3 = 1-α1-α2)", choices=("normalized", "residual")),
         Param("atypical", True, "atypical-selection negatives (Table 1 ablation)"),
         Param("lambda_neg", 0.1, "weight λ_neg of the negative term (authors' code: 5)", low=0.0),
@@ -66,8 +82,18 @@ class AMADetector(Detector):
               choices=("annulus", "annulus-codes", "scaling")),
         Param("delta", 2.0, "shell thickness δ around √d for negatives", low=0.0),
         Param("direction", "outward", "negatives from √d..√d+δ (outward) or √d−δ..√d (inward)", choices=("outward", "inward")),
+        Param("negative_pairs", "data", "critic pairs of the negatives: data = (x, G(z_neg)) with x a normal row; self = "
+              "(x_a, x_a) vs (x_a, G(E(x_a))) with x_a = G(z_neg), as real anomalies are used in the semi-supervised mode",
+              choices=("data", "self")),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
+        Param("latent_reg_form", "norm", "norm: λ_reg E‖E(x)‖ (paper eq. 3); hinge: λ_reg E[max(‖E(x)‖ − √d, 0)] "
+              "(keeps the codes inside the √d sphere the annulus is drawn around, as MAE-simplex)", choices=("norm", "hinge")),
         Param("lambda_reg", 0.05, "weight λ_reg of the latent regulariser (authors' code: 1)", low=0.0),
+        Param("inter_vertex", "first", "the simplex vertex x_i an interpolant is paired with: first (x_1) or heaviest (largest α_i)",
+              choices=("first", "heaviest")),
+        Param("generator_bn", True, "BatchNorm in the generator (the authors' SN-GAN generator has it)"),
+        Param("bn_refresh", False, "after training, re-estimate E's and G's BatchNorm statistics on G(E(x)) over the training "
+              "rows (training decodes interpolants and negatives too, which skews the running statistics)"),
         Param("score", "a", "a: −log A-score (eq. 6); r: R-score (eq. 5; Table 1 ablation)", choices=("a", "r")),
     )
 
@@ -76,7 +102,7 @@ class AMADetector(Detector):
     budgets = {
         "small": {"epochs": 6, "batch_size": 64},  # FMNIST class 0, 2000 images: A 0.85 at 6 epochs, 0.72 at 10
         "paper": {"epochs": 100, "batch_size": 256, "width": 64, "latent_dim": 128, "feature_dim": 128,
-                  "n_critic": 5, "lr_decay": True},
+                  "n_critic": 5, "lr_schedule": "step"},
     }
 
     # -- networks --------------------------------------------------------------------------------
@@ -98,6 +124,7 @@ class AMADetector(Detector):
             mirrored=hp.mirrored,
             spectral_norm=hp.lipschitz in ("sn", "both"),
             hidden=hp.hidden,
+            generator_bn=hp.generator_bn,
         )
         self.nets.update(nets)
         self.r_mean_ = 0.0
@@ -120,12 +147,23 @@ class AMADetector(Detector):
             "encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=hp.lr, betas=(0.5, 0.9)),
         }
         schedulers = {}
-        if hp.lr_decay and hp.epochs > 0:
+        if hp.lr_schedule == "step" and hp.epochs > 0:
             milestones = sorted({max(1, round(hp.epochs * f)) for f in (0.3, 0.6, 0.9)})
             schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in opt.items()}
-        trainer = self.trainer(optimizers=opt, schedulers=schedulers)
+        elif hp.lr_schedule == "cosine" and hp.epochs > 0:
+            schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, hp.epochs) for k, o in opt.items()}
+        trainer = self.trainer(optimizers=opt, schedulers=schedulers, average=("encoder", "generator", "critic"), average_decay=hp.ema)
         trainer.run(X, lambda x, ctx: self._train_step(x, ctx, anomalies))
+        if hp.bn_refresh or hp.ema > 0:  # averaged weights need BatchNorm statistics of their own
+            self._refresh_batchnorm(X)
         self._fit_r_statistics(X)
+
+    def _refresh_batchnorm(self, X: torch.Tensor) -> None:
+        """BatchNorm statistics of E and G from G(E(x)) over the training rows only (see ``bn_refresh``)."""
+        E, G = self.nets["encoder"], self.nets["generator"]
+        bs = self.hp.score_batch_size
+        batches = (X[i : i + bs].to(self.device) for i in range(0, X.shape[0], bs))
+        recompute_batchnorm([E, G], lambda x: G(E(x)), batches)  # every rank holds all X: same statistics
 
     def _train_step(self, x: torch.Tensor, ctx, anomalies: torch.Tensor | None) -> dict[str, float]:
         hp = self.hp
@@ -136,8 +174,12 @@ class AMADetector(Detector):
         use_neg = (hp.atypical or anomalies is not None) and hp.lambda_neg > 0
         gp_on = hp.lipschitz in ("gp", "both") and hp.gp_weight > 0
         if use_inter:
-            index, weight = ops.sample_simplex(B, hp.simplex_k, generator=ctx.generator, device=x.device, scheme=hp.simplex_scheme)
-            x_vertex = x[index[:, 0]]
+            index, weight = sample_simplex(B, hp.simplex_k, generator=ctx.generator, device=x.device, scheme=hp.simplex_scheme)
+            vertex = index[:, 0] if hp.inter_vertex == "first" else index.gather(1, weight.argmax(1, keepdim=True)).squeeze(1)
+            x_vertex = x[vertex]
+        # negatives: pairs (x_neg_base, x_neg_base) vs (x_neg_base, G(E(x_neg_base))) for real anomalies and for
+        # negative_pairs="self" (x_neg_base = G(z_neg)); pairs (x, G(z_neg)) for negative_pairs="data"
+        pair_negatives = use_neg and (anomalies is not None or hp.negative_pairs == "self")
         if use_neg:
             if anomalies is not None:
                 pick = torch.randint(anomalies.shape[0], (B,), generator=ctx.generator, device=x.device)
@@ -146,22 +188,25 @@ class AMADetector(Detector):
                 draw = losses.draw_atypical(B, self.latent_dim_, mode=hp.negatives, delta=hp.delta, direction=hp.direction,
                                             generator=ctx.generator, device=x.device)
                 x_neg_base = x
+                if pair_negatives:
+                    with torch.no_grad():  # synthetic anomalies: fixed images, like real ones
+                        x_neg_base = G(losses.atypical_from_draw(draw, E(x)))
 
         def fakes(z: torch.Tensor) -> dict[str, torch.Tensor]:
             out = {"rec": G(z)}
             if use_inter:
-                out["inter"] = G(ops.simplex_mix(z, index, weight.to(z.dtype)))
+                out["inter"] = G(simplex_mix(z, index, weight.to(z.dtype)))
             if use_neg:
-                out["neg"] = G(E(x_neg_base)) if anomalies is not None else G(losses.atypical_from_draw(draw, z.detach()))
+                out["neg"] = G(E(x_neg_base)) if pair_negatives else G(losses.atypical_from_draw(draw, z.detach()))
             return out
 
         def wasserstein_terms(x_fake: dict[str, torch.Tensor], D: nn.Module) -> dict[str, torch.Tensor]:
             d_real = D(self.critic_input(x, x))
             terms = {"rec": losses.mirrored_wasserstein(d_real, D(self.critic_input(x, x_fake["rec"])))}
             if use_inter:
-                terms["inter"] = losses.interpolation_term(d_real[index[:, 0]], D(self.critic_input(x_vertex, x_fake["inter"])))
+                terms["inter"] = losses.interpolation_term(d_real[vertex], D(self.critic_input(x_vertex, x_fake["inter"])))
             if use_neg:
-                d_real_neg = d_real if anomalies is None else D(self.critic_input(x_neg_base, x_neg_base))
+                d_real_neg = D(self.critic_input(x_neg_base, x_neg_base)) if pair_negatives else d_real
                 terms["neg"] = losses.negative_term(d_real_neg, D(self.critic_input(x_neg_base, x_fake["neg"])))
             return terms
 
@@ -172,7 +217,7 @@ class AMADetector(Detector):
             terms = wasserstein_terms(x_fake, D)
             loss_d = losses.critic_objective(terms, lambda_inter=hp.lambda_inter, lambda_neg=hp.lambda_neg)
             if gp_on:
-                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(D, x, x_fake, ctx.generator, index if use_inter else None,
+                loss_d = loss_d + hp.gp_weight * self._gradient_penalty(D, x, x_fake, ctx.generator, vertex if use_inter else None,
                                                                          x_neg_base if use_neg else None)
             ctx.update("critic", loss_d, term="critic")
 
@@ -182,7 +227,7 @@ class AMADetector(Detector):
             z = E(x)
             terms = wasserstein_terms(fakes(z), critic)
             if hp.latent_reg and hp.lambda_reg > 0:
-                terms["reg"] = losses.latent_regulariser(z)
+                terms["reg"] = (losses.latent_regulariser(z) if hp.latent_reg_form == "norm" else losses.latent_hinge(z))
             loss_ae = losses.autoencoder_objective(terms, lambda_inter=hp.lambda_inter, lambda_reg=hp.lambda_reg, lambda_neg=hp.lambda_neg)
             ctx.update(("encoder", "generator"), loss_ae, term="autoencoder")
         logged = {"critic": loss_d.detach(), "autoencoder": loss_ae.detach(), "w_rec": terms["rec"].detach()}
@@ -191,7 +236,7 @@ class AMADetector(Detector):
             logged["latent_norm"] = terms["reg"].detach()
         return logged
 
-    def _gradient_penalty(self, critic, x, x_fake, generator, index, x_neg_base) -> torch.Tensor:
+    def _gradient_penalty(self, critic, x, x_fake, generator, vertex, x_neg_base) -> torch.Tensor:
         """WGAN-GP over every kind of fake pair the critic separates from real pairs.
 
         Each row of the batch takes one fake source (reconstruction, interpolation or negative)
@@ -200,7 +245,7 @@ class AMADetector(Detector):
         """
         real, fake = [self.critic_input(x, x)], [self.critic_input(x, x_fake["rec"])]
         if "inter" in x_fake:
-            xv = x[index[:, 0]]
+            xv = x[vertex]
             real.append(self.critic_input(xv, xv))
             fake.append(self.critic_input(xv, x_fake["inter"]))
         if "neg" in x_fake:
@@ -242,9 +287,7 @@ class AMADetector(Detector):
     def _score(self, X):
         return self._from_r(self.r_scores(X))
 
-    @torch.no_grad()
-    def reconstruct(self, X):
-        x = X.to(self.device)
+    def _reconstruct(self, x):
         return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self):

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, InputError, Param
-from anomalykit.nn import ConvDecoder, ConvEncoder, frozen, is_image
+from anomalykit.sdk import ConvDecoder, ConvEncoder, frozen, is_image
 
 from .augment import N_ROTATIONS, Augment
 from .losses import (
@@ -105,6 +105,8 @@ class CSIAAE(Detector):
         Param("latent_rec", True, "eq. 10: latent reconstruction ||E(G(h)) - h||^2"),
         # score
         Param("score_space", "backbone", "features of eq. 11: backbone (pooled ResNet) or projection (z, as CSI)", choices=("projection", "backbone")),
+        Param("score_ensemble", 0, "M_ens (sec. 2.3): features averaged over this many fixed random transformations T_r ~ T "
+              "(drawn once from the seed, the same for every image, test and training alike); 0 = the plain score M", low=0),
         Param("score_norm", False, "eq. 11: weight each similarity by ||F(S x)|| (the paper; hurts at CPU training lengths, see docs)"),
         Param("bank_chunk", 4096, "training rows per block of the nearest-neighbour search (bounds memory)", low=1),
     )
@@ -226,8 +228,17 @@ class CSIAAE(Detector):
     # -- scoring (eq. 11) ----------------------------------------------------------------------
     @torch.no_grad()
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """F(S x) for the shifts S: (n, C, H, W) -> (n, K, d)."""
-        return shifted_features(self.nets["F"], x, self.n_shifts, self.hp.score_space)
+        """F(S x) for the shifts S: (n, C, H, W) -> (n, K, d); with ``score_ensemble = R`` the mean
+        of F(S T_r x) over R fixed transformations T_r (M_ens of sec. 2.3, as CSI's code averages
+        features over augmented copies). Deterministic: T_r is drawn from (seed, r) alone."""
+        f, R = self.nets["F"], self.hp.score_ensemble
+        if R == 0:
+            return shifted_features(f, x, self.n_shifts, self.hp.score_space)
+        augment, total = self._augment(), 0.0
+        for r in range(R):
+            g = torch.Generator(device=x.device).manual_seed(self.hp.seed * 7919 + r)
+            total = total + shifted_features(f, augment(x, g, shared=True), self.n_shifts, self.hp.score_space)
+        return total / R
 
     def _fit_bank(self, X: torch.Tensor) -> None:
         """Store the per-shift unit training features; set leave-one-out ``decision_scores_``."""

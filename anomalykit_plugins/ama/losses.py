@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from anomalykit import ops
+from anomalykit.sdk import annulus_sample, pair_feature_l1
 
 
 def mirrored_wasserstein(d_real: torch.Tensor, d_rec: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,12 @@ def interpolation_term(d_real_vertex: torch.Tensor, d_inter: torch.Tensor) -> to
 def latent_regulariser(z: torch.Tensor) -> torch.Tensor:
     """Eq. 3's last term: E[‖E(x)‖₂] (unsquared norm, as in the authors' code)."""
     return z.norm(dim=1).mean()
+
+
+def latent_hinge(z: torch.Tensor) -> torch.Tensor:
+    """``latent_reg_form="hinge"``: E[max(‖E(x)‖₂ − √d, 0)] (MAE-simplex's regulariser): codes may
+    use the ball of radius √d but not leave it, so the annulus around √d lies just outside them."""
+    return torch.relu(z.norm(dim=1) - math.sqrt(z.shape[1])).mean()
 
 
 def negative_term(d_real: torch.Tensor, d_neg: torch.Tensor) -> torch.Tensor:
@@ -77,7 +83,7 @@ def atypical_latents(n: int, d: int, *, delta: float, direction: str, generator=
     √d − δ ≤ ‖z‖ ≤ √d ("inward"), via the fused ``annulus_sample``. Returns (n, d)."""
     r = math.sqrt(d)
     r_in, r_out = (r, r + delta) if direction == "outward" else (max(r - delta, 0.0), r)
-    return ops.annulus_sample(n, d, r_in, r_out, generator=generator, device=device)
+    return annulus_sample(n, d, r_in, r_out, generator=generator, device=device)
 
 
 def draw_atypical(n: int, d: int, *, mode: str, delta: float, direction: str, generator=None, device=None) -> dict:
@@ -109,7 +115,7 @@ def atypical_from_draw(draw: dict, codes: torch.Tensor) -> torch.Tensor:
 
 def r_score(f_real: torch.Tensor, f_rec: torch.Tensor) -> torch.Tensor:
     """Eq. 5: R(x) = ‖f(x, x) − f(x, G(E(x)))‖₁ from (B, F) critic features, via ``pair_feature_l1``."""
-    return ops.pair_feature_l1(f_real, f_rec)
+    return pair_feature_l1(f_real, f_rec)
 
 
 def neg_log_a_score(r: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from torch import nn
 
-from anomalykit.nn import ConvCritic, ConvDecoder, ConvEncoder, MLPCritic, flat_dim, is_image, mlp
+from anomalykit.sdk import ConvCritic, ConvDecoder, ConvEncoder, MLPCritic, flat_dim, is_image, mlp
 
 
 def build_networks(
@@ -28,6 +28,7 @@ def build_networks(
     mirrored: bool,
     spectral_norm: bool,
     hidden: int = 256,
+    generator_bn: bool = True,
 ) -> dict[str, nn.Module]:
     """The encoder, generator and critic for samples of ``shape``: {"encoder", "generator", "critic"}."""
     pair = 2 if mirrored else 1
@@ -35,12 +36,12 @@ def build_networks(
         c, h, w = shape
         return {
             "encoder": ConvEncoder(shape, latent_dim, width=width),
-            "generator": ConvDecoder(latent_dim, shape, width=width),
+            "generator": ConvDecoder(latent_dim, shape, width=width, batchnorm=generator_bn),
             "critic": ConvCritic((pair * c, h, w), feature_dim, width=width, spectral_norm=spectral_norm),
         }
     f = flat_dim(shape)
     return {
         "encoder": nn.Sequential(nn.Flatten(), mlp([f, hidden, hidden // 2, latent_dim], batchnorm=True)),
-        "generator": nn.Sequential(mlp([latent_dim, hidden // 2, hidden, f], batchnorm=True), nn.Unflatten(1, tuple(shape))),
+        "generator": nn.Sequential(mlp([latent_dim, hidden // 2, hidden, f], batchnorm=generator_bn), nn.Unflatten(1, tuple(shape))),
         "critic": MLPCritic(pair * f, (hidden, hidden), feature_dim, spectral_norm=spectral_norm),
     }

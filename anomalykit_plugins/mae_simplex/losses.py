@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from anomalykit.ops import pair_feature_l1
+from anomalykit.sdk import pair_feature_l1
 
 
 def inter_critic_loss(d_inter: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from anomalykit.nn import ConvCritic, ConvDecoder, MLPCritic, flat_dim, mlp
+from anomalykit.sdk import ConvCritic, ConvDecoder, MLPCritic, flat_dim, mlp
 
 
 class ImageEncoder(nn.Module):

@@ -70,13 +70,16 @@ def _resize_matrix(size: int, frac: torch.Tensor, centre: torch.Tensor) -> torch
     return (1 - (pix.unsqueeze(2) - grid.view(1, 1, -1)).abs()).clamp_min(0)  # hat function = bilinear weights
 
 
-def random_resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+def random_resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        shared: bool = False) -> torch.Tensor:
     """Per-sample random crop of area fraction ~ U(scale) and aspect ratio log-uniform in
     ``ratio``, resized back to (H, W) with bilinear interpolation. Sides are clamped to the
     image (where torchvision would retry), so every crop lies inside the image. An axis-aligned
     crop + resize is separable, so it is two batched matrix products (the same sampling as
-    ``affine_grid`` + ``grid_sample(bilinear, border, align_corners=False)``)."""
+    ``affine_grid`` + ``grid_sample(bilinear, border, align_corners=False)``). ``shared``: one
+    crop for the whole batch (a fixed transform)."""
     n, _, hgt, wid = x.shape
+    n = 1 if shared else n
     area = _uniform(n, scale[0], scale[1], g)
     log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), g)
     r = torch.exp(log_r)
@@ -89,10 +92,13 @@ def random_resized_crop(x: torch.Tensor, g: torch.Generator, scale: tuple[float,
     return _separable(x, rows, cols)
 
 
-def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 0.4, p: float = 0.8, gray_p: float = 0.2) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 0.4, p: float = 0.8, gray_p: float = 0.2,
+                 shared: bool = False) -> torch.Tensor:
     """Brightness and contrast jitter (factors ~ U[1 - s, 1 + s]) with probability p; for RGB
-    also saturation jitter and random grayscale (probability gray_p). Works in [0, 1]."""
+    also saturation jitter and random grayscale (probability gray_p). Works in [0, 1].
+    ``shared``: one draw for the whole batch."""
     n, c = x.shape[:2]
+    n = 1 if shared else n
     u = (x + 1) / 2
     on = _coin(n, p, g).view(-1, 1, 1, 1)
     b = _uniform(n, 1 - strength, 1 + strength, g).view(-1, 1, 1, 1)
@@ -120,10 +126,12 @@ def _blur_matrix(size: int, sigma: torch.Tensor) -> torch.Tensor:
     return k / k.sum(2, keepdim=True)
 
 
-def gaussian_blur(x: torch.Tensor, g: torch.Generator, sigma: tuple[float, float] = (0.1, 1.0), p: float = 0.5) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, g: torch.Generator, sigma: tuple[float, float] = (0.1, 1.0), p: float = 0.5,
+                  shared: bool = False) -> torch.Tensor:
     """Per-sample Gaussian blur with sigma ~ U(sigma) (pixels), with probability p; separable,
-    as two batched matrix products."""
+    as two batched matrix products. ``shared``: one draw for the whole batch."""
     n, _, hgt, wid = x.shape
+    n = 1 if shared else n
     s = _uniform(n, sigma[0], sigma[1], g).to(x.dtype)
     on = _coin(n, p, g).view(-1, 1, 1)
     rows, cols = _blur_matrix(hgt, s), _blur_matrix(wid, s)
@@ -140,11 +148,13 @@ class Augment:
     jitter: float = 0.4  # brightness/contrast(/saturation) strength
     blur_sigma: float = 1.0  # largest blur sigma in pixels; 0 disables the blur
 
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, g: torch.Generator, *, shared: bool = False) -> torch.Tensor:
+        """T(x) with per-sample draws, or with ``shared=True`` one draw applied to every sample
+        (a fixed transformation T_r, as the ensemble score M_ens uses)."""
         if self.crop_scale < 1.0:
-            x = random_resized_crop(x, g, scale=(self.crop_scale, 1.0))
+            x = random_resized_crop(x, g, scale=(self.crop_scale, 1.0), shared=shared)
         if self.jitter > 0:
-            x = color_jitter(x, g, strength=self.jitter)
+            x = color_jitter(x, g, strength=self.jitter, shared=shared)
         if self.blur_sigma > 0:
-            x = gaussian_blur(x, g, sigma=(min(0.1, self.blur_sigma), self.blur_sigma))
+            x = gaussian_blur(x, g, sigma=(min(0.1, self.blur_sigma), self.blur_sigma), shared=shared)
         return x
