@@ -344,13 +344,8 @@ class Detector(BaseEstimator):
         return det
 
     # -- helpers for plugins ---------------------------------------------------------------
-    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train",
-                average: tuple[str, ...] = (), average_decay: float = 0.0) -> Trainer:
-        """A :class:`Trainer` wired to this detector's params and the fit options.
-
-        ``average``/``average_decay``: modules whose weights are replaced by their exponential
-        moving average when training ends (see :class:`anomalykit.training.WeightAverage`).
-        """
+    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train") -> Trainer:
+        """A :class:`Trainer` wired to this detector's params and the fit options."""
         trainer = Trainer(
             method=self.name,
             modules=self.nets if modules is None else modules,
@@ -363,8 +358,6 @@ class Detector(BaseEstimator):
             options=self._fit_options,
             phase=phase,
             config=self.params_,
-            average=average,
-            average_decay=average_decay,
         )
         getattr(self, "_trainers", []).append(trainer)
         return trainer

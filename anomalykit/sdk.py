@@ -15,7 +15,7 @@ Networks (shape-adaptive; images (C, H, W) of any side >= 4, rows (F,)):
 
 Training: :func:`frozen` (no gradient into some networks for one update),
 :func:`gradient_penalty` (WGAN-GP), :func:`recompute_batchnorm`; ``Detector.trainer(...)`` runs
-the loop (checkpoints, resume, divergence checks, DDP, optional weight averaging).
+the loop (checkpoints, resume, divergence checks, DDP).
 
 Ops (fused kernels with a reference fallback): :func:`pair_feature_l1`, :func:`simplex_mix`,
 :func:`sample_simplex` (schemes :data:`SIMPLEX_SCHEMES`), :func:`annulus_sample`.

@@ -64,41 +64,6 @@ class FitOptions:
         return shown and D.is_main_process()
 
 
-class WeightAverage:
-    """Exponential moving average of the parameters of some modules (Polyak averaging, as used to
-    stabilise GAN training): after every step ``avg <- decay * avg + (1 - decay) * param``.
-
-    Buffers (e.g. BatchNorm statistics) are not averaged; re-estimate them for the averaged
-    weights if the method uses them (:func:`anomalykit.nn.recompute_batchnorm`).
-    """
-
-    def __init__(self, modules: Mapping[str, nn.Module], decay: float):
-        self.decay = float(decay)
-        self.names = sorted(modules)
-        self.params = {k: [p for p in modules[k].parameters()] for k in self.names}
-        self.average = {k: [p.detach().clone() for p in self.params[k]] for k in self.names}
-
-    @torch.no_grad()
-    def update(self) -> None:
-        live = [p.detach() for k in self.names for p in self.params[k]]
-        avg = [a for k in self.names for a in self.average[k]]
-        torch._foreach_lerp_(avg, live, 1.0 - self.decay)
-
-    @torch.no_grad()
-    def copy_to_modules(self) -> None:
-        for k in self.names:
-            for p, a in zip(self.params[k], self.average[k]):
-                p.copy_(a)
-
-    def state_dict(self) -> dict:
-        return {k: list(v) for k, v in self.average.items()}
-
-    def load_state_dict(self, state: Mapping[str, Sequence[torch.Tensor]]) -> None:
-        for k in self.names:
-            for a, saved in zip(self.average[k], state[k], strict=True):
-                a.copy_(saved)
-
-
 class StepContext:
     """What a step function sees: position, a seeded generator, and ``update``."""
 
@@ -164,8 +129,6 @@ class Trainer:
         options: FitOptions | None = None,
         phase: str = "train",
         config: Mapping[str, Any] | None = None,
-        average: Sequence[str] = (),
-        average_decay: float = 0.0,
     ):
         self.method = method
         self.modules = dict(modules)
@@ -186,8 +149,6 @@ class Trainer:
         self._epoch_counts: dict[str, int] = defaultdict(int)
         self.last_checkpoint: Path | None = None
         self.ddp_params: set[int] = set()
-        #: EMA of the named modules' weights, loaded into them when training ends (None: off)
-        self.average = WeightAverage({k: self.modules[k] for k in average}, average_decay) if average and average_decay > 0 else None
 
     # -- checkpoints ---------------------------------------------------------------------
     @property
@@ -208,7 +169,6 @@ class Trainer:
                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "average": self.average.state_dict() if self.average is not None else {},
                 "rng": _rng_state(self.generator),
                 "extra": self.extra,
                 "history": self.history,
@@ -245,8 +205,6 @@ class Trainer:
                 o.load_state_dict(state["optimizers"][k])
             for k, s in self.schedulers.items():
                 s.load_state_dict(state["schedulers"][k])
-            if self.average is not None:
-                self.average.load_state_dict(state["average"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path} does not match this model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
         _set_rng_state(state["rng"], self.generator)
@@ -332,8 +290,6 @@ class Trainer:
                     ctx.labels = None if labels is None else labels[idx].to(self.device, non_blocking=True)
                     batch = X[idx].to(self.device, non_blocking=True)
                     logged = step_fn(batch, ctx) or {}
-                    if self.average is not None:
-                        self.average.update()
                     self._record(logged, ctx)
                     step += 1
                     bar.update(1)
@@ -356,8 +312,6 @@ class Trainer:
                     self.save_checkpoint(epoch + 1, 0, step)
         finally:
             bar.close()
-        if self.average is not None:
-            self.average.copy_to_modules()
         for m in self.modules.values():
             m.eval()
         return self.history

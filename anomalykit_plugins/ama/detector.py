@@ -65,8 +65,6 @@ class AMADetector(Detector):
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
         Param("lr_schedule", "constant", "learning rates over the epochs: constant, step (x0.1 at 30%, 60% and 90% of the "
               "epochs, the authors' MultiStepLR 30/60/90 of 100) or cosine (annealed to 0)", choices=("constant", "step", "cosine")),
-        Param("ema", 0.0, "decay of an exponential moving average of E's, G's and D's weights used after training "
-              "(0 = off: the last weights)", low=0.0, high=0.9999),
         Param("n_critic", 2, "critic steps per encoder/generator step, on the same minibatch (authors: 5)", low=1),
         lipschitz_param("both"),
         gp_weight_param(10.0),
@@ -152,9 +150,9 @@ class AMADetector(Detector):
             schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in opt.items()}
         elif hp.lr_schedule == "cosine" and hp.epochs > 0:
             schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, hp.epochs) for k, o in opt.items()}
-        trainer = self.trainer(optimizers=opt, schedulers=schedulers, average=("encoder", "generator", "critic"), average_decay=hp.ema)
+        trainer = self.trainer(optimizers=opt, schedulers=schedulers)
         trainer.run(X, lambda x, ctx: self._train_step(x, ctx, anomalies))
-        if hp.bn_refresh or hp.ema > 0:  # averaged weights need BatchNorm statistics of their own
+        if hp.bn_refresh:
             self._refresh_batchnorm(X)
         self._fit_r_statistics(X)
 
