@@ -143,3 +143,90 @@ def test_scoring_streams_in_batches(fitted, digits0, monkeypatch):
     fitted.params_["score_batch_size"] = fitted.hp.score_batch_size = 100
     fitted.score_samples(digits0.X_test)  # 540 rows
     assert max(seen) == 100 and sum(seen) == 540
+
+
+# -- switches chosen on the validation split (docs/methods/ama.md) ----------------------------------------------
+def test_latent_hinge_by_hand():
+    z = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # norms 5 and 1; sqrt(d) = sqrt(2)
+    assert losses.latent_hinge(z) == pytest.approx((5.0 - math.sqrt(2)) / 2)
+
+
+def _critic_inputs(monkeypatch):
+    """Every batch any AMA critic sees while the test runs (forward of the critic class)."""
+    from anomalykit.sdk import ConvCritic
+
+    seen = []
+    critic = ConvCritic((2, 8, 8))
+    original = type(critic).forward
+
+    def spy(self, inp):
+        seen.append(inp.detach().clone())
+        return original(self, inp)
+
+    monkeypatch.setattr(type(critic), "forward", spy)
+    return seen
+
+
+def _is_training_row(t, X):
+    return any(torch.equal(t, x) for x in X)
+
+
+def test_negative_pairs_self_pairs_decoded_negatives_with_themselves(digits0, monkeypatch):
+    X = digits0.X_train[:32]
+    seen = _critic_inputs(monkeypatch)
+    for mode in ("self", "data"):
+        seen.clear()
+        anomalykit.load_method("ama", **dict(TINY, negative_pairs=mode, lipschitz="sn", simplex=False)).fit(X)
+        twins = [b[:, :1] for b in seen if torch.equal(b[:, :1], b[:, 1:])]  # the critic's "real" pairs (a, a)
+        foreign = [row for t in twins for row in t if not _is_training_row(row, X)]
+        if mode == "self":  # (x_a, x_a) with x_a = G(z_neg): decoded negatives, not training rows
+            assert foreign
+        else:  # only (x, x) with x a training row
+            assert twins and not foreign
+
+
+def test_inter_vertex_heaviest_pairs_the_largest_weight(digits0, monkeypatch):
+    index = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    weight = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    from anomalykit_plugins.ama import detector as ama_detector
+
+    monkeypatch.setattr(ama_detector, "sample_simplex", lambda *a, **k: (index, weight))
+    X = digits0.X_train[:6]
+    seen = _critic_inputs(monkeypatch)
+    anomalykit.load_method("ama", **dict(TINY, inter_vertex="heaviest", atypical=False, lipschitz="sn", batch_size=6)).fit(X)
+    batch = seen[0][:, :1]  # the step's first critic call: the real pairs (x, x) of the shuffled batch
+    firsts = [b[:, :1] for b in seen if b.shape[0] == 2]  # the interpolant pairs (x_v, x_inter)
+    assert firsts and all(torch.equal(f, batch[[1, 3]]) for f in firsts)  # vertex of the largest α in each row
+
+
+def test_generator_without_batchnorm_and_cosine_schedule(digits0):
+    det = anomalykit.load_method("ama", **dict(TINY, generator_bn=False, lr_schedule="cosine", epochs=2)).fit(digits0.X_train)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in det.nets["generator"].modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in anomalykit.load_method("ama", **TINY).fit(digits0.X_train[:40]).nets["generator"].modules())
+    assert np.isfinite(det.score_samples(digits0.X_test)).all()
+
+
+def test_recompute_batchnorm_gives_exact_statistics():
+    from anomalykit.sdk import recompute_batchnorm
+
+    bn = torch.nn.BatchNorm1d(3, momentum=0.1)
+    bn.running_mean.fill_(5.0)  # stale statistics from "training"
+    data = torch.randn(4, 25, 3) * torch.tensor([1.0, 2.0, 3.0]) + torch.tensor([0.5, -1.0, 2.0])
+    recompute_batchnorm([bn], bn, iter(data))
+    torch.testing.assert_close(bn.running_mean, data.reshape(-1, 3).mean(0))  # equal batches: mean of means
+    torch.testing.assert_close(bn.running_var, data.var(1, unbiased=True).mean(0))  # mean of unbiased batch variances
+    assert not bn.training and bn.momentum == 0.1
+
+
+def test_bn_refresh_uses_reconstructions_of_the_training_rows(digits0):
+    det = anomalykit.load_method("ama", **dict(TINY, bn_refresh=True)).fit(digits0.X_train)
+    E, G = det.nets["encoder"], det.nets["generator"]
+    first_bn = next(m for m in G.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    captured = []
+    hook = first_bn.register_forward_hook(lambda m, i, o: captured.append(i[0]))
+    with torch.no_grad():
+        G.train()
+        G(E.eval()(digits0.X_train))
+        G.eval()
+    hook.remove()
+    torch.testing.assert_close(first_bn.running_mean, captured[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
