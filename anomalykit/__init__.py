@@ -17,6 +17,7 @@ from .errors import (  # noqa: E402
     ConfigError,
     DatasetError,
     DivergenceError,
+    ExportError,
     InputError,
     NotFittedError,
     PluginError,
@@ -27,7 +28,7 @@ from .params import Param  # noqa: E402
 __all__ = [
     "Detector", "Param", "hookimpl", "load_method", "load", "list_methods", "COMMON_PARAMS",
     "AnomalyKitError", "CheckpointError", "ConfigError", "DatasetError", "DivergenceError",
-    "InputError", "NotFittedError", "PluginError", "__version__",
+    "InputError", "NotFittedError", "PluginError", "ExportError", "__version__",
 ]
 
 

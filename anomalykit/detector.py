@@ -18,6 +18,9 @@ implements three methods:
 Optional: ``_extra_state()``/``_load_extra_state(d)`` for fitted non-network state (tensors and
 plain data only), ``_reconstruct(x)`` (a batch in model space -> its reconstructions) for
 ``reconstruct`` and the report's grid, and ``supports_labels = True`` for a semi-supervised mode.
+For :meth:`Detector.export`: ``score_needs_grad = True`` if ``_score`` takes gradient steps,
+``export_unsupported = "why"`` if it cannot be exported, and ``_export_params()`` for parameters
+to trace with (see :mod:`anomalykit.export`).
 
 What the core owns, so no plugin writes it again: input validation; input scaling (the
 ``preprocess`` parameter, :mod:`anomalykit.preprocess`: fitted on the normal training rows,
@@ -85,6 +88,12 @@ class Detector(BaseEstimator):
     #: True if ``_fit`` uses labelled anomalies (``y == 1``); otherwise the core passes only the
     #: normal rows and ``y=None``.
     supports_labels: ClassVar[bool] = False
+    #: Export (:meth:`export`): True if ``_score`` takes gradient steps (autograd inside scoring)
+    #: and scores each row independently of the others; the exporter then records the
+    #: computation, gradients included, for a block of rows (TorchScript only).
+    score_needs_grad: ClassVar[bool] = False
+    #: Export: a one-line reason if the method cannot be exported (``export`` refuses with it).
+    export_unsupported: ClassVar[str | None] = None
 
     def __init__(self, **params: Any):
         self.params_ = validate_params(self.param_schema(), params, owner=self.name or type(self).__name__)
@@ -315,6 +324,19 @@ class Detector(BaseEstimator):
         atomic_torch_save(payload, path)
         return path
 
+    def export(self, path: str | Path, format: str | None = None, *, batch_size: int | str = "dynamic") -> Path:
+        """Write a self-contained scoring graph: float32 raw inputs (N, *input_shape) -> the (N,)
+        scores of ``score_samples`` (float32), preprocessor and fitted constants inside.
+
+        ``format``: ``"onnx"`` or ``"torchscript"`` (default: from the suffix, ``.onnx`` or
+        ``.pt``). ``batch_size``: ``"dynamic"`` or a fixed row count. The file is parity-checked
+        against ``score_samples`` before it is written; a method that cannot be exported raises
+        :class:`~anomalykit.errors.ExportError` with one line. See :mod:`anomalykit.export`.
+        """
+        from .export import export
+
+        return export(self, path, format=format, batch_size=batch_size).path
+
     @classmethod
     def from_checkpoint(cls, ckpt: dict, *, path: Path, **overrides: Any) -> "Detector":
         if ckpt.get("method") != cls.name:
@@ -400,6 +422,12 @@ class Detector(BaseEstimator):
     def _reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
         """Reconstructions of a batch ``x`` (model space, on ``self.device``); None if the method has none."""
         return None
+
+    def _export_params(self) -> dict[str, Any]:
+        """Parameters set while :meth:`export` records ``_score`` (restored afterwards), e.g. an
+        equivalent implementation that traces where the chosen one does not. The exported graph
+        is still parity-checked against ``score_samples`` with the detector's own parameters."""
+        return {}
 
     # -- internals -------------------------------------------------------------------------
     def _validated(self, X, what: str) -> torch.Tensor:

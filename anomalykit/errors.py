@@ -37,3 +37,8 @@ class DivergenceError(AnomalyKitError):
 
 class NotFittedError(AnomalyKitError, RuntimeError):
     """``score_samples``/``predict``/``save`` was called before ``fit``."""
+
+
+class ExportError(AnomalyKitError):
+    """A detector cannot be exported (the method says so, its score cannot be traced, or the
+    exported graph failed its parity check), or an exported scorer file is unreadable."""
