@@ -174,6 +174,11 @@ class ADGANDetector(Detector):
             return losses.latent_prior_nll(result.latents).mean(1)
         return result.scores()
 
+    def _export_params(self):
+        """Export records the ``batched`` search: the tracer cannot record the convolution
+        gradients of ``vmap``/``reference`` (the three give the same scores up to summation order)."""
+        return {"scoring": "batched"}
+
     def _reconstruct(self, x):
         """g_{θ_k}(z_k) from each sample's best seed (lowest final loss), same shape as ``x``."""
         return self.latent_search(x, keep_outputs=True).best_outputs()
