@@ -242,7 +242,8 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write scores here (.npy or .csv); default: print")
 @_friendly
 def score_cmd(model, data, split, out):
-    """Score DATA (dataset name or path) with a saved MODEL (model.pt or a run folder).
+    """Score DATA (dataset name or path) with a saved MODEL (model.pt or a run folder, or a
+    file written by `anomalykit export`: .onnx or TorchScript).
 
     Prints or writes one anomaly score per row (higher = more anomalous) and the prediction
     (1 = anomaly, threshold from the model's contamination).
@@ -252,8 +253,9 @@ def score_cmd(model, data, split, out):
     from . import load
     from .checkpoint import atomic_write_bytes, atomic_write_text
     from .data import load_dataset
+    from .export import is_exported_scorer, load_scorer
 
-    det = load(model)
+    det = load_scorer(model) if is_exported_scorer(model) else load(model)
     ds = load_dataset(data)
     X = {"test": ds.X_test, "train": ds.X_train, "all": ds.all_rows()[0]}[split]
     scores = det.score_samples(X)
@@ -306,6 +308,35 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
     run_bench(cfg, Path(out), echo=click.echo, progress=progress)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
     click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
+
+
+@cli.command("export")
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), required=True, help="graph format")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="output file  [default: MODEL with suffix .onnx or .torchscript.pt]")
+@click.option("--batch-size", default="dynamic", show_default=True, help="'dynamic' or a fixed number of rows per call")
+@_friendly
+def export_cmd(model, fmt, out, batch_size):
+    """Export a saved MODEL (model.pt or a run folder) to one self-contained scoring graph.
+
+    The graph maps float32 raw inputs (N, *input shape), the values the model was fitted on, to
+    the N anomaly scores of `anomalykit score` (preprocessing inside; no anomalykit or plugin
+    needed to run it). It is parity-checked against the checkpoint before it is written.
+    `anomalykit score FILE DATA` scores with the exported file alone. See docs/exporting.md.
+    """
+    from pathlib import Path
+
+    from . import load
+    from .errors import ConfigError
+    from .export import SUFFIXES, export
+
+    source = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    target = Path(out) if out else source.with_name(source.with_suffix("").name + SUFFIXES[fmt])
+    if target.resolve() == source.resolve():
+        raise ConfigError(f"--out {target} would overwrite the checkpoint; choose another file")
+    result = export(load(source, device="cpu"), target, format=fmt, batch_size=batch_size)
+    click.echo(f"exported {result.line()}")
 
 
 def main():
