@@ -82,6 +82,8 @@ class Preprocessor:
         if self.kind == "none":
             return X
         self._check_width(X)
+        if self.kind == "uint8":  # the same float32 operations as the usual hand scaling x / 127.5 - 1
+            return X / 127.5 - 1.0
         return (X - self._view(self.shift, X)) / self._view(self.scale, X)
 
     def inverse_transform(self, X: torch.Tensor) -> torch.Tensor:
@@ -89,6 +91,8 @@ class Preprocessor:
         if self.kind == "none":
             return X
         self._check_width(X)
+        if self.kind == "uint8":
+            return (X + 1.0) * 127.5
         return X * self._view(self.scale, X) + self._view(self.shift, X)
 
     def _check_width(self, X: torch.Tensor) -> None:
