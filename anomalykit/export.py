@@ -9,10 +9,11 @@ The graph maps a float32 batch of **raw inputs** ``(N, *input_shape)`` (the valu
 affine map per channel/feature, as buffers), the networks in eval mode, and the method's fitted
 constants (score statistics, feature banks). The batch size is dynamic unless asked otherwise.
 
-**Reference math only.** The graph is traced with ``ANOMALYKIT_KERNELS=reference``, so it holds
-standard ATen (TorchScript) or standard-domain ONNX ops and none of anomalykit's custom ops: it
-loads with ``torch.jit.load`` or ``onnxruntime`` alone, without anomalykit, its native
-extension or the method's plugin package.
+**Reference math only.** The graph is recorded with ``ANOMALYKIT_KERNELS=reference`` and
+``ANOMALYKIT_SPEEDUPS=off`` (the plain eager math), so it holds standard ATen (TorchScript) or
+standard-domain ONNX ops and none of anomalykit's custom ops: it loads with ``torch.jit.load``
+or ``onnxruntime`` alone, without anomalykit, its native extension or the method's plugin
+package.
 
 How a method's ``_score`` is captured (the plugin declares it; the core never names a method):
 
@@ -215,24 +216,33 @@ class _RowBlocks(nn.Module):
             x = torch.cat([x, x[n - 1 : n].expand(sizes)], 0)
         outs: List[torch.Tensor] = []
         for lo in range(0, x.shape[0], self.rows):
-            outs.append(self.block(x[lo : lo + self.rows]))
+            # canonical strides: the recorded graph keeps the layouts it saw (a view where the
+            # traced strides allowed one), and a one-channel image counts as contiguous whatever
+            # its channel stride, which can make a convolution answer channels-last
+            block = x[lo : lo + self.rows].clone(memory_format=torch.contiguous_format)
+            outs.append(self.block(block))
         return torch.cat(outs, 0)[:n]
+
+
+#: Environment switches set while a score is recorded: the pure-PyTorch reference ops (no
+#: custom ops in the graph) and no implementation speed-ups (``ANOMALYKIT_SPEEDUPS``: buffers
+#: reused across calls and custom autograd functions are for eager scoring, not for a graph).
+_RECORDING_ENV = {"ANOMALYKIT_KERNELS": "reference", "ANOMALYKIT_SPEEDUPS": "off"}
 
 
 @contextlib.contextmanager
 def _reference_kernels():
-    """Trace the pure-PyTorch reference ops (no custom ops in the graph)."""
-    from .ops import ENV_VAR
-
-    before = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = "reference"
+    """Record the plain math: see ``_RECORDING_ENV``."""
+    before = {k: os.environ.get(k) for k in _RECORDING_ENV}
+    os.environ.update(_RECORDING_ENV)
     try:
         yield
     finally:
-        if before is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -282,18 +292,19 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
                     from torch.fx.experimental.proxy_tensor import make_fx
 
                     graph = make_fx(lambda x: scorer(x))(example)  # noqa: E731 -- a plain function of the rows
-                    _views_as_reshapes(graph)
                     with torch.no_grad():
                         block = torch.jit.trace(graph, example, check_trace=False)
-                    module = torch.jit.script(_RowBlocks(block, rows))
+                    # not frozen: the recorded graph holds only the tensors the score reads
+                    # already, and it updates tensors in place, which is best left as recorded
+                    module = torch.jit.script(_RowBlocks(block, rows)).eval()
                 else:
                     stage = "torch.export"
                     _capture(scorer, example, dynamic)  # refuses what a trace would silently bake in
                     stage = "tracing"
                     with torch.no_grad():
                         module = torch.jit.trace(scorer, example, check_trace=False)
-                # weights become constants and networks the score never calls are dropped
-                module = torch.jit.freeze(module.eval(), optimize_numerics=False)
+                    # weights become constants and networks the score never calls are dropped
+                    module = torch.jit.freeze(module.eval(), optimize_numerics=False)
                 stage = "checking"
                 _refuse_random_ts(det, module)
                 buf = io.BytesIO()
@@ -316,18 +327,6 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
         raise ExportError(f"{det.name}: {type(det).__name__}._score could not be exported to {fmt} ({stage}: "
                           f"{_reason(exc)}); the score must be one fixed sequence of tensor ops for every batch (no "
                           "branches on tensor values or on the batch size)") from exc
-
-
-def _views_as_reshapes(graph) -> None:
-    """make_fx records ``flatten``/``reshape`` as ``view`` when the traced tensors' strides
-    allowed it; the same tensors can come with other strides at run time (a one-channel image
-    is contiguous and channels-last at once, and a convolution may answer in either layout), so
-    every view becomes a reshape (the same view where one exists, a copy where not)."""
-    aten = torch.ops.aten
-    for node in graph.graph.nodes:
-        if node.op == "call_function" and node.target in (aten.view.default, aten._unsafe_view.default):
-            node.target = aten.reshape.default
-    graph.recompile()
 
 
 def _capture(scorer: nn.Module, example: torch.Tensor, dynamic) -> None:
