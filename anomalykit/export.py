@@ -113,9 +113,11 @@ class ExportResult:
 
     def line(self) -> str:
         batch = "dynamic batch" if self.batch_size is None else f"batch size {self.batch_size}"
-        sizes = " and ".join(str(b) for b in self.checked_batch_sizes)
+        sizes = self.checked_batch_sizes
+        where = (f"on {len(sizes)} batches of {sizes[0]} rows" if len(set(sizes)) == 1
+                 else "at batch sizes " + " and ".join(str(b) for b in sizes))
         return (f"{self.path} ({self.format}, {batch}, {self.bytes / 1e6:.2f} MB); scores match score_samples to "
-                f"{self.max_deviation:.1e} of the largest score at batch sizes {sizes}")
+                f"{self.max_deviation:.1e} of the largest score {where}")
 
 
 def format_of(path: str | os.PathLike, fmt: str | None) -> str:
