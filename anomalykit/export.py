@@ -308,7 +308,7 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
                     # weights become constants and networks the score never calls are dropped
                     module = torch.jit.freeze(module.eval(), optimize_numerics=False)
                 stage = "checking"
-                _refuse_random_ts(det, module)
+                _check_ts_graph(det, module)
                 buf = io.BytesIO()
                 torch.jit.save(module, buf, _extra_files={META_KEY: json.dumps(meta)})
                 return buf.getvalue()
@@ -350,11 +350,17 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_first_line(exc)}"
 
 
-def _refuse_random_ts(det, module) -> None:
+def _check_ts_graph(det, module) -> None:
+    """Refuse random draws, and custom ops the graph would need anomalykit's extension for."""
     kinds = {node.kind() for node in module.inlined_graph.nodes()}
     for m in module.modules():  # submodules called through methods keep their own graphs
         if hasattr(m, "inlined_graph"):
             kinds |= {node.kind() for node in m.inlined_graph.nodes()}
+    custom = sorted(k for k in kinds if k.startswith("anomalykit::"))
+    if custom:
+        raise ExportError(f"{det.name}: the recorded score calls anomalykit's native op(s) {', '.join(custom)} although "
+                          "ANOMALYKIT_KERNELS=reference and ANOMALYKIT_SPEEDUPS=off were set, so the graph would need "
+                          "anomalykit's extension; the op's front-end must honour those switches")
     random = sorted(k for k in kinds if k.split("::")[-1].rstrip("_") in _RANDOM_TS)
     if random:
         raise ExportError(f"{det.name}: the traced score draws random numbers ({', '.join(random)}), so the exported "

@@ -177,13 +177,15 @@ def test_exported_graph_scores_in_a_fresh_process_without_anomalykit(fmt, fitted
 
 
 def test_graphs_hold_reference_math_only(exported):
-    """No anomalykit custom op in a TorchScript graph, no custom ONNX domain: self-contained."""
+    """No anomalykit custom op in a TorchScript graph, no custom ONNX domain: self-contained
+    (the exporter also refuses a recorded graph with an ``anomalykit::`` op)."""
     import onnx
 
     for method in BOTH:
         model = onnx.load(str(exported(method, "onnx")))
         assert {op.domain for op in model.opset_import} <= {"", "ai.onnx"}
         assert all(node.domain in ("", "ai.onnx") for node in model.graph.node)
+    for method in BOTH + TORCHSCRIPT_ONLY:
         kinds = {n.kind() for n in torch.jit.load(str(exported(method, "torchscript"))).inlined_graph.nodes()}
         assert not [k for k in kinds if k.startswith("anomalykit::")], kinds
 
@@ -305,6 +307,14 @@ class _Noisy(_Linear):
         return s + 1e-9 * torch.rand_like(s)
 
 
+class _NativeOp(_Linear):
+    name = "native-op-test"
+
+    def _score(self, X):  # calls anomalykit's native op directly, past the front-end's switch
+        s = super()._score(X).unsqueeze(1)
+        return torch.ops.anomalykit.pair_feature_l1(s, torch.zeros_like(s))
+
+
 class _Declared(_Linear):
     name = "declared-test"
     export_unsupported = "its score queries a remote service"
@@ -326,6 +336,22 @@ def test_untraceable_scores_are_refused_with_one_line(cls, fmt, fragment, blobs,
         det.export(path)
     assert "\n" not in str(err.value) and fragment in str(err.value), str(err.value)
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_native_op_in_the_graph_is_refused(fmt, blobs, tmp_path):
+    from anomalykit.ops import _native
+
+    if not _native.has_kernel("pair_feature_l1", "cpu"):
+        pytest.skip("native extension not built")
+    X, _ = blobs
+    det = _NativeOp().fit(X[:50])
+    with pytest.raises(ExportError) as err:
+        det.export(tmp_path / ("m.pt" if fmt == "torchscript" else "m.onnx"))
+    assert "\n" not in str(err.value)
+    if fmt == "torchscript":
+        assert "calls anomalykit's native op(s) anomalykit::pair_feature_l1" in str(err.value)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_plain_third_party_detector_exports(blobs, tmp_path):
