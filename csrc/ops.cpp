@@ -79,6 +79,13 @@ TORCH_LIBRARY(anomalykit, m) {
       "annulus_sample(int n, int d, float r_inner, float r_outer, *, Generator? generator=None, "
       "ScalarType? dtype=None, Device? device=None) -> Tensor",
       {at::Tag::nondeterministic_seeded});
+  // Helper (CPU kernel only; the reference runs elsewhere): an Adam step on a (B, K, N) parameter
+  // whose gradient at each step s < T was left[s, b] (x) right[s, b], with Adam's moments formed
+  // from those factors (m = sum_s coef_m[s] left (x) right, v = sum_s coef_v[s] left^2 (x) right^2);
+  // with input_grad also returns param_before @ right[T - 1] (B, K), else an empty tensor.
+  m.def(
+      "outer_adam_step_(Tensor(a!) param, Tensor left, Tensor right, float[] coef_m, float[] coef_v, "
+      "float step_size, float bias_correction2_sqrt, float eps, bool input_grad=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(anomalykit, BackendSelect, m) {

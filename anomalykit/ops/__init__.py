@@ -30,7 +30,7 @@ from . import _native, reference
 from .reference import SIMPLEX_SCHEMES, sample_simplex
 
 __all__ = [
-    "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample", "SIMPLEX_SCHEMES",
+    "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample", "SIMPLEX_SCHEMES", "outer_adam_step_",
     "active_kernels", "extension_status", "cpu_isa_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
 ]
 
@@ -179,3 +179,32 @@ def annulus_sample(
             n, d, r_inner, r_outer, generator=generator, dtype=dtype, device=device
         )
     return reference.annulus_sample(n, d, r_inner, r_outer, generator=generator, device=device, dtype=dtype)
+
+
+def outer_adam_step_(
+    param: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    coef_m,
+    coef_v,
+    *,
+    step_size: float,
+    bias_correction2_sqrt: float,
+    eps: float,
+    input_grad: bool = False,
+) -> torch.Tensor | None:
+    """In-place Adam step on ``param`` (B, K, N) from the factors of its outer-product gradients;
+    with ``input_grad`` also returns ``param_before @ right[-1]`` (B, K) (see
+    ``reference.outer_adam_step_``). A helper, not one of the three spec'd ops: native on the CPU
+    (one pass over ``param``, no stored moments), the reference elsewhere; it follows
+    ANOMALYKIT_KERNELS like them."""
+    reference.check_outer_adam_args(param, left, right, coef_m, coef_v)
+    mode = kernels_mode()
+    if mode != "reference" and _native.has_kernel("outer_adam_step_", param.device.type) and param.is_contiguous():
+        out = torch.ops.anomalykit.outer_adam_step_(
+            param, left, right, [float(c) for c in coef_m], [float(c) for c in coef_v], float(step_size),
+            float(bias_correction2_sqrt), float(eps), bool(input_grad),
+        )
+        return out if input_grad else None
+    return reference.outer_adam_step_(param, left, right, coef_m, coef_v, step_size=step_size,
+                                      bias_correction2_sqrt=bias_correction2_sqrt, eps=eps, input_grad=input_grad)

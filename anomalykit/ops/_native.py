@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 
 NATIVE_OPS = ("pair_feature_l1", "simplex_mix", "annulus_sample")
+#: Native helpers outside the three spec'd ops (CPU kernel only; listed by nothing user-facing).
+HELPER_OPS = ("outer_adam_step_",)
 _DISPATCH_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 try:
@@ -32,7 +34,7 @@ def _registered_kernels() -> frozenset[tuple[str, str]]:
         return frozenset()
     return frozenset(
         (op, device_type)
-        for op in NATIVE_OPS
+        for op in NATIVE_OPS + HELPER_OPS
         for device_type, key in _DISPATCH_KEYS.items()
         if torch._C._dispatch_has_kernel_for_dispatch_key(f"anomalykit::{op}", key)
     )
@@ -94,6 +96,12 @@ def _register_python_parts() -> None:
     @torch.library.register_fake("anomalykit::annulus_sample")
     def _annulus_sample_fake(n, d, r_inner, r_outer, generator=None, dtype=None, device=None):
         return torch.empty(n, d, dtype=dtype, device=device)
+
+    if torch._C._dispatch_has_kernel_for_dispatch_key("anomalykit::outer_adam_step_", "CPU"):  # absent from older builds
+
+        @torch.library.register_fake("anomalykit::outer_adam_step_")
+        def _outer_adam_step_fake(param, left, right, coef_m, coef_v, step_size, bias_correction2_sqrt, eps, input_grad=False):
+            return param.new_empty(param.shape[:2] if input_grad else (0,))
 
     # ---------------------------------------------------------------- autograd
     def _pair_setup(ctx, inputs, output):

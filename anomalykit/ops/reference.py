@@ -12,6 +12,11 @@ Ops (AMA = the Adversarial Mirrored Autoencoders paper, sections 3.2 and 3.4):
 - ``sample_simplex(batch, k)``: the (index, alpha) draws that feed ``simplex_mix``.
 - ``annulus_sample(n, d, r_inner, r_outer)``: points uniform in the shell r_inner <= ||z|| <= r_outer
   (atypical-selection negatives around the typical set radius sqrt(d)).
+
+Helper (no paper equation; a memory-traffic saver for ADGAN's latent search):
+
+- ``outer_adam_step_(param, left, right, coef_m, coef_v, ...)``: an Adam step on a parameter whose
+  every gradient so far was an outer product, from the factors of those gradients.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample"]
+__all__ = ["pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample", "outer_adam_step_"]
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 SIMPLEX_SCHEMES = ("normalized", "residual")
@@ -282,3 +287,59 @@ def annulus_sample(
     radius = shell_radius(u, d, r_inner, r_outer, rounding_margin(dtype, d))
     scale = (radius / norm.to(torch.float64)).to(compute)
     return (g * scale.unsqueeze(1)).to(dtype)
+
+
+def check_outer_adam_args(param, left, right, coef_m, coef_v) -> None:
+    """Shapes and dtypes of :func:`outer_adam_step_` (InputError naming the problem)."""
+    op = "outer_adam_step_"
+    for name, t in (("param", param), ("left", left), ("right", right)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 3 or not t.is_floating_point():
+            raise InputError(f"{op}: {name} must be a 3-D float tensor, got {_describe(t) if isinstance(t, torch.Tensor) else type(t).__name__}")
+    B, K, N = param.shape
+    T = left.shape[0]
+    if tuple(left.shape) != (T, B, K) or tuple(right.shape) != (T, B, N):
+        raise InputError(f"{op}: left must be (T, {B}, {K}) and right (T, {B}, {N}) for param {tuple(param.shape)}; "
+                         f"got {tuple(left.shape)} and {tuple(right.shape)}")
+    if left.dtype != param.dtype or right.dtype != param.dtype or left.device != param.device or right.device != param.device:
+        raise InputError(f"{op}: param, left and right must share dtype and device")
+    if len(coef_m) != T or len(coef_v) != T:
+        raise InputError(f"{op}: coef_m and coef_v need one value per step ({T}), got {len(coef_m)} and {len(coef_v)}")
+
+
+@torch.no_grad()
+def outer_adam_step_(
+    param: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    coef_m,
+    coef_v,
+    *,
+    step_size: float,
+    bias_correction2_sqrt: float,
+    eps: float,
+    input_grad: bool = False,
+) -> torch.Tensor | None:
+    """One Adam step, in place, on ``param`` (B, K, N) whose gradient at each earlier step s < T
+    was the outer product ``left[s, b] ⊗ right[s, b]`` (left (T, B, K), right (T, B, N)).
+
+    Adam's moments of such a parameter are sums of outer products, so they are not stored:
+    m = Σ_s coef_m[s] · left[s] ⊗ right[s] and v = Σ_s coef_v[s] · left[s]² ⊗ right[s]²
+    (with Adam's recursions from zero, coef_m[s] = (1-β₁)β₁^(T-1-s), coef_v[s] = (1-β₂)β₂^(T-1-s));
+    then param -= step_size · m / (√v / bias_correction2_sqrt + eps), torch.optim.Adam's update with
+    step_size = lr / (1-β₁ᵀ) and bias_correction2_sqrt = √(1-β₂ᵀ). Equal to Adam on the
+    materialised gradients up to floating-point summation order.
+
+    ``input_grad``: also return ``param @ right[T-1]`` (B, K) with param as it was *before* the
+    step: for a layer x -> x @ param (gradient x ⊗ g, left = x, right = g) the gradient reaching
+    x, computed in the same pass over ``param``. Returns it, else None.
+    """
+    check_outer_adam_args(param, left, right, coef_m, coef_v)
+    if input_grad and left.shape[0] == 0:
+        raise InputError("outer_adam_step_: input_grad needs at least one step")
+    grad_in = torch.einsum("bkn,bn->bk", param, right[-1]) if input_grad else None
+    cm = torch.tensor(list(coef_m), dtype=param.dtype, device=param.device)
+    cv = torch.tensor(list(coef_v), dtype=param.dtype, device=param.device)
+    m = torch.einsum("s,sbk,sbn->bkn", cm, left, right)
+    v = torch.einsum("s,sbk,sbn->bkn", cv, left * left, right * right)
+    param.addcdiv_(m, v.sqrt_().div_(bias_correction2_sqrt).add_(eps), value=-step_size)
+    return grad_in
