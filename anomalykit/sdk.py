@@ -17,8 +17,16 @@ Training: :func:`frozen` (no gradient into some networks for one update),
 :func:`gradient_penalty` (WGAN-GP), :func:`recompute_batchnorm`; ``Detector.trainer(...)`` runs
 the loop (checkpoints, resume, divergence checks, DDP).
 
+Speed (docs/performance.md): :func:`speedups_enabled` reads the one switch
+(``ANOMALYKIT_SPEEDUPS``, :func:`anomalykit.speedups.speedups`) a plugin's own math-preserving
+fast paths should obey; :func:`channels_last_` stores a network's convolution weights in the
+layout the CPU convolution library runs fastest (call it when the network is built; the core's
+networks already do).
+
 Ops (fused kernels with a reference fallback): :func:`pair_feature_l1`, :func:`simplex_mix`,
-:func:`sample_simplex` (schemes :data:`SIMPLEX_SCHEMES`), :func:`annulus_sample`.
+:func:`sample_simplex` (schemes :data:`SIMPLEX_SCHEMES`), :func:`annulus_sample`; and
+:func:`outer_adam_step_`, an Adam step from the factors of outer-product gradients (a
+memory-traffic saver for per-copy parameters, as in ADGAN's latent search).
 
 Parameter presets, so the same idea has the same name everywhere: :func:`lipschitz_param`,
 :func:`gp_weight_param`, :func:`latent_dim_param`, :func:`simplex_k_param`.
@@ -30,6 +38,7 @@ from .nn import (
     ConvDecoder,
     ConvEncoder,
     MLPCritic,
+    channels_last_,
     flat_dim,
     frozen,
     gradient_penalty,
@@ -38,13 +47,14 @@ from .nn import (
     recompute_batchnorm,
     stack_pair,
 )
-from .ops import SIMPLEX_SCHEMES, annulus_sample, pair_feature_l1, sample_simplex, simplex_mix
+from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature_l1, sample_simplex, simplex_mix
 from .params import Param
+from .speedups import enabled as speedups_enabled
 
 __all__ = [
     "ConvCritic", "ConvDecoder", "ConvEncoder", "MLPCritic", "flat_dim", "frozen", "gradient_penalty", "is_image", "mlp",
-    "recompute_batchnorm", "stack_pair",
-    "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix",
+    "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
+    "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "outer_adam_step_",
     "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param",
 ]
 
