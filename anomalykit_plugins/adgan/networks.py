@@ -42,7 +42,7 @@ class Generator(nn.Module):
         h = z.reshape(z.shape[0], self.latent_dim, 1, 1) if self.image else z
         return self.net(h).reshape(z.shape[0], *self.out_shape)
 
-    def forward_copies(self, params: Sequence[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+    def forward_copies(self, params: Sequence[torch.Tensor], z: torch.Tensor, *, outer: dict | None = None) -> torch.Tensor:
         """The generator with C parameter copies at once: (C, m, d') -> (C, m, *shape).
 
         ``params[i]`` is the i-th tensor of ``self.parameters()`` with a leading copy dimension
@@ -51,22 +51,33 @@ class Generator(nn.Module):
         statistics, which are shared buffers, not part of θ), written with batched matmuls
         (``bmm``) and ``fold``/``unfold`` so that autograd gives every copy its own gradient in
         one backward pass. ``forward`` differs only in floating-point summation order.
+
+        ``outer`` (one latent per copy, m = 1): the weight gradient of every matmul layer (linear
+        layers, the transposed conv from the 1x1 latent) is then an outer product per copy; those
+        weights are used as constants (autograd gives them no gradient) and the backward stores
+        the factors instead, ``outer[i] = (left, right)`` for ``params[i]`` viewed as (C, K, N):
+        its gradient is ``left[c] ⊗ right[c]`` (see ``anomalykit.sdk.outer_adam_step_``); autograd
+        returns None for those weights (request them with ``allow_unused=True``).
         """
         C, m = z.shape[0], z.shape[1]
-        it = iter(params)
+        if outer is not None and m != 1:
+            raise ValueError("forward_copies(outer=...) needs one latent per copy (m = 1)")
+        it = iter(enumerate(params))
         h = z.reshape(C, m, self.latent_dim, 1, 1) if self.image else z
         for layer in self.net:
             if isinstance(layer, nn.ConvTranspose2d):
-                h = _conv_transpose_copies(layer, h, next(it), next(it) if layer.bias is not None else None)
+                i, w = next(it)
+                h = _conv_transpose_copies(layer, h, w, next(it)[1] if layer.bias is not None else None, _recorder(outer, i, False))
             elif isinstance(layer, nn.Conv2d):
-                h = _conv_copies(layer, h, next(it), next(it) if layer.bias is not None else None)
+                w = next(it)[1]
+                h = _conv_copies(layer, h, w, next(it)[1] if layer.bias is not None else None)
             elif isinstance(layer, nn.Linear):
-                w = next(it)
-                h = torch.bmm(h, w.transpose(1, 2))
+                i, w = next(it)
+                h = _matmul_copies(h, w.transpose(1, 2), _recorder(outer, i, True))
                 if layer.bias is not None:
-                    h = h + next(it)[:, None, :]
+                    h = h + next(it)[1][:, None, :]
             elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                h = _batchnorm_eval_copies(layer, h, next(it), next(it))
+                h = _batchnorm_eval_copies(layer, h, next(it)[1], next(it)[1])
             elif isinstance(layer, nn.ReLU):
                 h = torch.relu(h)
             elif isinstance(layer, nn.LeakyReLU):
@@ -78,7 +89,49 @@ class Generator(nn.Module):
         return h.reshape(C, m, *self.out_shape)
 
 
-def _conv_transpose_copies(layer: nn.ConvTranspose2d, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def _recorder(outer: dict | None, index: int, transposed: bool):
+    """Where a matmul layer stores its weight-gradient factors (None: ordinary autograd).
+    ``transposed``: the layer multiplies by the weight's transpose (linear layers), so the
+    weight's gradient is upstream ⊗ input rather than input ⊗ upstream."""
+    if outer is None:
+        return None
+
+    def record(h: torch.Tensor, grad: torch.Tensor) -> None:  # (C, k) input rows, (C, n) upstream gradient
+        outer[index] = (grad, h) if transposed else (h, grad)
+
+    return record
+
+
+def _matmul_copies(h: torch.Tensor, w: torch.Tensor, record=None) -> torch.Tensor:
+    """``torch.bmm(h, w)``: (C, m, k) rows times per-copy (C, k, n) weights; with ``record`` (m = 1)
+    the weight's gradient is not formed, its factors go to ``record`` (see ``forward_copies``)."""
+    if record is None:
+        return torch.bmm(h, w)
+    return _OuterMatmul.apply(h, w, record)
+
+
+class _OuterMatmul(torch.autograd.Function):
+    """bmm(h, w) with one row per copy (h: (C, 1, k)) whose weight gradient, hᵀ g, is an outer
+    product: backward passes the gradient on to h and hands (h, g) to ``record`` instead of
+    materialising it (the caller steps the weight from the factors). The weight's gradient comes
+    back as None (ask autograd for it with ``allow_unused=True``: that request is what makes the
+    backward run when h needs no gradient)."""
+
+    @staticmethod
+    def forward(ctx, h, w, record):
+        ctx.save_for_backward(h, w)
+        ctx.record = record
+        return torch.bmm(h, w)
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w = ctx.saved_tensors
+        ctx.record(h[:, 0, :], grad[:, 0, :])
+        grad_h = torch.bmm(grad, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        return grad_h, None, None
+
+
+def _conv_transpose_copies(layer: nn.ConvTranspose2d, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, record=None) -> torch.Tensor:
     """(C, m, Cin, H, W) with per-copy weight (C, Cin, Cout, kh, kw) -> (C, m, Cout, Ho, Wo)."""
     if layer.groups != 1 or layer.dilation != (1, 1):
         raise TypeError("forward_copies supports ConvTranspose2d with groups=1, dilation=1 only")
@@ -86,7 +139,7 @@ def _conv_transpose_copies(layer: nn.ConvTranspose2d, h: torch.Tensor, w: torch.
     _, _, cout, kh, kw = w.shape
     if H == 1 and W == 1 and layer.stride == (1, 1) and layer.padding == (0, 0):
         # from a 1x1 input the transposed conv is a matmul onto the kh x kw output
-        out = torch.bmm(h.reshape(C, m, cin), w.reshape(C, cin, cout * kh * kw)).reshape(C, m, cout, kh, kw)
+        out = _matmul_copies(h.reshape(C, m, cin), w.reshape(C, cin, cout * kh * kw), record).reshape(C, m, cout, kh, kw)
     else:
         (sh, sw), (ph, pw), (oph, opw) = layer.stride, layer.padding, layer.output_padding
         ho, wo = (H - 1) * sh - 2 * ph + kh + oph, (W - 1) * sw - 2 * pw + kw + opw
