@@ -60,7 +60,12 @@ struct AnnulusRadius {
 
   C10_HOST_DEVICE double operator()(double u) const {
     if (r_outer == 0.0) return 0.0;
-    const double rho = r_outer * ::exp(::log1p((1.0 - u) * expm1_log_q) * inv_d);
+    return clamp(r_outer * ::exp(::log1p((1.0 - u) * expm1_log_q) * inv_d));
+  }
+
+  // A radius computed elsewhere (e.g. in float), forced into [lo, hi].
+  C10_HOST_DEVICE double clamp(double rho) const {
+    if (r_outer == 0.0) return 0.0;
     return rho < lo ? lo : (rho > hi ? hi : rho);
   }
 };
