@@ -79,6 +79,17 @@ class SpectralNorm(_SpectralNorm):
         v = self._v.clone(memory_format=torch.contiguous_format)
         return _SpectralDivide.apply(weight, u, v, self.dim)
 
+    def sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        """σ exactly as :meth:`forward` computes it (after the same power iteration in training mode),
+        as a differentiable function of ``weight``, for layers that divide their output by σ
+        instead of their weight (:class:`WholeConv2d`): W x / σ is (W / σ) x."""
+        weight_mat = self._reshape_weight_to_matrix(weight)
+        if self.training:
+            self._power_method(weight_mat, self.n_power_iterations)
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        return torch.vdot(u, torch.mv(weight_mat, v))
+
 
 def _to_matrix(t: torch.Tensor, dim: int) -> torch.Tensor:
     if dim != 0:
@@ -130,9 +141,24 @@ class WholeConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (_speedups.enabled() and x.dim() == 4 and tuple(x.shape[2:]) == tuple(self.kernel_size)
                 and self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
-            out = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)  # self.weight read once (spectral norm)
+            sn = self._spectral_norm()
+            if sn is None:
+                out = F.linear(x.flatten(1), self.weight.flatten(1), self.bias)  # self.weight read once (spectral norm)
+            else:  # (W / σ) x as W x / σ: the division touches B x out values instead of the whole weight
+                original = self.parametrizations.weight.original
+                out = F.linear(x.flatten(1), original.flatten(1)) / sn.sigma(original)
+                if self.bias is not None:
+                    out = out + self.bias
             return out.view(out.shape[0], out.shape[1], 1, 1)
         return super().forward(x)
+
+    def _spectral_norm(self) -> "SpectralNorm | None":
+        """This layer's :class:`SpectralNorm` when it is the weight's only parametrization and
+        ``weight`` is not being cached (``parametrize.cached()``), else None."""
+        if not parametrize.is_parametrized(self, "weight") or parametrize._cache_enabled:
+            return None
+        chain = self.parametrizations.weight
+        return chain[0] if len(chain) == 1 and isinstance(chain[0], SpectralNorm) else None
 
 
 class WholeConvTranspose2d(nn.ConvTranspose2d):
