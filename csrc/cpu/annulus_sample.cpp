@@ -313,7 +313,7 @@ at::Tensor empty_output(int64_t n, int64_t d, at::ScalarType dtype) {
 #ifdef __linux__
   constexpr size_t kHugePage = size_t{2} << 20;
   const size_t bytes = size_t(n) * size_t(d) * at::elementSize(dtype);
-  if (bytes >= 2 * kHugePage) {
+  if (bytes >= 16 * kHugePage) {  // below 32 MB glibc reuses freed heap memory: no faults to save
     const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
     if (void* data = std::aligned_alloc(kHugePage, rounded)) {
       madvise(data, rounded, MADV_HUGEPAGE);  // advice only: without THP it is a plain allocation
