@@ -133,19 +133,51 @@ def test_reconstruct_and_tabular_inputs(fitted, digits0, blobs):
 
 def test_scoring_streams_in_batches(fitted, digits0, monkeypatch):
     seen = []
-    original = fitted.r_scores
+    original = fitted.pair_features
 
     def spy(x):
         seen.append(x.shape[0])
         return original(x)
 
-    monkeypatch.setattr(fitted, "r_scores", spy)
+    monkeypatch.setattr(fitted, "pair_features", spy)
     fitted.params_["score_batch_size"] = fitted.hp.score_batch_size = 100
     fitted.score_samples(digits0.X_test)  # 540 rows
     assert max(seen) == 100 and sum(seen) == 540
 
 
 # -- switches chosen on the validation split (docs/methods/ama.md) ----------------------------------------------
+def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(digits0, tmp_path):
+    from scipy.stats import multivariate_normal
+
+    det = anomalykit.load_method("ama", **dict(TINY, score="a-features")).fit(digits0.X_train)
+    gauss = det.feature_gaussian_
+    with torch.no_grad():
+        f_real, f_rec = det.pair_features(digits0.X_test[:20])
+    diff = (f_real - f_rec).double().numpy()
+    cov = np.linalg.inv(gauss["precision"].numpy())
+    expected = -multivariate_normal(gauss["mean"].numpy(), cov).logpdf(diff)
+    np.testing.assert_allclose(det.score_samples(digits0.X_test[:20]), expected, rtol=1e-5)
+    # the Gaussian is fitted to the training rows' feature differences (Ledoit-Wolf shrinkage, sklearn)
+    from sklearn.covariance import LedoitWolf
+
+    with torch.no_grad():
+        tr_real, tr_rec = det.pair_features(digits0.X_train)
+    lw = LedoitWolf().fit((tr_real - tr_rec).double().numpy())
+    np.testing.assert_allclose(gauss["mean"].numpy(), lw.location_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(cov, lw.covariance_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(det.decision_scores_, det.score_samples(digits0.X_train), rtol=1e-6)
+    again = anomalykit.load(det.save(tmp_path / "ama.pt"))
+    np.testing.assert_array_equal(again.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
+
+
+def test_pixel_term_by_hand():
+    x = torch.zeros(2, 1, 2, 2)
+    x_rec = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0]).reshape(2, 1, 2, 2)
+    assert losses.pixel_reconstruction(x, x_rec) == pytest.approx((1.0 + 1.0) / 2)  # per-row pixel means 1 and 1
+    terms = {"rec": torch.tensor(1.5), "pixel": torch.tensor(0.5)}
+    assert losses.autoencoder_objective(terms, lambda_inter=0.2, lambda_reg=1.0, lambda_neg=0.5, lambda_rec=10.0) == pytest.approx(6.5)
+
+
 def test_latent_hinge_by_hand():
     z = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # norms 5 and 1; sqrt(d) = sqrt(2)
     assert losses.latent_hinge(z) == pytest.approx((5.0 - math.sqrt(2)) / 2)

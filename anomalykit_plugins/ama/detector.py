@@ -83,6 +83,8 @@ class AMADetector(Detector):
         Param("negative_pairs", "data", "critic pairs of the negatives: data = (x, G(z_neg)) with x a normal row; self = "
               "(x_a, x_a) vs (x_a, G(E(x_a))) with x_a = G(z_neg), as real anomalies are used in the semi-supervised mode",
               choices=("data", "self")),
+        Param("lambda_rec", 0.0, "weight of a pixel reconstruction term λ_rec·E[(x − x̂)²] for E and G (not in the paper; 0 = "
+              "off, the paper's purely adversarial autoencoder)", low=0.0),
         Param("latent_reg", True, "latent regulariser λ_reg‖E(x)‖"),
         Param("latent_reg_form", "norm", "norm: λ_reg E‖E(x)‖ (paper eq. 3); hinge: λ_reg E[max(‖E(x)‖ − √d, 0)] "
               "(keeps the codes inside the √d sphere the annulus is drawn around, as MAE-simplex)", choices=("norm", "hinge")),
@@ -92,7 +94,9 @@ class AMADetector(Detector):
         Param("generator_bn", True, "BatchNorm in the generator (the authors' SN-GAN generator has it)"),
         Param("bn_refresh", False, "after training, re-estimate E's and G's BatchNorm statistics on G(E(x)) over the training "
               "rows (training decodes interpolants and negatives too, which skews the running statistics)"),
-        Param("score", "a", "a: −log A-score (eq. 6); r: R-score (eq. 5; Table 1 ablation)", choices=("a", "r")),
+        Param("score", "a", "a: −log A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation); "
+              "a-features: −log density of the feature difference f(x,x) − f(x,x̂) under a Gaussian fitted to the training rows "
+              "(eq. 6 on the vector R sums; Ledoit-Wolf shrinkage)", choices=("a", "r", "a-features")),
     )
 
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` fits one Fashion-MNIST
@@ -127,6 +131,7 @@ class AMADetector(Detector):
         self.nets.update(nets)
         self.r_mean_ = 0.0
         self.r_std_ = 1.0
+        self.feature_gaussian_: dict[str, torch.Tensor] | None = None
 
     def critic_input(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """The critic's view of the pair (x, other): stacked channels, or ``other`` alone if not mirrored."""
@@ -154,7 +159,7 @@ class AMADetector(Detector):
         trainer.run(X, lambda x, ctx: self._train_step(x, ctx, anomalies))
         if hp.bn_refresh:
             self._refresh_batchnorm(X)
-        self._fit_r_statistics(X)
+        self._fit_score_statistics(X)
 
     def _refresh_batchnorm(self, X: torch.Tensor) -> None:
         """BatchNorm statistics of E and G from G(E(x)) over the training rows only (see ``bn_refresh``)."""
@@ -223,15 +228,21 @@ class AMADetector(Detector):
         critic = self.nets["critic"]  # the plain module: it is frozen in this update
         with frozen(critic):
             z = E(x)
-            terms = wasserstein_terms(fakes(z), critic)
+            fake = fakes(z)
+            terms = wasserstein_terms(fake, critic)
             if hp.latent_reg and hp.lambda_reg > 0:
                 terms["reg"] = (losses.latent_regulariser(z) if hp.latent_reg_form == "norm" else losses.latent_hinge(z))
-            loss_ae = losses.autoencoder_objective(terms, lambda_inter=hp.lambda_inter, lambda_reg=hp.lambda_reg, lambda_neg=hp.lambda_neg)
+            if hp.lambda_rec > 0:
+                terms["pixel"] = losses.pixel_reconstruction(x, fake["rec"])
+            loss_ae = losses.autoencoder_objective(terms, lambda_inter=hp.lambda_inter, lambda_reg=hp.lambda_reg,
+                                                   lambda_neg=hp.lambda_neg, lambda_rec=hp.lambda_rec)
             ctx.update(("encoder", "generator"), loss_ae, term="autoencoder")
         logged = {"critic": loss_d.detach(), "autoencoder": loss_ae.detach(), "w_rec": terms["rec"].detach()}
         logged.update({f"w_{k}": v.detach() for k, v in terms.items() if k in ("inter", "neg")})
         if "reg" in terms:
             logged["latent_norm"] = terms["reg"].detach()
+        if "pixel" in terms:
+            logged["pixel_mse"] = terms["pixel"].detach()
         return logged
 
     def _gradient_penalty(self, critic, x, x_fake, generator, vertex, x_neg_base) -> torch.Tensor:
@@ -259,38 +270,59 @@ class AMADetector(Detector):
 
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def r_scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Eq. 5 for a batch on ``self.device``: (B,) R-scores."""
+    def pair_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """f(x, x) and f(x, G(E(x))) for a batch on ``self.device``: two (B, F) tensors."""
         E, G, D = self.nets["encoder"], self.nets["generator"], self.nets["critic"]
         x_rec = G(E(x))
-        f_real = D.features(self.critic_input(x, x))
-        f_rec = D.features(self.critic_input(x, x_rec))
-        return losses.r_score(f_real, f_rec)
+        return D.features(self.critic_input(x, x)), D.features(self.critic_input(x, x_rec))
 
-    def _fit_r_statistics(self, X: torch.Tensor) -> None:
-        """Fit N(μ, σ²) to the training R-scores (streamed in batches; all ranks see all scores)."""
+    def r_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 5 for a batch on ``self.device``: (B,) R-scores."""
+        return losses.r_score(*self.pair_features(x))
+
+    def _fit_score_statistics(self, X: torch.Tensor) -> None:
+        """Fit the score's Gaussian to the training rows (streamed in batches; all ranks see all rows):
+        N(μ, σ²) of the R-scores (eq. 6), and for ``score="a-features"`` N(μ, Σ) of the feature
+        differences. Sets ``decision_scores_``, the training rows scored as new rows are."""
         self.nets.eval()
-        r = self.map_batches(self.r_scores, X, desc="R-scores").double()
+
+        def stats(x):
+            f_real, f_rec = self.pair_features(x)
+            return torch.cat([losses.r_score(f_real, f_rec).unsqueeze(1), f_real - f_rec], 1)
+
+        both = self.map_batches(stats, X, desc="score statistics").double()
+        r, diff = both[:, 0], both[:, 1:]
         self.r_mean_ = float(r.mean())
         self.r_std_ = float(r.std(unbiased=False)) if r.numel() > 1 else 1.0
-        if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_):
+        if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_) or not bool(torch.isfinite(diff).all()):
             raise ValueError("training R-scores are not finite; the model diverged")
-        self.decision_scores_ = self._from_r(r).numpy()
+        self.feature_gaussian_ = losses.fit_feature_gaussian(diff) if self.hp.score == "a-features" else None
+        self.decision_scores_ = self._scores_from(r, diff).numpy()
 
-    def _from_r(self, r: torch.Tensor) -> torch.Tensor:
+    def _scores_from(self, r: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "r":
             return r.double()
+        if self.hp.score == "a-features":
+            return losses.neg_log_feature_density(diff, self.feature_gaussian_)
         return losses.neg_log_a_score(r, self.r_mean_, self.r_std_)
 
+    @torch.no_grad()
     def _score(self, X):
-        return self._from_r(self.r_scores(X))
+        f_real, f_rec = self.pair_features(X)
+        return self._scores_from(losses.r_score(f_real, f_rec), f_real - f_rec)
 
     def _reconstruct(self, x):
         return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self):
-        return {"r_mean": self.r_mean_, "r_std": self.r_std_}
+        state = {"r_mean": self.r_mean_, "r_std": self.r_std_}
+        if self.feature_gaussian_ is not None:
+            state["feature_gaussian"] = dict(self.feature_gaussian_)
+        return state
 
     def _load_extra_state(self, state):
         self.r_mean_ = float(state["r_mean"])
         self.r_std_ = float(state["r_std"])
+        self.feature_gaussian_ = state.get("feature_gaussian")
+        if self.hp.score == "a-features" and self.feature_gaussian_ is None:
+            raise ValueError("score='a-features' needs the fitted feature Gaussian, which this checkpoint lacks")

@@ -61,14 +61,22 @@ def critic_objective(terms: dict[str, torch.Tensor], *, lambda_inter: float, lam
     return -total
 
 
+def pixel_reconstruction(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+    """``lambda_rec`` (not in the paper): E[mean over pixels/features of (x − x̂)²]."""
+    return (x - x_rec).pow(2).flatten(1).mean(1).mean()
+
+
 def autoencoder_objective(
-    terms: dict[str, torch.Tensor], *, lambda_inter: float, lambda_reg: float, lambda_neg: float
+    terms: dict[str, torch.Tensor], *, lambda_inter: float, lambda_reg: float, lambda_neg: float, lambda_rec: float = 0.0
 ) -> torch.Tensor:
-    """Eq. 2-3 for E and G: L_normal − λ_neg·L_neg = W_rec + λ_inter·W_inter + λ_reg·E‖E(x)‖ − λ_neg·W_neg.
+    """Eq. 2-3 for E and G: L_normal − λ_neg·L_neg = W_rec + λ_inter·W_inter + λ_reg·E‖E(x)‖ − λ_neg·W_neg
+    (+ λ_rec·E[(x − x̂)²] when "pixel" is in ``terms``, the optional pixel term).
 
     (The D(x, x) parts are constants for E and G; they are kept so the logged value is eq. 2's.)
     """
     total = terms["rec"]
+    if "pixel" in terms:
+        total = total + lambda_rec * terms["pixel"]
     if "inter" in terms:
         total = total + lambda_inter * terms["inter"]
     if "reg" in terms:
@@ -116,6 +124,29 @@ def atypical_from_draw(draw: dict, codes: torch.Tensor) -> torch.Tensor:
 def r_score(f_real: torch.Tensor, f_rec: torch.Tensor) -> torch.Tensor:
     """Eq. 5: R(x) = ‖f(x, x) − f(x, G(E(x)))‖₁ from (B, F) critic features, via ``pair_feature_l1``."""
     return pair_feature_l1(f_real, f_rec)
+
+
+def fit_feature_gaussian(diff: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``score="a-features"``: N(μ, Σ) fitted to the training feature differences
+    Δf = f(x, x) − f(x, x̂), (N, F), with Ledoit-Wolf shrinkage (Σ stays well conditioned when F
+    is comparable to N). Returns float64 ``mean`` (F,), ``precision`` (F, F) and ``logdet`` of Σ."""
+    from sklearn.covariance import LedoitWolf
+
+    d = diff.double().cpu().numpy()
+    fit = LedoitWolf(assume_centered=False).fit(d)
+    cov = torch.from_numpy(fit.covariance_)
+    return {"mean": torch.from_numpy(fit.location_), "precision": torch.linalg.inv(cov), "logdet": torch.linalg.slogdet(cov)[1]}
+
+
+def neg_log_feature_density(diff: torch.Tensor, gauss: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Eq. 6 on the whole feature difference: −log N(Δf; μ, Σ) = ½ (Δf − μ)ᵀ Σ⁻¹ (Δf − μ) + ½ log|Σ| + F/2 log 2π.
+
+    The paper fits its Gaussian to the 1-D R-score ‖Δf‖₁ (:func:`neg_log_a_score`); this fits it
+    to Δf itself, so a sample whose features move in directions the training rows never move in
+    scores high even when the L1 norm is ordinary. (B, F) -> (B,) float64."""
+    centred = diff.double() - gauss["mean"].to(diff.device)
+    maha = (centred @ gauss["precision"].to(diff.device) * centred).sum(1)
+    return 0.5 * maha + 0.5 * float(gauss["logdet"]) + 0.5 * diff.shape[1] * math.log(2 * math.pi)
 
 
 def neg_log_a_score(r: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:
