@@ -28,6 +28,9 @@ Ops (fused kernels with a reference fallback): :func:`pair_feature_l1`, :func:`s
 :func:`outer_adam_step_`, an Adam step from the factors of outer-product gradients (a
 memory-traffic saver for per-copy parameters, as in ADGAN's latent search).
 
+Scores: :class:`FeatureGaussian` (a Gaussian fitted to training feature vectors, scored as
+−log density; Ledoit-Wolf covariance).
+
 Parameter presets, so the same idea has the same name everywhere: :func:`lipschitz_param`,
 :func:`gp_weight_param`, :func:`latent_dim_param`, :func:`simplex_k_param`.
 """
@@ -49,12 +52,13 @@ from .nn import (
 )
 from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature_l1, sample_simplex, simplex_mix
 from .params import Param
+from .scores import FeatureGaussian
 from .speedups import enabled as speedups_enabled
 
 __all__ = [
     "ConvCritic", "ConvDecoder", "ConvEncoder", "MLPCritic", "flat_dim", "frozen", "gradient_penalty", "is_image", "mlp",
     "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
-    "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "outer_adam_step_",
+    "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "FeatureGaussian", "outer_adam_step_",
     "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param",
 ]
 

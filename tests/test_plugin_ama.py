@@ -150,7 +150,7 @@ def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(dig
     from scipy.stats import multivariate_normal
 
     det = anomalykit.load_method("ama", **dict(TINY, score="a-features")).fit(digits0.X_train)
-    gauss = det.feature_gaussian_
+    gauss = det.feature_gaussian_.state()
     with torch.no_grad():
         f_real, f_rec = det.pair_features(digits0.X_test[:20])
     diff = (f_real - f_rec).double().numpy()

@@ -324,3 +324,19 @@ def test_torchrun_two_processes_keep_ranks_identical(tmp_path):
     assert r0["world"] == r1["world"] == 2
     assert r0["first"] == r1["first"] and r0["checksum"] == r1["checksum"]
     assert r0["selected"] == r1["selected"] == 1 + int(np.argmin(r0["curve"][1:]))
+
+
+def test_feature_gaussian_score_is_the_density_of_the_feature_differences(digits, tmp_path):
+    from scipy.stats import multivariate_normal
+    from sklearn.covariance import LedoitWolf
+
+    X, Xt, _ = digits
+    det = anomalykit.load_method("mae-simplex", epochs=2, score="feature-gaussian", select_after=0, **TINY).fit(X, progress=False)
+    with torch.no_grad():
+        train = torch.sub(*det._pair_features(X)).double().numpy()
+        test = torch.sub(*det._pair_features(Xt[:30])).double().numpy()
+    lw = LedoitWolf().fit(train)
+    expected = -multivariate_normal(lw.location_, lw.covariance_).logpdf(test)
+    np.testing.assert_allclose(det.score_samples(Xt[:30]), expected, rtol=1e-5)
+    back = anomalykit.load(det.save(tmp_path / "m.pt"))
+    np.testing.assert_array_equal(back.score_samples(Xt[:30]), det.score_samples(Xt[:30]))

@@ -32,6 +32,7 @@ from torch import nn
 
 from anomalykit import Detector, Param
 from anomalykit.sdk import (
+    FeatureGaussian,
     flat_dim,
     frozen,
     gp_weight_param,
@@ -131,7 +132,7 @@ class AMADetector(Detector):
         self.nets.update(nets)
         self.r_mean_ = 0.0
         self.r_std_ = 1.0
-        self.feature_gaussian_: dict[str, torch.Tensor] | None = None
+        self.feature_gaussian_: FeatureGaussian | None = None
 
     def critic_input(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """The critic's view of the pair (x, other): stacked channels, or ``other`` alone if not mirrored."""
@@ -296,14 +297,14 @@ class AMADetector(Detector):
         self.r_std_ = float(r.std(unbiased=False)) if r.numel() > 1 else 1.0
         if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_) or not bool(torch.isfinite(diff).all()):
             raise ValueError("training R-scores are not finite; the model diverged")
-        self.feature_gaussian_ = losses.fit_feature_gaussian(diff) if self.hp.score == "a-features" else None
+        self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score == "a-features" else None
         self.decision_scores_ = self._scores_from(r, diff).numpy()
 
     def _scores_from(self, r: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "r":
             return r.double()
-        if self.hp.score == "a-features":
-            return losses.neg_log_feature_density(diff, self.feature_gaussian_)
+        if self.hp.score == "a-features":  # eq. 6 on the vector whose L1 norm is R (eq. 5)
+            return self.feature_gaussian_.neg_log_density(diff)
         return losses.neg_log_a_score(r, self.r_mean_, self.r_std_)
 
     @torch.no_grad()
@@ -317,12 +318,13 @@ class AMADetector(Detector):
     def _extra_state(self):
         state = {"r_mean": self.r_mean_, "r_std": self.r_std_}
         if self.feature_gaussian_ is not None:
-            state["feature_gaussian"] = dict(self.feature_gaussian_)
+            state["feature_gaussian"] = self.feature_gaussian_.state()
         return state
 
     def _load_extra_state(self, state):
         self.r_mean_ = float(state["r_mean"])
         self.r_std_ = float(state["r_std"])
-        self.feature_gaussian_ = state.get("feature_gaussian")
+        gauss = state.get("feature_gaussian")
+        self.feature_gaussian_ = FeatureGaussian.from_state(gauss) if gauss is not None else None
         if self.hp.score == "a-features" and self.feature_gaussian_ is None:
             raise ValueError("score='a-features' needs the fitted feature Gaussian, which this checkpoint lacks")

@@ -126,29 +126,6 @@ def r_score(f_real: torch.Tensor, f_rec: torch.Tensor) -> torch.Tensor:
     return pair_feature_l1(f_real, f_rec)
 
 
-def fit_feature_gaussian(diff: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``score="a-features"``: N(μ, Σ) fitted to the training feature differences
-    Δf = f(x, x) − f(x, x̂), (N, F), with Ledoit-Wolf shrinkage (Σ stays well conditioned when F
-    is comparable to N). Returns float64 ``mean`` (F,), ``precision`` (F, F) and ``logdet`` of Σ."""
-    from sklearn.covariance import LedoitWolf
-
-    d = diff.double().cpu().numpy()
-    fit = LedoitWolf(assume_centered=False).fit(d)
-    cov = torch.from_numpy(fit.covariance_)
-    return {"mean": torch.from_numpy(fit.location_), "precision": torch.linalg.inv(cov), "logdet": torch.linalg.slogdet(cov)[1]}
-
-
-def neg_log_feature_density(diff: torch.Tensor, gauss: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Eq. 6 on the whole feature difference: −log N(Δf; μ, Σ) = ½ (Δf − μ)ᵀ Σ⁻¹ (Δf − μ) + ½ log|Σ| + F/2 log 2π.
-
-    The paper fits its Gaussian to the 1-D R-score ‖Δf‖₁ (:func:`neg_log_a_score`); this fits it
-    to Δf itself, so a sample whose features move in directions the training rows never move in
-    scores high even when the L1 norm is ordinary. (B, F) -> (B,) float64."""
-    centred = diff.double() - gauss["mean"].to(diff.device)
-    maha = (centred @ gauss["precision"].to(diff.device) * centred).sum(1)
-    return 0.5 * maha + 0.5 * float(gauss["logdet"]) + 0.5 * diff.shape[1] * math.log(2 * math.pi)
-
-
 def neg_log_a_score(r: torch.Tensor, mu: float, sigma: float) -> torch.Tensor:
     """Eq. 6 as a score: −log A(x) = (R(x) − μ)² / (2σ²) + log(σ√(2π)).
 

@@ -36,6 +36,7 @@ from torch import nn
 from anomalykit import Detector, InputError, Param
 from anomalykit.sdk import (
     SIMPLEX_SCHEMES,
+    FeatureGaussian,
     frozen,
     gp_weight_param,
     gradient_penalty,
@@ -82,6 +83,9 @@ class MAESimplex(Detector):
         Param("select_after", None, "first epoch index eligible for model selection "
               "(None = 60% of the epochs, the paper's 60 of 100)", type=int, low=0),
         Param("select_rows", 2048, "training rows (fixed seeded subset) averaged for model selection", low=1),
+        Param("score", "feature-l1", "feature-l1: ||f(x,x) - f(x,x_hat)||_1 (sec. 5.2); feature-gaussian: -log density of the "
+              "difference f(x,x) - f(x,x_hat) under a Gaussian fitted to the training rows (Ledoit-Wolf)",
+              choices=("feature-l1", "feature-gaussian")),
     )
 
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` is the CPU budget measured
@@ -108,6 +112,7 @@ class MAESimplex(Detector):
             del nets["d_inter"]
         self.nets.update(nets)
         self.selected_epoch_: int | None = None
+        self.feature_gaussian_: FeatureGaussian | None = None
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         hp = self.hp
@@ -205,7 +210,7 @@ class MAESimplex(Detector):
         def hook(epoch: int, ctx) -> dict[str, float]:
             # (the trainer has already synchronised BatchNorm statistics across ranks here)
             self.nets.eval()
-            value = float(self.map_batches(self._score, X_sel, desc="select").mean())
+            value = float(self.map_batches(lambda x: losses.feature_l1(*self._pair_features(x)), X_sel, desc="select").mean())
             self.nets.train()
             best = ctx.extra.get("best")
             eligible = self.hp.select_best and epoch >= self._selection_start()
@@ -239,6 +244,10 @@ class MAESimplex(Detector):
             self.selected_epoch_ = int(best["epoch"])
         else:
             self.selected_epoch_ = self.hp.epochs - 1 if self.hp.epochs else None
+        self.nets.eval()
+        if self.hp.score == "feature-gaussian":
+            diffs = self.map_batches(lambda x: torch.sub(*self._pair_features(x)), X, desc="score statistics")
+            self.feature_gaussian_ = FeatureGaussian.fit(diffs)
 
     def _pair_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f(x, x) and f(x, G(E(x))), one D_recon call on the 2N stacked pairs."""
@@ -248,14 +257,24 @@ class MAESimplex(Detector):
 
     @torch.no_grad()
     def _score(self, X):
-        return losses.feature_l1(*self._pair_features(X))
+        f_real, f_fake = self._pair_features(X)
+        if self.hp.score == "feature-gaussian":
+            return self.feature_gaussian_.neg_log_density(f_real - f_fake)
+        return losses.feature_l1(f_real, f_fake)
 
     def _reconstruct(self, x):
         return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self) -> dict:
-        return {"selected_epoch": -1 if self.selected_epoch_ is None else int(self.selected_epoch_)}
+        state = {"selected_epoch": -1 if self.selected_epoch_ is None else int(self.selected_epoch_)}
+        if self.feature_gaussian_ is not None:
+            state["feature_gaussian"] = self.feature_gaussian_.state()
+        return state
 
     def _load_extra_state(self, state: dict) -> None:
         epoch = int(state.get("selected_epoch", -1))
         self.selected_epoch_ = None if epoch < 0 else epoch
+        gauss = state.get("feature_gaussian")
+        self.feature_gaussian_ = FeatureGaussian.from_state(gauss) if gauss is not None else None
+        if self.hp.score == "feature-gaussian" and self.feature_gaussian_ is None:
+            raise ValueError("score='feature-gaussian' needs the fitted feature Gaussian, which this checkpoint lacks")

@@ -1,0 +1,40 @@
+"""Score statistics shared by methods (part of the plugin SDK, :mod:`anomalykit.sdk`)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class FeatureGaussian:
+    """N(μ, Σ) fitted to training feature vectors (N, F), scored as −log density.
+
+    Σ is the Ledoit-Wolf shrinkage estimate (scikit-learn), so it stays invertible and well
+    conditioned when F is comparable to N. ``neg_log_density(v)`` =
+    ½ (v − μ)ᵀ Σ⁻¹ (v − μ) + ½ log|Σ| + F/2 log 2π, float64; it ranks like the Mahalanobis
+    distance. The fitted state is three tensors (checkpoint-safe, exportable as constants).
+    """
+
+    def __init__(self, mean: torch.Tensor, precision: torch.Tensor, logdet: torch.Tensor):
+        self.mean, self.precision, self.logdet = mean.double(), precision.double(), logdet.double()
+
+    @classmethod
+    def fit(cls, features: torch.Tensor) -> "FeatureGaussian":
+        from sklearn.covariance import LedoitWolf
+
+        fit = LedoitWolf(assume_centered=False).fit(features.detach().double().cpu().numpy())
+        cov = torch.from_numpy(fit.covariance_)
+        return cls(torch.from_numpy(fit.location_), torch.linalg.inv(cov), torch.linalg.slogdet(cov)[1])
+
+    def neg_log_density(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, F) -> (B,) float64."""
+        centred = features.double() - self.mean.to(features.device)
+        maha = (centred @ self.precision.to(features.device) * centred).sum(1)
+        return 0.5 * maha + 0.5 * self.logdet.to(features.device) + 0.5 * features.shape[1] * math.log(2 * math.pi)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean, "precision": self.precision, "logdet": self.logdet}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "FeatureGaussian":
+        return cls(state["mean"], state["precision"], torch.as_tensor(state["logdet"]))
