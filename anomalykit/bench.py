@@ -304,7 +304,9 @@ def _floats(rows, key):
 
 
 def summarise(rows: list[dict]) -> list[dict[str, Any]]:
-    """Per method: mean and std over all its cells for each metric (ddof=0)."""
+    """Per method: mean and std over all its cells for each metric (ddof=0), and ``seed_auroc``:
+    the mean and std over seeds of each seed's mean AUROC over the classes (when there are several
+    seeds, each with the same classes), i.e. the spread of the number a one-seed run reports."""
     order: list[tuple[str, str]] = []
     for r in rows:
         if (r["method"], r["kind"]) not in order:
@@ -316,6 +318,13 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
         for key in ("auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds"):
             vals = _floats(mine, key)
             entry[key] = (float(vals.mean()), float(vals.std())) if len(vals) else None
+        by_seed: dict[str, dict[str, float]] = {}
+        for r in mine:
+            by_seed.setdefault(str(r["seed"]), {})[str(r["normal_class"])] = float(r["auroc"])
+        same_classes = len({tuple(sorted(v)) for v in by_seed.values()}) == 1
+        if len(by_seed) > 1 and same_classes:
+            means = np.array([np.mean(list(v.values())) for v in by_seed.values()])
+            entry["seed_auroc"] = (float(means.mean()), float(means.std()), len(means))
         out.append(entry)
     return out
 
@@ -332,11 +341,14 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
     head = (f"# Benchmark: {cfg.protocol} on {cfg.data}" + (f" vs {cfg.ood_data}" if cfg.ood_data else "")
             + (" (validation split: held-out training rows)" if cfg.eval_split == "val" else ""))
     lines = [head, "", f"budget `{cfg.budget}`, seeds `{cfg.seeds}`" + (f", classes `{cfg.classes}`" if cfg.protocol == "one-class" else "")
-             + (f", max_train {cfg.max_train}" if cfg.max_train else "") + "; mean ± std over cells; best per column in bold.", ""]
-    lines.append("| method | kind | cells | " + " | ".join(keys) + " |")
-    lines.append("|---|---|---|" + "---|" * len(keys))
+             + (f", max_train {cfg.max_train}" if cfg.max_train else "") + "; mean ± std over cells; best per column in bold."
+             + (" *auroc over seeds*: each seed's mean over the classes, mean ± std over (n) seeds." if cfg.protocol == "one-class" else ""), ""]
+    seeds_col = any(s.get("seed_auroc") for s in stats)
+    lines.append("| method | kind | cells | " + ("auroc over seeds | " if seeds_col else "") + " | ".join(keys) + " |")
+    lines.append("|---|---|---|" + ("---|" if seeds_col else "") + "---|" * len(keys))
     for i, s in enumerate(stats):
-        cells = []
+        cells = [(f"{s['seed_auroc'][0]:.3f} ± {s['seed_auroc'][1]:.3f} ({s['seed_auroc'][2]})" if s.get("seed_auroc") else "")] \
+            if seeds_col else []
         for k in keys:
             if not s[k]:
                 cells.append("")

@@ -113,3 +113,11 @@ def test_methods_can_be_added_to_a_finished_folder(finished, tmp_path):
     rows = rows_of(out / "results.csv")
     assert len(rows) == 8 and {r["method"] for r in rows} == {"ama", "pca-recon", "iforest", "pca"}
     assert '"baselines": "iforest,pca"' in (out / "bench.json").read_text()
+
+
+def test_seed_column_is_the_spread_of_per_seed_class_means():
+    rows = [{"method": "m", "kind": "method", "normal_class": c, "seed": s, "auroc": a}
+            for (c, s, a) in [(0, 0, 0.8), (1, 0, 1.0), (0, 1, 0.7), (1, 1, 0.9)]]
+    stats = B.summarise(rows)
+    mean, std, n = stats[0]["seed_auroc"]
+    assert (mean, n) == (pytest.approx(0.85), 2) and std == pytest.approx(0.05)  # seed means 0.9 and 0.8
