@@ -64,8 +64,9 @@ class AMADetector(Detector):
         Param("feature_dim", 256, "critic penultimate features f (R-score space; authors: 128)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
-        Param("lr_schedule", "constant", "learning rates over the epochs: constant, step (x0.1 at 30%, 60% and 90% of the "
-              "epochs, the authors' MultiStepLR 30/60/90 of 100) or cosine (annealed to 0)", choices=("constant", "step", "cosine")),
+        Param("lr_schedule", "cosine", "learning rates over the epochs: cosine (annealed to 0; chosen on the validation split), "
+              "constant (the paper's text), or step (x0.1 at 30%, 60% and 90% of the epochs, the authors' MultiStepLR 30/60/90 of 100)",
+              choices=("constant", "step", "cosine")),
         Param("n_critic", 2, "critic steps per encoder/generator step, on the same minibatch (authors: 5)", low=1),
         lipschitz_param("both"),
         gp_weight_param(10.0),
@@ -92,18 +93,19 @@ class AMADetector(Detector):
         Param("lambda_reg", 0.05, "weight λ_reg of the latent regulariser (authors' code: 1)", low=0.0),
         Param("inter_vertex", "first", "the simplex vertex x_i an interpolant is paired with: first (x_1) or heaviest (largest α_i)",
               choices=("first", "heaviest")),
-        Param("generator_bn", True, "BatchNorm in the generator (the authors' SN-GAN generator has it)"),
+        Param("generator_bn", False, "BatchNorm in the generator (the authors' SN-GAN generator has it; off by default: its "
+              "running statistics mix reconstructions, interpolants and negatives, measured on the validation split)"),
         Param("bn_refresh", False, "after training, re-estimate E's and G's BatchNorm statistics on G(E(x)) over the training "
               "rows (training decodes interpolants and negatives too, which skews the running statistics)"),
-        Param("score", "a", "a: −log A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation); "
-              "a-features: −log density of the feature difference f(x,x) − f(x,x̂) under a Gaussian fitted to the training rows "
-              "(eq. 6 on the vector R sums; Ledoit-Wolf shrinkage)", choices=("a", "r", "a-features")),
+        Param("score", "a-features", "a-features (default): −log density of the feature difference f(x,x) − f(x,x̂) under a "
+              "Gaussian fitted to the training rows (eq. 6 on the vector whose L1 norm is R; Ledoit-Wolf); a: the paper's −log "
+              "A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation)", choices=("a", "r", "a-features")),
     )
 
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` fits one Fashion-MNIST
     #: class in a few minutes on 2 CPU cores; ``paper`` is the authors' schedule (for a GPU).
     budgets = {
-        "small": {"epochs": 6, "batch_size": 64},  # FMNIST class 0, 2000 images: A 0.85 at 6 epochs, 0.72 at 10
+        "small": {"epochs": 10, "batch_size": 64},  # Fashion-MNIST, 2,000 images: ~1.5-2 min on 2 cores (docs/methods/ama.md)
         "paper": {"epochs": 100, "batch_size": 256, "width": 64, "latent_dim": 128, "feature_dim": 128,
                   "n_critic": 5, "lr_schedule": "step"},
     }
