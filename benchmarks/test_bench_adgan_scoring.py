@@ -37,16 +37,6 @@ ROUNDS = int(os.environ.get("ANOMALYKIT_BENCH_ROUNDS", "3"))
 _results: dict[str, dict] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def bench_threads():
-    """torch.set_num_threads(ANOMALYKIT_BENCH_THREADS) for the module, when set."""
-    requested, before = int(os.environ.get("ANOMALYKIT_BENCH_THREADS", "0")), torch.get_num_threads()
-    if requested > 0:
-        torch.set_num_threads(requested)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_and_samples():
     import anomalykit

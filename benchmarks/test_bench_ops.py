@@ -16,7 +16,6 @@ ANOMALYKIT_BENCH_THREADS=N runs everything with torch.set_num_threads(N) (defaul
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 import torch
@@ -24,16 +23,6 @@ import torch
 from anomalykit.ops import _native, reference
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def bench_threads():
-    """torch.set_num_threads(ANOMALYKIT_BENCH_THREADS) for the module, when set."""
-    requested, before = int(os.environ.get("ANOMALYKIT_BENCH_THREADS", "0")), torch.get_num_threads()
-    if requested > 0:
-        torch.set_num_threads(requested)
-    yield
-    torch.set_num_threads(before)
 
 
 def skip_unless_native(op: str, device: str) -> None:

@@ -41,15 +41,6 @@ AUROC_TOLERANCE = 0.01
 _results: dict[str, dict] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def bench_threads():
-    requested, before = int(os.environ.get("ANOMALYKIT_BENCH_THREADS", "0")), torch.get_num_threads()
-    if requested > 0:
-        torch.set_num_threads(requested)
-    yield
-    torch.set_num_threads(before)
-
-
 def fmnist_split(normal_class: int, max_train: int, eval_split: str = "test"):
     from anomalykit.data import make_split
     from anomalykit.errors import DatasetError
