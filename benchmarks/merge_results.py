@@ -4,9 +4,10 @@ summary (e.g. methods run in parallel processes, each with its own --out).
     python benchmarks/merge_results.py benchmarks/results/fmnist-oc-2k/{baselines,ama,csi-aae} \\
         --out benchmarks/results/fmnist-oc-2k
 
-Checks that the folders used the same protocol, data, eval split, seeds, budget and max_train
-(bench.json) and that every (class, seed) cell has one split fingerprint across all of them;
-writes results.csv, summary.md and auroc.png into --out.
+Checks that the folders used the same protocol, data, eval split, classes, budget, max_train and
+--set (bench.json) and that every (class, seed) cell has one split fingerprint across all of them;
+the seeds may differ between folders (one method's seeds run in parallel folders): the summary
+names their union. Writes results.csv, summary.md and auroc.png into --out.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     settings = [json.loads((f / "bench.json").read_text()) for f in args.folders]
-    fixed = ("protocol", "data", "ood_data", "eval_split", "classes", "seeds", "budget", "max_train", "set")
+    fixed = ("protocol", "data", "ood_data", "eval_split", "classes", "budget", "max_train", "set")
     for key in fixed:
         values = {json.dumps(s.get(key, "test" if key == "eval_split" else None)) for s in settings}
         if len(values) > 1:
@@ -37,6 +38,7 @@ def main() -> None:
         raise SystemExit(f"different splits for the same (class, seed): {bad}")
     cfg = BenchConfig(**{k: v for k, v in settings[0].items() if k in BenchConfig.__dataclass_fields__ and k != "set"},
                       set=tuple(settings[0].get("set", ())))
+    cfg.seeds = ",".join(str(s) for s in sorted({int(r["seed"]) for r in rows}))
     cfg.methods = ",".join(dict.fromkeys(m for s in settings for m in s.get("methods", "").split(",") if m))
     cfg.baselines = ",".join(dict.fromkeys(b for s in settings for b in s.get("baselines", "").split(",") if b))
     args.out.mkdir(parents=True, exist_ok=True)
