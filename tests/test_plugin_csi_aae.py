@@ -316,3 +316,28 @@ def test_resume_reproduces_uninterrupted_training(digits0, tmp_path):
     tiny(epochs=1, batch_size=16, aae_every=3).fit(X, checkpoint_dir=tmp_path, progress=False)
     resumed = tiny(epochs=2, batch_size=16, aae_every=3).fit(X, checkpoint_dir=tmp_path, resume=True, progress=False)
     assert np.array_equal(resumed.score_samples(digits0.X_test[:20]), straight)
+
+
+def test_score_ensemble_averages_features_over_fixed_transformations(digits0):
+    """M_ens (sec. 2.3): features of R fixed transformations T_r (one draw for every row, seeded by
+    (seed, r)), averaged; the bank is built the same way, and scoring is deterministic."""
+    det = tiny(score_ensemble=2, seed=3).fit(digits0.X_train, progress=False)
+    x = det.preprocessor_.transform(digits0.X_test[:16])
+    f, augment = det.nets["F"].eval(), Augment(crop_scale=0.5, jitter=0.4, blur_sigma=1.0)  # the detector defaults
+    with torch.no_grad():
+        views = [augment(x, torch.Generator().manual_seed(3 * 7919 + r), shared=True) for r in range(2)]
+        expected = sum(shifted_features(f, v, det.n_shifts, "backbone") for v in views) / 2
+    torch.testing.assert_close(det._features(x), expected)
+    one = augment(x[:1].expand(3, -1, -1, -1), torch.Generator().manual_seed(0), shared=True)
+    torch.testing.assert_close(one[0], one[2])  # shared=True: the same T_r for every row
+    np.testing.assert_array_equal(det.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
+    plain = tiny(seed=3).fit(digits0.X_train, progress=False)
+    assert not np.allclose(plain.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
+
+
+def test_score_ensemble_is_refused_by_export_with_the_fix(digits0, tmp_path):
+    from anomalykit.export import ExportError
+
+    det = tiny(score_ensemble=1).fit(digits0.X_train[:40], progress=False)
+    with pytest.raises(ExportError, match="export a model fitted with score_ensemble=0"):
+        det.export(tmp_path / "csi.pt")

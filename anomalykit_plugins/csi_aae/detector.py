@@ -116,6 +116,15 @@ class CSIAAE(Detector):
     #: ``paper`` = a GPU-length schedule (the paper gives no epoch count).
     budgets = {"small": {"epochs": 10}, "paper": {"epochs": 100, "batch_size": 128}}
 
+    @property
+    def export_unsupported(self) -> str | None:
+        """The ensemble score draws its fixed transformations (crop, jitter, blur) from seeded
+        generators at scoring time, which an exported graph cannot reproduce."""
+        if self.hp.score_ensemble > 0:
+            return ("score_ensemble > 0 draws its transformations at scoring time; export a model fitted with "
+                    "score_ensemble=0")
+        return None
+
     # -- networks ------------------------------------------------------------------------------
     @property
     def n_shifts(self) -> int:
