@@ -356,7 +356,8 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
             txt = f"{s[k][0]:.1f} ± {s[k][1]:.1f}" if k.endswith("seconds") else f"{s[k][0]:.3f} ± {s[k][1]:.3f}"
             cells.append(f"**{txt}**" if best[k] == i else txt)
         lines.append(f"| {s['method']} | {s['kind']} | {s['cells']} | " + " | ".join(cells) + " |")
-    classes = sorted({r["normal_class"] for r in rows if str(r["normal_class"]) != ""}, key=lambda c: int(c))
+    # rows read back from results.csv hold strings, rows of this run ints: one column per class either way
+    classes = sorted({int(r["normal_class"]) for r in rows if str(r["normal_class"]) != ""})
     if classes:
         lines += ["", "Per-class AUROC (mean over seeds):", ""]
         lines.append("| method | " + " | ".join(str(c) for c in classes) + " |")

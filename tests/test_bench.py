@@ -121,3 +121,14 @@ def test_seed_column_is_the_spread_of_per_seed_class_means():
     stats = B.summarise(rows)
     mean, std, n = stats[0]["seed_auroc"]
     assert (mean, n) == (pytest.approx(0.85), 2) and std == pytest.approx(0.05)  # seed means 0.9 and 0.8
+
+
+def test_resumed_rows_give_one_summary_column_per_class(tmp_path):
+    """After a resume the summary mixes rows read from results.csv (strings) with this run's (ints)."""
+    rows = [{"method": "m", "kind": "method", "normal_class": c, "seed": "0", "auroc": a, "status": "ok"}
+            for c, a in [("0", "0.8"), ("1", "0.6"), (1, 1.0), (2, 0.9)]]
+    B.write_summary(tmp_path, rows, config(classes="0-2", methods="m", baselines=""))
+    text = (tmp_path / "summary.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| method | 0"))
+    assert header == "| method | 0 | 1 | 2 |"
+    assert "| m | **0.800** | **0.800** | **0.900** |" in text  # class 1: mean of 0.6 and 1.0
