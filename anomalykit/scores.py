@@ -26,6 +26,23 @@ class FeatureGaussian:
         cov = torch.from_numpy(fit.covariance_)
         return cls(torch.from_numpy(fit.location_), torch.linalg.inv(cov), torch.linalg.slogdet(cov)[1])
 
+    @classmethod
+    def cross_fitted_scores(cls, features: torch.Tensor, folds: int = 5) -> torch.Tensor:
+        """(N, F) -> (N,) float64: each row's −log density under a Gaussian fitted to the *other*
+        folds (contiguous folds; ``min(folds, N)`` of them), i.e. the training rows scored as new
+        rows would be. A row scored by the Gaussian fitted to it sits too close to the mean when F
+        is comparable to N, so thresholds taken from those in-sample scores flag far more than the
+        contamination on new data. With fewer than 4 rows the in-sample scores are returned."""
+        n = features.shape[0]
+        if n < 4:
+            return cls.fit(features).neg_log_density(features)
+        out = torch.empty(n, dtype=torch.float64, device=features.device)
+        for held in torch.arange(n, device=features.device).tensor_split(min(folds, n)):
+            keep = torch.ones(n, dtype=torch.bool, device=features.device)
+            keep[held] = False
+            out[held] = cls.fit(features[keep]).neg_log_density(features[held])
+        return out
+
     def neg_log_density(self, features: torch.Tensor) -> torch.Tensor:
         """(B, F) -> (B,) float64."""
         centred = features.double() - self.mean.to(features.device)

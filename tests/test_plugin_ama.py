@@ -166,7 +166,16 @@ def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(dig
     lw = LedoitWolf().fit((tr_real - tr_rec).double().numpy())
     np.testing.assert_allclose(gauss["mean"].numpy(), lw.location_, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(cov, lw.covariance_, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(det.decision_scores_, det.score_samples(digits0.X_train), rtol=1e-6)
+    # the threshold's training scores are out of fold: each row under the Gaussian of the other 4 folds
+    from sklearn.model_selection import KFold
+
+    tr = (tr_real - tr_rec).double().numpy()
+    oof = np.empty(len(tr))
+    for keep, held in KFold(5).split(tr):
+        fold = LedoitWolf().fit(tr[keep])
+        oof[held] = -multivariate_normal(fold.location_, fold.covariance_).logpdf(tr[held])
+    np.testing.assert_allclose(det.decision_scores_, oof, rtol=1e-5)
+    assert (det.decision_scores_ > det.score_samples(digits0.X_train)).mean() > 0.9  # in-sample scores sit lower
     again = anomalykit.load(det.save(tmp_path / "ama.pt"))
     np.testing.assert_array_equal(again.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
 
@@ -264,3 +273,18 @@ def test_bn_refresh_uses_reconstructions_of_the_training_rows(digits0):
         G.eval()
     hook.remove()
     torch.testing.assert_close(first_bn.running_mean, captured[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_a_features_threshold_flags_about_the_contamination_on_new_normal_rows():
+    """predict() on held-out normal rows flags about ``contamination`` of them with the out-of-fold
+    threshold; the in-sample one (the Gaussian scoring its own rows) flagged far more."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(X[y == 0], dtype=torch.float32).reshape(-1, 1, 8, 8) / 8 - 1
+    g = torch.Generator().manual_seed(0)
+    X = X[torch.randperm(len(X), generator=g)]
+    det = anomalykit.load_method("ama", **dict(TINY, epochs=3, preprocess="none", contamination=0.1)).fit(X[:120])
+    held = det.predict(X[120:]).mean()
+    in_sample = (det.score_samples(X[120:]) > np.quantile(det.score_samples(X[:120]), 0.9)).mean()
+    assert held < 0.3 and in_sample > held

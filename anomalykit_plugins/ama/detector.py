@@ -286,7 +286,8 @@ class AMADetector(Detector):
     def _fit_score_statistics(self, X: torch.Tensor) -> None:
         """Fit the score's Gaussian to the training rows (streamed in batches; all ranks see all rows):
         N(μ, σ²) of the R-scores (eq. 6), and for ``score="a-features"`` N(μ, Σ) of the feature
-        differences. Sets ``decision_scores_``, the training rows scored as new rows are."""
+        differences. Sets ``decision_scores_``, the training rows scored as new rows are (for a-features,
+        each row under the Gaussian of the other folds: ``FeatureGaussian.cross_fitted_scores``)."""
         self.nets.eval()
 
         def stats(x):
@@ -300,7 +301,10 @@ class AMADetector(Detector):
         if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_) or not bool(torch.isfinite(diff).all()):
             raise ValueError("training R-scores are not finite; the model diverged")
         self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score == "a-features" else None
-        self.decision_scores_ = self._scores_from(r, diff).numpy()
+        if self.feature_gaussian_ is not None:  # thresholds from out-of-fold scores (in-sample ones flag too much)
+            self.decision_scores_ = FeatureGaussian.cross_fitted_scores(diff).numpy()
+        else:
+            self.decision_scores_ = self._scores_from(r, diff).numpy()
 
     def _scores_from(self, r: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "r":

@@ -248,6 +248,8 @@ class MAESimplex(Detector):
         if self.hp.score == "feature-gaussian":
             diffs = self.map_batches(lambda x: torch.sub(*self._pair_features(x)), X, desc="score statistics")
             self.feature_gaussian_ = FeatureGaussian.fit(diffs)
+            # the threshold's training scores out of fold (in-sample ones flag too much on new data)
+            self.decision_scores_ = FeatureGaussian.cross_fitted_scores(diffs).numpy()
 
     def _pair_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f(x, x) and f(x, G(E(x))), one D_recon call on the 2N stacked pairs."""
