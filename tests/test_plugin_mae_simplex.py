@@ -154,7 +154,7 @@ def test_m_changes_the_computation(digits):
 # -- score -----------------------------------------------------------------------------------------
 def test_score_equals_eager_feature_l1(digits):
     X, Xt, _ = digits
-    det = anomalykit.load_method("mae-simplex", epochs=1, **TINY).fit(X, progress=False)
+    det = anomalykit.load_method("mae-simplex", epochs=1, score="feature-l1", **TINY).fit(X, progress=False)  # the paper's
     x = Xt[:50]
     with torch.no_grad():
         x_hat = det.nets["generator"](det.nets["encoder"](x))
@@ -173,7 +173,8 @@ def _selection_rows(X, det):
 
 def test_model_selection_keeps_smallest_training_feature_l1(digits):
     X = digits[0]
-    det = anomalykit.load_method("mae-simplex", epochs=5, select_after=1, select_rows=64, **TINY)
+    # score="feature-l1": score_samples then is the selection criterion itself (it selects with either score)
+    det = anomalykit.load_method("mae-simplex", epochs=5, select_after=1, select_rows=64, score="feature-l1", **TINY)
     det.fit(X, progress=False)
     curve = [h["select_feat_l1"] for h in det.history_]
     assert len(curve) == 5
@@ -191,7 +192,7 @@ def test_model_selection_keeps_smallest_training_feature_l1(digits):
 
 def test_model_selection_off_keeps_last_epoch(digits):
     X = digits[0]
-    det = anomalykit.load_method("mae-simplex", epochs=3, select_best=False, select_rows=64, **TINY)
+    det = anomalykit.load_method("mae-simplex", epochs=3, select_best=False, select_rows=64, score="feature-l1", **TINY)
     det.fit(X, progress=False)
     assert det.selected_epoch_ == 2
     kept = float(det.score_samples(_selection_rows(X, det)).mean())
