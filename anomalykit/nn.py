@@ -175,17 +175,48 @@ class WholeConvTranspose2d(nn.ConvTranspose2d):
         return super().forward(x, output_size)
 
 
+def channels_last_safe(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` may run channels-last on every x86-64 CPU.
+
+    oneDNN (PyTorch's CPU convolution library, as bundled with torch 2.13) corrupts the heap on
+    AVX2 CPUs in the backward pass of a channels-last *strided 1x1* convolution whose input
+    channels per group are not a multiple of 8 (its ``brgconv_strided:avx2`` backward-data
+    kernel; an upstream bug). Measured grid, one process per shape, AVX2 forced on an AVX-512
+    machine: ``benchmarks/results/avx2-channels-last/`` (``benchmarks/onednn_channels_last_grid.py``).
+    Either operand being channels-last selects that path, so an unsafe convolution must see a
+    contiguous weight *and* a contiguous input (:func:`channels_last_` arranges both).
+    """
+    one_by_one = all(k == 1 for k in conv.kernel_size)
+    strided = any(st > 1 for st in conv.stride)
+    return not (one_by_one and strided and (conv.in_channels // conv.groups) % 8 != 0)
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook of a convolution kept off the channels-last path: its input in NCHW."""
+    return (args[0].contiguous(),) + tuple(args[1:])
+
+
 def channels_last_(module: nn.Module) -> nn.Module:
     """With speed-ups on, store the weights of ``module``'s 2-D convolutions channels-last (in
     place; call it when a network is built): oneDNN, PyTorch's CPU convolution library, runs them
     faster in that layout, and activations follow the weights' layout. Whole-input convolutions
-    (:class:`WholeConv2d`, matrix products) stay as they are. Returns ``module``."""
+    (:class:`WholeConv2d`, matrix products) stay as they are.
+
+    The one place the layout is decided: a convolution that is not :func:`channels_last_safe`
+    keeps contiguous weights and gets its input made contiguous (a forward pre-hook), whatever
+    the layout of the layers before it, on every machine (so every CPU computes the same
+    layouts, not only the AVX2 ones). Returns ``module``."""
     if not _speedups.enabled():
         return module
     for m in module.modules():
         if isinstance(m, nn.Conv2d) and not isinstance(m, WholeConv2d):
             p = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
-            p.data = p.data.contiguous(memory_format=torch.channels_last)
+            if channels_last_safe(m):
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+            else:
+                p.data = p.data.contiguous()
+                if _contiguous_input not in m._forward_pre_hooks.values():
+                    m.register_forward_pre_hook(_contiguous_input)
     return module
 
 
