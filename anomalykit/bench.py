@@ -33,6 +33,7 @@ from .errors import AnomalyKitError, ConfigError
 from .pipeline import RunConfig, build_detector, evaluate, fit_and_score, load_split
 from .preprocess import Preprocessor
 from .registry import get_registry
+from .validation import as_input_tensor, source_is_uint8
 
 COLUMNS = [
     "method", "kind", "protocol", "dataset", "ood_data", "eval_split", "normal_class", "seed", "budget", "status",
@@ -93,14 +94,15 @@ BASELINES = ("iforest", "ocsvm", "autoencoder", "deepsvdd", "pca", "kde-pca")
 
 
 def baseline_inputs(X_train: torch.Tensor, X_test: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """What the PyOD baselines see: images in [-1, 1] as flattened [0, 1] pixels (what the PyOD
-    reference numbers used); rows scaled by the same fitted ``robust`` preprocessor our detectors
-    use by default (median / IQR of the training rows)."""
+    """What the PyOD baselines see, scaled by the same fitted preprocessor (``preprocess=auto``)
+    our detectors use: images onto [-1, 1] (uint8 pixels x/127.5 - 1, other images their training
+    range), then flattened to [0, 1] pixels (what the PyOD reference numbers used); rows by
+    median / IQR of the training rows."""
+    prep = Preprocessor.fit(as_input_tensor(X_train), "auto", uint8=source_is_uint8(X_train))
+    scaled = lambda X: prep.transform(as_input_tensor(X)).reshape(X.shape[0], -1).numpy().astype(np.float64)  # noqa: E731
     if X_train.ndim == 4:
-        flat = lambda X: (X.reshape(X.shape[0], -1).numpy().astype(np.float64) + 1.0) / 2.0  # noqa: E731
-        return flat(X_train), flat(X_test)
-    prep = Preprocessor.fit(X_train, "robust")
-    return prep.transform(X_train).numpy().astype(np.float64), prep.transform(X_test).numpy().astype(np.float64)
+        return (scaled(X_train) + 1.0) / 2.0, (scaled(X_test) + 1.0) / 2.0
+    return scaled(X_train), scaled(X_test)
 
 
 # -- plan ----------------------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 @click.argument("model", type=click.Path(exists=True))
 @click.argument("data")
 @click.option("--split", type=click.Choice(["test", "train", "all"]), default="all", show_default=True,
-              help="which rows of a named dataset to score")
+              help="which rows of a named dataset to score (all: a file's rows in the file's order)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write scores here (.npy or .csv); default: print")
 @_friendly
 def score_cmd(model, data, split, out):
@@ -246,7 +246,9 @@ def score_cmd(model, data, split, out):
     file written by `anomalykit export`: .onnx or TorchScript).
 
     Prints or writes one anomaly score per row (higher = more anomalous) and the prediction
-    (1 = anomaly, threshold from the model's contamination).
+    (1 = anomaly, threshold from the model's contamination). The rows are read in their own
+    units (uint8 images stay uint8, rows unscaled) and scaled by the model's fitted
+    preprocessor, exactly as `score_samples` scales the same array in Python.
     """
     import numpy as np
 
@@ -257,7 +259,7 @@ def score_cmd(model, data, split, out):
 
     det = load_scorer(model) if is_exported_scorer(model) else load(model)
     ds = load_dataset(data)
-    X = {"test": ds.X_test, "train": ds.X_train, "all": ds.all_rows()[0]}[split]
+    X = {"test": ds.X_test, "train": ds.X_train, "all": ds.rows_in_source_order()}[split]
     scores = det.score_samples(X)
     flags = (scores > det.threshold_).astype(int)
     if out is None:

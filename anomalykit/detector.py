@@ -54,9 +54,9 @@ from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError
 from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
-from .preprocess import Preprocessor, input_is_uint8
+from .preprocess import Preprocessor
 from .training import FitOptions, Trainer
-from .validation import as_input_tensor, as_label_tensor
+from .validation import as_input_tensor, as_label_tensor, source_is_uint8, source_sample_shape
 
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
 COMMON_PARAMS: tuple[Param, ...] = (
@@ -100,6 +100,8 @@ class Detector(BaseEstimator):
         self.hp = SimpleNamespace(**self.params_)
         self.nets = nn.ModuleDict()
         self.input_shape_: tuple[int, ...] | None = None
+        #: The sample shape and dtype ``fit`` was given, e.g. ((28, 28), "uint8"); exported graphs take the same.
+        self.fit_input_: tuple[tuple[int, ...], str] | None = None
         self.threshold_: float | None = None
         self.decision_scores_: np.ndarray | None = None
         self.labels_: np.ndarray | None = None
@@ -173,8 +175,9 @@ class Detector(BaseEstimator):
         ``checkpoint_dir``/``checkpoint_every``/``resume`` control training checkpoints (see
         :class:`anomalykit.training.FitOptions`). Returns ``self``.
         """
-        uint8 = input_is_uint8(X)
+        uint8 = source_is_uint8(X)
         X = as_input_tensor(X, name="X")
+        raw_shape = source_sample_shape(X)
         labels = None if y is None else as_label_tensor(y, X.shape[0])
         if labels is not None and int((labels == 0).sum()) == 0:
             raise InputError("y marks every row as an anomaly; fit needs normal rows (y == 0)")
@@ -185,6 +188,7 @@ class Detector(BaseEstimator):
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
         seed_everything(self.hp.seed)
         self.input_shape_ = tuple(X.shape[1:])
+        self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
         self.decision_scores_ = self.threshold_ = self.labels_ = None
         normal = X if labels is None else X[labels == 0]
         # the core's policy: scaling is fitted on the normal rows; only methods with a
@@ -280,6 +284,19 @@ class Detector(BaseEstimator):
         confidence[normal] = 1.0 - confidence[normal]
         return confidence
 
+    def map_inputs(self, fn: Callable[[torch.Tensor], torch.Tensor], X, *, what: str = "score") -> torch.Tensor:
+        """``fn`` on user rows ``X`` as ``score_samples`` sees them: validated against the fitted
+        sample shape, then each batch of ``score_batch_size`` rows scaled by the fitted
+        preprocessor on ``self.device`` (model space) before ``fn`` gets it. Returns the
+        concatenated CPU outputs in row order. A plugin's public methods that take user data
+        (e.g. CSI-AAE's ``nearest_training_index``) go through here, so no entry point scales
+        inputs its own way."""
+        X = self._validated(X, what)
+        prep = self.preprocessor_
+        self.nets.eval()
+        with _plugin_guard(self.name, what):
+            return self.map_batches(lambda x: fn(prep.transform(x)), X, desc=what)
+
     @torch.no_grad()
     def reconstruct(self, X) -> torch.Tensor | None:
         """Reconstructions of ``X`` in the space of the inputs (float32 CPU, same shape), or None
@@ -314,6 +331,7 @@ class Detector(BaseEstimator):
                 "method": self.name,
                 "params": self.params_,
                 "input_shape": list(self.input_shape_),
+                "fit_input": {"shape": list(self.fit_input_[0]), "dtype": self.fit_input_[1]},
                 "nets": {k: v.detach().cpu() for k, v in self.nets.state_dict().items()},
                 "extra": self._extra_state(),
                 "threshold": self.threshold_,
@@ -349,6 +367,10 @@ class Detector(BaseEstimator):
             raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
         det = cls(**params)
         det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
+        fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
+        det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", det.input_shape_)), str(fit_input.get("dtype", "float32")))
+        if det.fit_input_[1] not in ("uint8", "float32") or int(np.prod(det.fit_input_[0])) != int(np.prod(det.input_shape_)):
+            raise CheckpointError(f"{path} has an invalid fit_input entry {fit_input!r}")
         det.nets = nn.ModuleDict()
         det._build(det.input_shape_)
         try:

@@ -3,11 +3,13 @@
     det.export("ama.onnx")                                   # or format="onnx" / "torchscript"
     anomalykit export model.pt --format torchscript          # the same from the command line
 
-The graph maps a float32 batch of **raw inputs** ``(N, *input_shape)`` (the values given to
-``fit``; uint8 images as floats 0..255) to the ``(N,)`` float32 anomaly scores
-``score_samples`` returns (higher = more anomalous). Inside it: the fitted preprocessor (an
-affine map per channel/feature, as buffers), the networks in eval mode, and the method's fitted
-constants (score statistics, feature banks). The batch size is dynamic unless asked otherwise.
+The graph takes what ``fit`` took: a batch of **raw inputs** of the sample shape given to ``fit``
+(``(N, F)``, ``(N, H, W)`` or ``(N, C, H, W)``) and its dtype (uint8 for a model fitted on uint8
+images, else float32; a TorchScript graph also accepts the other one), and returns the ``(N,)``
+float32 anomaly scores ``score_samples`` returns (higher = more anomalous). Inside it: the cast
+to float32 and the channel axis, the fitted preprocessor (an affine map per channel/feature, as
+buffers), the networks in eval mode, and the method's fitted constants (score statistics,
+feature banks). The batch size is dynamic unless asked otherwise.
 
 **Reference math only.** The graph is recorded with ``ANOMALYKIT_KERNELS=reference`` and
 ``ANOMALYKIT_SPEEDUPS=off`` (the plain eager math), so it holds standard ATen (TorchScript) or
@@ -69,7 +71,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import atomic_write_bytes
 from .errors import AnomalyKitError, ConfigError, ExportError, InputError
-from .validation import as_input_tensor
+from .validation import as_input_tensor, source_is_uint8
 
 #: A fitted :class:`anomalykit.Detector` (not imported here: detector.py imports this module).
 Detector = Any
@@ -175,7 +177,8 @@ def export(det: Detector, path: str | os.PathLike, *, format: str | None = None,
 
 # -- building the graph ------------------------------------------------------------------------
 class _Scorer(nn.Module):
-    """raw inputs (N, *input_shape) -> (N,) float32 scores: the preprocessor, then ``det._score``.
+    """raw inputs (N, *fit sample shape), uint8 or float32 -> (N,) float32 scores: float32, the
+    model's sample shape, the preprocessor, then ``det._score``.
 
     ``nets`` is registered so tracing maps the networks' weights to named parameters of the
     exported module; other tensors ``_score`` reads (statistics, banks) become constants.
@@ -185,6 +188,7 @@ class _Scorer(nn.Module):
         super().__init__()
         self.nets = det.nets
         self._score = det._score  # a bound method: not a module attribute tracing looks into
+        self.model_shape = [int(s) for s in det.input_shape_]
         prep = det.preprocessor_
         self.affine = prep.kind != "none"
         if self.affine:
@@ -193,6 +197,7 @@ class _Scorer(nn.Module):
             self.register_buffer("input_scale", prep.scale.detach().float().reshape(shape).clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).reshape([x.shape[0]] + self.model_shape)
         if self.affine:
             x = (x - self.input_shift) / self.input_scale
         return self._score(x).to(torch.float32)
@@ -382,9 +387,11 @@ def _metadata(det: Detector, fmt: str, fixed: int | None) -> dict:
         "torch_version": torch.__version__,
         "method": det.name,
         "export_format": fmt,
-        "input_shape": list(det.input_shape_),
+        "input_shape": list(det.fit_input_[0]),
+        "input_dtype": det.fit_input_[1],
+        "model_input_shape": list(det.input_shape_),
         "batch_size": fixed,
-        "input": "float32 (N, *input_shape): raw values as given to fit (the preprocessor is inside the graph)",
+        "input": f"{det.fit_input_[1]} (N, *input_shape): raw values as given to fit (the preprocessor is inside the graph)",
         "output": "float32 (N,) anomaly scores, higher = more anomalous",
         "threshold": float(det.threshold_),
         "contamination": float(det.hp.contamination),
@@ -396,12 +403,17 @@ def _metadata(det: Detector, fmt: str, fixed: int | None) -> dict:
 
 
 def example_rows(det: Detector, n: int, *, seed: int = 0) -> torch.Tensor:
-    """``n`` synthetic rows in the user's input space: uniform in [-1, 1] (images) or standard
-    normal (rows) in the model's space, mapped back through the fitted preprocessor."""
+    """``n`` synthetic rows as ``fit`` took them: uniform in [-1, 1] (images) or standard normal
+    (rows) in the model's space, mapped back through the fitted preprocessor, in the sample shape
+    and dtype given to ``fit`` (uint8: rounded and clipped to 0..255)."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, *det.input_shape_)
     model_space = torch.rand(shape, generator=g) * 2 - 1 if len(det.input_shape_) == 3 else torch.randn(shape, generator=g)
-    return det.preprocessor_.inverse_transform(model_space).float().contiguous()
+    raw = det.preprocessor_.inverse_transform(model_space).float()
+    raw_shape, dtype = det.fit_input_
+    if dtype == "uint8":
+        raw = raw.round().clamp(0, 255).to(torch.uint8)
+    return raw.reshape(n, *raw_shape).contiguous()
 
 
 def _require_onnx() -> None:
@@ -516,6 +528,8 @@ class ExportedScorer:
             raise ExportError(f"{self.path} was exported in scorer format version {self.meta.get('version')}; this anomalykit reads {_META_VERSION}")
         self.method = str(self.meta["method"])
         self.input_shape_ = tuple(int(s) for s in self.meta["input_shape"])
+        self.input_dtype = str(self.meta.get("input_dtype", "float32"))
+        self._model_shape = tuple(int(s) for s in self.meta.get("model_input_shape", self.input_shape_))
         self.threshold_ = float(self.meta["threshold"])
         self.batch_size = self.meta.get("batch_size")
         self.score_batch_size = int(self.meta.get("score_batch_size") or 512)
@@ -534,7 +548,7 @@ class ExportedScorer:
         return f"ExportedScorer({str(self.path)!r}, method={self.method!r}, format={self.format!r})"
 
     def run_graph(self, x: torch.Tensor) -> np.ndarray:
-        """The graph on one batch as it is (float32 (n, *input_shape) -> float32 (n,))."""
+        """The graph on one batch as it is ((n, *input_shape) of ``input_dtype`` -> float32 (n,))."""
         if self.format == "onnx":
             return self._session.run(None, {"x": x.numpy()})[0]
         with torch.no_grad():
@@ -542,10 +556,18 @@ class ExportedScorer:
 
     def score_samples(self, X) -> np.ndarray:
         """Anomaly scores (N,), float64, higher = more anomalous, in batches of the model's
-        ``score_batch_size`` (or of the fixed batch size, the last batch padded)."""
+        ``score_batch_size`` (or of the fixed batch size, the last batch padded). ``X`` as for the
+        detector's ``score_samples``: the sample shape given to ``fit`` (or the same with its
+        channel axis, e.g. (N, 1, 8, 8) for (N, 8, 8)), uint8 or float values."""
+        uint8 = source_is_uint8(X)
         X = as_input_tensor(X, name="X")
-        if tuple(X.shape[1:]) != self.input_shape_:
+        if tuple(X.shape[1:]) not in (self._model_shape, self.input_shape_):
             raise InputError(f"X has sample shape {tuple(X.shape[1:])} but the model was fitted on {self.input_shape_}")
+        X = X.reshape(X.shape[0], *self.input_shape_)
+        if self.input_dtype == "uint8":
+            if not uint8 and not bool(((X >= 0) & (X <= 255) & (X == X.round())).all()):
+                raise InputError("this scorer was exported from a model fitted on uint8 images; pass integer pixel values 0..255")
+            X = X.to(torch.uint8)
         step = self.batch_size or self.score_batch_size
         outs = []
         for lo in range(0, X.shape[0], step):

@@ -26,13 +26,6 @@ from .errors import CheckpointError, ConfigError
 KINDS = ("auto", "none", "uint8", "range", "robust")
 
 
-def input_is_uint8(X) -> bool:
-    """True if ``X`` (numpy array, tensor or nested list) holds uint8 values (checked before conversion)."""
-    if isinstance(X, torch.Tensor):
-        return X.dtype == torch.uint8
-    return getattr(X, "dtype", None) == np.uint8
-
-
 @dataclass
 class Preprocessor:
     """A fitted affine input map; ``shift``/``scale`` have shape (C,) for images, (F,) for rows."""

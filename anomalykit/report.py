@@ -107,14 +107,16 @@ def write_plots(out: Path, det, split, scores: np.ndarray, title: str) -> list[s
     written.append("scores.png")
     if split.X_test.ndim == 4:
         k = 8
-        normal = split.X_test[torch.from_numpy(np.flatnonzero(labels == 0)[:k])]
-        anomalous = split.X_test[torch.from_numpy(np.flatnonzero(labels == 1)[:k])]
+        normal = split.X_test[torch.from_numpy(np.flatnonzero(labels == 0)[:k])].float()
+        anomalous = split.X_test[torch.from_numpy(np.flatnonzero(labels == 1)[:k])].float()
         with torch.no_grad():
             rec_n, rec_a = det.reconstruct(normal), det.reconstruct(anomalous)
         if rec_n is not None and rec_a is not None:
+            shown = det.preprocessor_.transform  # inputs and reconstructions in the networks' [-1, 1]
             plot_reconstructions(
                 out / "recon.png",
-                [("normal", normal), ("recon.", rec_n.cpu()), ("anomalous", anomalous), ("recon.", rec_a.cpu())],
+                [("normal", shown(normal)), ("recon.", shown(rec_n.cpu())), ("anomalous", shown(anomalous)),
+                 ("recon.", shown(rec_a.cpu()))],
                 title,
             )
             written.append("recon.png")

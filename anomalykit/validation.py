@@ -8,6 +8,22 @@ from .errors import InputError
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _VALIDATED = "_anomalykit_validated"
+_UINT8 = "_anomalykit_source_uint8"
+_SOURCE_SHAPE = "_anomalykit_source_sample_shape"
+
+
+def source_is_uint8(X) -> bool:
+    """True if ``X`` holds uint8 values: a uint8 array or tensor, or a tensor that
+    :func:`as_input_tensor` made from one (the dtype the ``auto`` input scaling looks at)."""
+    if isinstance(X, torch.Tensor):
+        return X.dtype == torch.uint8 or bool(getattr(X, _UINT8, False))
+    return getattr(X, "dtype", None) == np.uint8
+
+
+def source_sample_shape(t: torch.Tensor) -> tuple[int, ...]:
+    """The sample shape the user's array had before :func:`as_input_tensor` added a channel
+    axis, e.g. (28, 28) for (N, 28, 28) images; ``t``'s own sample shape otherwise."""
+    return tuple(getattr(t, _SOURCE_SHAPE, t.shape[1:]))
 
 
 def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
@@ -19,10 +35,13 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
     complex/object/string dtypes, NaN/inf, or values beyond float32's range.
 
     The returned tensor is marked as validated, so passing it on (the pipeline validates a
-    split before writing a run folder, then hands it to ``fit``) costs no second pass.
+    split before writing a run folder, then hands it to ``fit``) costs no second pass; it also
+    remembers whether the values were uint8 (:func:`source_is_uint8`), so the fitted input
+    scaling is the same whichever entry point converted them.
     """
     if isinstance(X, torch.Tensor) and getattr(X, _VALIDATED, False):
         return X
+    uint8 = source_is_uint8(X)
     if isinstance(X, torch.Tensor):
         t = X.detach()
         if t.is_complex():
@@ -54,11 +73,15 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
         raise InputError(f"{name} is empty (0 rows); pass at least one sample")
     if any(s == 0 for s in t.shape[1:]):
         raise InputError(f"{name} has an empty feature axis {tuple(t.shape)}")
+    source_shape = tuple(int(s) for s in t.shape[1:])
     if t.ndim == 3:
         t = t.unsqueeze(1)
     t = t.to(torch.float32).contiguous()
     _check_finite(t, name)
-    setattr(t, _VALIDATED, True)  # views and copies made later are new objects without the mark
+    setattr(t, _VALIDATED, True)  # views and copies made later are new objects without the marks
+    if uint8:
+        setattr(t, _UINT8, True)
+    setattr(t, _SOURCE_SHAPE, source_shape)
     return t
 
 

@@ -73,3 +73,11 @@ def tiny_params(method: str, **overrides) -> dict:
 def installed_methods(registry, pca_method):
     """Every installed method name, the example third-party plugin included."""
     return sorted(registry.methods)
+
+
+def model_space(det, X) -> torch.Tensor:
+    """User rows ``X`` as the plugin's internals (``_score``, ``nets``, ``r_scores``...) see them:
+    validated and scaled by the detector's fitted preprocessor (the one owner of input scaling)."""
+    from anomalykit.validation import as_input_tensor
+
+    return det.preprocessor_.transform(as_input_tensor(X))

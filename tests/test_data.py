@@ -10,12 +10,17 @@ from anomalykit.data import datasets as D
 from anomalykit.data import load_dataset, make_split
 
 
-def test_digits_is_scaled_split_and_stratified():
+def test_digits_keeps_its_own_values_split_and_stratified():
+    from sklearn.datasets import load_digits
+
     ds = load_dataset("digits")
     assert ds.kind == "image" and ds.sample_shape == (1, 8, 8)
     assert ds.X_train.shape[0] + ds.X_test.shape[0] == 1797
     assert abs(ds.X_test.shape[0] - 0.3 * 1797) <= 1
-    assert float(ds.X_train.min()) == -1.0 and float(ds.X_train.max()) == 1.0
+    # scikit-learn's values 0..16, unscaled: the detector's preprocessor scales them
+    assert ds.X_train.dtype == torch.float32 and float(ds.X_train.min()) == 0.0 and float(ds.X_train.max()) == 16.0
+    rows = {tuple(r) for r in load_digits().images.reshape(-1, 64).astype(np.float32).tolist()}
+    assert all(tuple(r) in rows for r in ds.X_test.reshape(-1, 64).tolist())
     # stratified: class proportions agree between the splits to within one sample per class
     train_counts, test_counts = np.bincount(ds.y_train), np.bincount(ds.y_test)
     np.testing.assert_allclose(test_counts / train_counts, 3 / 7, atol=0.02)
@@ -47,8 +52,9 @@ def fake_fashion(tmp_path, monkeypatch):
 def test_fashion_mnist_reads_idx_from_anomalykit_data(fake_fashion):
     ds = D.load_fashion_mnist()
     assert ds.X_train.shape == (20, 1, 28, 28) and ds.X_test.shape == (10, 1, 28, 28)
-    np.testing.assert_allclose(ds.X_train[3, 0].numpy(), fake_fashion[3] / 127.5 - 1, atol=1e-6)
-    assert ds.X_train[0, 0, 0, 0] == -1.0 and ds.X_train[0, 0, 0, 1] == 1.0
+    assert ds.X_train.dtype == torch.uint8  # pixels as stored: scaling is the detector's
+    np.testing.assert_array_equal(ds.X_train[3, 0].numpy(), fake_fashion[3])
+    assert ds.X_train[0, 0, 0, 0] == 0 and ds.X_train[0, 0, 0, 1] == 255
     assert list(ds.y_train[:12]) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
 
 
@@ -131,7 +137,8 @@ def test_npz_with_own_split(tmp_path):
     imgs = np.random.default_rng(0).integers(0, 256, (30, 6, 6)).astype(np.uint8)
     np.savez(tmp_path / "s.npz", X_train=imgs[:20], y_train=np.arange(20) % 2, X_test=imgs[20:], y_test=np.arange(10) % 2)
     ds = load_dataset(str(tmp_path / "s.npz"))
-    assert ds.kind == "image" and ds.X_train.shape == (20, 1, 6, 6) and float(ds.X_train.max()) <= 1.0
+    assert ds.kind == "image" and ds.X_train.shape == (20, 1, 6, 6) and ds.X_train.dtype == torch.uint8
+    np.testing.assert_array_equal(ds.X_train[:, 0].numpy(), imgs[:20])
 
 
 def test_csv_with_label_column(tmp_path):
@@ -154,13 +161,27 @@ def test_image_folder(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
+    written = {}
     for cls in ("good", "bad"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(6):
-            Image.fromarray(rng.integers(0, 256, (10, 10)).astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+            written[(cls, i)] = rng.integers(0, 256, (10, 10)).astype(np.uint8)
+            Image.fromarray(written[(cls, i)]).save(tmp_path / "imgs" / cls / f"{i}.png")
     ds = load_dataset(str(tmp_path / "imgs"))
     assert ds.classes == ["bad", "good"] and ds.sample_shape == (1, 10, 10)
     assert ds.X_train.shape[0] + ds.X_test.shape[0] == 12
+    # pixels as stored (uint8), and all rows back in the folder's order: classes sorted, files sorted
+    assert ds.X_train.dtype == torch.uint8
+    expected = np.stack([written[(c, i)] for c in ("bad", "good") for i in range(6)])
+    np.testing.assert_array_equal(ds.rows_in_source_order()[:, 0].numpy(), expected)
+
+
+def test_rows_in_source_order_gives_a_files_rows_back_in_order(tmp_path):
+    X = np.random.default_rng(1).normal(size=(23, 5)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    ds = load_dataset(str(tmp_path / "x.npy"))
+    assert not np.array_equal(ds.all_rows()[0].numpy(), X)  # train rows then test rows
+    np.testing.assert_array_equal(ds.rows_in_source_order().numpy(), X)
 
 
 def test_bad_user_files(tmp_path):

@@ -11,6 +11,8 @@ import torch
 import anomalykit
 from anomalykit.data import make_split
 
+from conftest import model_space
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
@@ -35,7 +37,8 @@ def test_a_score_statistics_cover_the_whole_training_set(worker):
     out, data = worker
     det = anomalykit.load(out / "model.pt")
     split = make_split("one-class", "digits", normal_class=0)
-    r = torch.cat([det.r_scores(split.X_train[i : i + 50]) for i in range(0, split.X_train.shape[0], 50)]).double()
+    X = model_space(det, split.X_train)
+    r = torch.cat([det.r_scores(X[i : i + 50]) for i in range(0, X.shape[0], 50)]).double()
     assert data["r_mean"] == pytest.approx(float(r.mean()), rel=1e-5)
     assert data["r_std"] == pytest.approx(float(r.std(unbiased=False)), rel=1e-4)
 

@@ -251,10 +251,24 @@ def test_uint8_images_keep_their_preprocessor_inside(registry_with_pca, digits, 
     to_uint8 = lambda a: (a * 15).astype(np.uint8)  # noqa: E731
     det = anomalykit.load_method("pca-recon", n_components=4).fit(to_uint8(train))
     assert det.preprocessor_.kind == "uint8"
+    import onnxruntime as ort
+
+    X = to_uint8(held_out)
+    ref = det.score_samples(X)
     for fmt, name in (("onnx", "u8.onnx"), ("torchscript", "u8.pt")):
         path = det.export(tmp_path / name)
-        close(RUN[fmt](path, to_uint8(held_out).astype(np.float32)), det.score_samples(to_uint8(held_out)))
-        close(load_scorer(path).score_samples(to_uint8(held_out)), det.score_samples(to_uint8(held_out)))
+        if fmt == "onnx":  # the graph takes what fit took: uint8
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            assert session.get_inputs()[0].type == "tensor(uint8)"
+            close(session.run(None, {"x": X})[0], ref)
+        else:  # TorchScript casts inside: uint8 or the same values as float32
+            close(torch.jit.load(str(path))(torch.from_numpy(X)).numpy(), ref)
+            close(RUN[fmt](path, X.astype(np.float32)), ref)
+        scorer = load_scorer(path)
+        close(scorer.score_samples(X), ref)
+        close(scorer.score_samples(X.astype(np.float32)), ref)  # integral floats 0..255 are converted
+        with pytest.raises(anomalykit.InputError, match="fitted on uint8 images"):
+            scorer.score_samples(X.astype(np.float32) + 0.5)
 
 
 def test_tabular_rows_with_robust_scaling(fitted, registry_with_pca, blobs, tmp_path, one_thread):

@@ -20,6 +20,8 @@ from anomalykit_plugins.adgan.search import (
     search_reference,
 )
 
+from conftest import model_space
+
 # small but real settings: θ adaptation strong enough that a θ leak between samples would show
 TINY = dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, seed=3)
 
@@ -75,7 +77,7 @@ def test_k0_is_the_loss_at_the_starting_latents(fitted, digits):
     g = det.nets["generator"].eval()
     z0 = initial_latents(det.hp.n_seed, det.latent_dim_, det.hp.seed)
     with torch.no_grad():
-        expected = torch.stack([direct_loss(g, z0, xi).mean() for xi in x])
+        expected = torch.stack([direct_loss(g, z0, xi).mean() for xi in model_space(det, x)])
     np.testing.assert_allclose(det.score_samples(x), expected.numpy(), rtol=1e-5)
 
 
@@ -223,22 +225,24 @@ def test_bad_search_parameters_are_rejected(bad, fragment):
 def test_ablation_scores(fitted, digits):
     det = copy.deepcopy(fitted)
     x = digits.X_test[:4]
-    r = det.latent_search(x)
+    r = det.latent_search(model_space(det, x))
     det.hp.score = "latent-prior"
     np.testing.assert_allclose(det.score_samples(x), (0.5 * r.latents.pow(2).sum(-1)).mean(1).numpy(), rtol=1e-5)
     det.hp.score = "critic"
     with torch.no_grad():
-        np.testing.assert_allclose(det.score_samples(x), (-det.nets["critic"](x)).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(det.score_samples(x), (-det.nets["critic"](model_space(det, x))).numpy(), rtol=1e-6)
 
 
 def test_reconstruct_is_the_best_seed_output(fitted, digits):
     x = digits.X_test[:3]
-    rec = fitted.reconstruct(x)
-    r = fitted.latent_search(x, keep_outputs=True)
+    rec = fitted.reconstruct(x)  # in the input's units (digits: 0..16)
+    xm = model_space(fitted, x)
+    r = fitted.latent_search(xm, keep_outputs=True)
     assert rec.shape == x.shape
     best = r.losses.argmin(1)
-    torch.testing.assert_close(rec, r.outputs[torch.arange(3), best])
-    torch.testing.assert_close(((rec - x) ** 2).flatten(1).sum(1), r.losses.min(1).values, rtol=1e-5, atol=1e-5)
+    rec_model = model_space(fitted, rec)
+    torch.testing.assert_close(rec_model, r.outputs[torch.arange(3), best], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(((rec_model - xm) ** 2).flatten(1).sum(1), r.losses.min(1).values, rtol=1e-4, atol=1e-4)
 
 
 def test_save_load_gives_identical_scores(fitted, digits, tmp_path):

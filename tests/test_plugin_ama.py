@@ -10,6 +10,8 @@ import anomalykit
 from anomalykit.data import make_split
 from anomalykit_plugins.ama import losses
 
+from conftest import model_space
+
 TINY = dict(epochs=1, width=8, feature_dim=16, n_critic=1, batch_size=32)
 
 
@@ -69,22 +71,23 @@ def test_critic_sees_stacked_pairs_and_real_pairs_are_x_with_x(fitted, digits0):
 
 
 def test_r_score_equals_a_direct_eager_computation(fitted, digits0):
-    x = digits0.X_test[:50]
+    raw = digits0.X_test[:50]
+    x = model_space(fitted, raw)
     E, G, D = (fitted.nets[k] for k in ("encoder", "generator", "critic"))
     with torch.no_grad():
         x_hat = G(E(x))
         direct = (D.features(torch.cat([x, x], 1)) - D.features(torch.cat([x, x_hat], 1))).abs().sum(1)
     torch.testing.assert_close(fitted.r_scores(x), direct, rtol=1e-5, atol=1e-5)
     r_model = anomalykit.load_method("ama", **dict(TINY, score="r")).fit(digits0.X_train)
-    np.testing.assert_allclose(r_model.score_samples(x), r_model.r_scores(x).double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(r_model.score_samples(raw), r_model.r_scores(model_space(r_model, raw)).double().numpy(), rtol=1e-6)
 
 
 def test_a_score_ranks_by_distance_from_the_training_mean(digits0):
     fitted = anomalykit.load_method("ama", **dict(TINY, epochs=3, score="a")).fit(digits0.X_train)  # the paper's eq. 6
     x = digits0.X_test
-    r = fitted.r_scores(x).double().numpy()
+    r = fitted.r_scores(model_space(fitted, x)).double().numpy()
     a = fitted.score_samples(x)
-    assert fitted.r_mean_ == pytest.approx(float(fitted.map_batches(fitted.r_scores, digits0.X_train).double().mean()))
+    assert fitted.r_mean_ == pytest.approx(float(fitted.map_batches(fitted.r_scores, model_space(fitted, digits0.X_train)).double().mean()))
     dist = np.abs(r - fitted.r_mean_)
     assert (np.argsort(a, kind="stable") == np.argsort(dist, kind="stable")).mean() > 0.99
     np.testing.assert_allclose(a, -norm(fitted.r_mean_, fitted.r_std_).logpdf(r), rtol=1e-6)
@@ -153,7 +156,7 @@ def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(dig
     det = anomalykit.load_method("ama", **dict(TINY, score="a-features")).fit(digits0.X_train)
     gauss = det.feature_gaussian_.state()
     with torch.no_grad():
-        f_real, f_rec = det.pair_features(digits0.X_test[:20])
+        f_real, f_rec = det.pair_features(model_space(det, digits0.X_test[:20]))
     diff = (f_real - f_rec).double().numpy()
     cov = np.linalg.inv(gauss["precision"].numpy())
     expected = -multivariate_normal(gauss["mean"].numpy(), cov).logpdf(diff)
@@ -162,7 +165,7 @@ def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(dig
     from sklearn.covariance import LedoitWolf
 
     with torch.no_grad():
-        tr_real, tr_rec = det.pair_features(digits0.X_train)
+        tr_real, tr_rec = det.pair_features(model_space(det, digits0.X_train))
     lw = LedoitWolf().fit((tr_real - tr_rec).double().numpy())
     np.testing.assert_allclose(gauss["mean"].numpy(), lw.location_, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(cov, lw.covariance_, rtol=1e-6, atol=1e-9)
@@ -215,12 +218,13 @@ def _is_training_row(t, X):
 
 def test_negative_pairs_self_pairs_decoded_negatives_with_themselves(digits0, monkeypatch):
     X = digits0.X_train[:32]
+    X_model = model_space(anomalykit.load_method("ama", **TINY).fit(X), X)  # the rows as the critic sees them
     seen = _critic_inputs(monkeypatch)
     for mode in ("self", "data"):
         seen.clear()
         anomalykit.load_method("ama", **dict(TINY, negative_pairs=mode, lipschitz="sn", simplex=False)).fit(X)
         twins = [b[:, :1] for b in seen if torch.equal(b[:, :1], b[:, 1:])]  # the critic's "real" pairs (a, a)
-        foreign = [row for t in twins for row in t if not _is_training_row(row, X)]
+        foreign = [row for t in twins for row in t if not _is_training_row(row, X_model)]
         if mode == "self":  # (x_a, x_a) with x_a = G(z_neg): decoded negatives, not training rows
             assert foreign
         else:  # only (x, x) with x a training row
@@ -269,7 +273,7 @@ def test_bn_refresh_uses_reconstructions_of_the_training_rows(digits0):
     hook = first_bn.register_forward_hook(lambda m, i, o: captured.append(i[0]))
     with torch.no_grad():
         G.train()
-        G(E.eval()(digits0.X_train))
+        G(E.eval()(model_space(det, digits0.X_train)))
         G.eval()
     hook.remove()
     torch.testing.assert_close(first_bn.running_mean, captured[0].mean((0, 2, 3)), rtol=1e-4, atol=1e-5)

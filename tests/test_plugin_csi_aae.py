@@ -15,6 +15,8 @@ from anomalykit.data import make_split
 from anomalykit_plugins.csi_aae.augment import Augment, gaussian_blur, random_resized_crop, rotate, shift_batch
 from anomalykit_plugins.csi_aae.losses import csi_loss, nearest_neighbour_score, nt_xent, shifted_features
 
+from conftest import model_space
+
 TINY = dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1, progress=None)
 
 
@@ -226,14 +228,14 @@ def test_score_norm_uses_feature_norms(digits0):
     det = tiny(score_norm=True).fit(digits0.X_train[:40], progress=False)
     X = digits0.X_train[:5]
     with torch.no_grad():
-        feats = shifted_features(det.nets["F"], X.to(det.device), 4, "backbone")
+        feats = shifted_features(det.nets["F"], model_space(det, X).to(det.device), 4, "backbone")
     # a row matched to itself: K cosines of 1, each weighted by ||F(S x)||
     m, _ = nearest_neighbour_score(feats, F.normalize(feats, dim=2), weight_by_norm=True)
     assert m.double().numpy() == pytest.approx(feats.norm(dim=2).sum(1).double().numpy(), rel=1e-4)
     # the detector scores with the weighted form: its nearest other row, cosines times norms
     idx = det.nearest_training_index(digits0.X_test[:5])
     with torch.no_grad():
-        test_feats = shifted_features(det.nets["F"], digits0.X_test[:5].to(det.device), 4, "backbone")
+        test_feats = shifted_features(det.nets["F"], model_space(det, digits0.X_test[:5]).to(det.device), 4, "backbone")
     cos = (F.normalize(test_feats, dim=2) * det._bank[idx]).sum(2)
     expected = -(cos * test_feats.norm(dim=2)).sum(1).double().numpy()
     assert det.score_samples(digits0.X_test[:5]) == pytest.approx(expected, rel=1e-4)
@@ -264,8 +266,9 @@ def test_generator_only_ablation_has_no_encoder(digits0):
 def test_full_model_logs_every_term_and_reconstructs(fitted, digits0):
     assert set(fitted.nets) == {"F", "G", "D", "E", "D_lat"}
     assert {"d", "adv", "csi_s", "d_lat", "adv_lat", "rec", "rec_pixel", "rec_sim", "lrec", "joint"} <= set(fitted.history_[0])
-    rec = fitted.reconstruct(digits0.X_test[:3])
-    assert rec.shape == (3, 1, 8, 8) and float(rec.abs().max()) <= 1.0
+    rec = fitted.reconstruct(digits0.X_test[:3])  # in the inputs' units: G's tanh range [-1, 1] mapped back
+    assert rec.shape == (3, 1, 8, 8) and float(model_space(fitted, rec).abs().max()) <= 1.0 + 1e-6
+    assert float(rec.min()) >= float(digits0.X_train.min()) - 1e-4 and float(rec.max()) <= float(digits0.X_train.max()) + 1e-4
 
 
 def test_switches_turn_terms_off(digits0):

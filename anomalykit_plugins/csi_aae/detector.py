@@ -280,10 +280,11 @@ class CSIAAE(Detector):
 
     @torch.no_grad()
     def nearest_training_index(self, X) -> torch.Tensor:
-        """Index (into the training data) of x-check, the nearest neighbour of eq. 11, per row of X."""
-        X = torch.as_tensor(X, dtype=torch.float32)
-        return self.map_batches(
-            lambda xb: nearest_neighbour_score(self._features(xb), self._bank_on(xb.device), chunk=self.hp.bank_chunk)[1], X
+        """Index (into the training data) of x-check, the nearest neighbour of eq. 11, per row of
+        ``X`` (user rows, as for ``score_samples``): int64 (N,)."""
+        return self.map_inputs(
+            lambda xb: nearest_neighbour_score(self._features(xb), self._bank_on(xb.device), chunk=self.hp.bank_chunk)[1], X,
+            what="nearest_training_index",
         )
 
     def _extra_state(self) -> dict:
