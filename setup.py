@@ -9,6 +9,8 @@ Environment switches:
   ANOMALYKIT_NO_EXTENSION=1   skip the native build entirely
   ANOMALYKIT_USE_CUDA=0       build the CPU extension only, even when CUDA is available
   ANOMALYKIT_DEBUG=1          -O0 -g builds
+  ANOMALYKIT_REQUIRE_EXTENSION=1   fail the install if the native ops do not build (CI sets it,
+                                   so a broken .cpp cannot pass as "skipped native tests")
 """
 import glob
 import os
@@ -69,26 +71,29 @@ def _extension_kwargs():
         py_limited_api=True,
     )
 
+    required = os.environ.get("ANOMALYKIT_REQUIRE_EXTENSION", "0") == "1"
+
     class OptionalBuildExt(BuildExtension):
-        """Build the native ops, but never fail the install because of them."""
+        """Build the native ops, but never fail the install because of them (unless
+        ANOMALYKIT_REQUIRE_EXTENSION=1)."""
 
         def run(self):
             try:
                 super().run()
             except Exception as exc:  # compiler missing or broken
-                print(
-                    f"anomalykit: native ops not built ({exc}); the pure-PyTorch reference ops will be used",
-                    file=sys.stderr,
-                )
+                self._skipped(exc)
 
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
             except Exception as exc:
-                print(
-                    f"anomalykit: native ops not built ({exc}); the pure-PyTorch reference ops will be used",
-                    file=sys.stderr,
-                )
+                self._skipped(exc)
+
+        @staticmethod
+        def _skipped(exc):
+            if required:
+                raise RuntimeError(f"anomalykit: native ops failed to build ({exc}) and ANOMALYKIT_REQUIRE_EXTENSION=1") from exc
+            print(f"anomalykit: native ops not built ({exc}); the pure-PyTorch reference ops will be used", file=sys.stderr)
 
     return {"ext_modules": [ext], "cmdclass": {"build_ext": OptionalBuildExt.with_options(use_ninja=True)}}
 
