@@ -167,6 +167,7 @@ def plan(cfg: BenchConfig) -> list[Cell]:
             raise ConfigError(f"unknown baseline {b!r}; use one of {', '.join(BASELINES)}")
     if cfg.budget not in ("small", "paper", "default"):
         raise ConfigError("--budget must be small, paper or default")
+    check_assignments(cfg.set, methods)
     seeds = parse_classes(cfg.seeds)
     classes: list[int | None] = parse_classes(cfg.classes) if cfg.protocol == "one-class" else [None]
     return [
@@ -176,6 +177,28 @@ def plan(cfg: BenchConfig) -> list[Cell]:
         for kind, names in (("baseline", baselines), ("method", methods))
         for name in names
     ]
+
+
+def check_assignments(assignments, methods: list[str]) -> None:
+    """Refuse a ``--set`` that would be silently dropped, before anything runs: ``METHOD.KEY=VALUE``
+    must name an installed method (a folder's settings may name methods benchmarked by an earlier
+    command into it) and one of its parameters; a bare ``KEY=VALUE`` must be a parameter of at
+    least one planned method (it applies to each method that has it)."""
+    from .params import parse_assignments
+
+    reg = get_registry()
+    schemas = {m: reg.method(m).cls.param_schema() for m in methods}
+    for key in parse_assignments(assignments):
+        target, _, pkey = key.rpartition(".")
+        if target:
+            if target not in reg.methods:
+                raise ConfigError(f"--set {key}: no installed method is called {target!r} (installed: {', '.join(sorted(reg.methods))})")
+            schema = reg.method(target).cls.param_schema()
+            if pkey not in schema:
+                raise ConfigError(f"--set {key}: {target} has no parameter {pkey!r}; its parameters: {', '.join(schema)}")
+        elif not any(pkey in schema for schema in schemas.values()):
+            known = sorted({k for schema in schemas.values() for k in schema})
+            raise ConfigError(f"--set {key}: no benchmarked method has a parameter {pkey!r}; known: {', '.join(known) or 'none'}")
 
 
 def method_params(name: str, cfg: BenchConfig, seed: int) -> dict[str, Any]:
@@ -272,8 +295,8 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
             names = _split_list(previous.get(key)) + [n for n in _split_list(current[key]) if n not in _split_list(previous.get(key))]
             current[key] = ",".join(names)
     atomic_write_text(settings, json.dumps(current, indent=2) + "\n")
-    rows = [r for r in read_results(out / "results.csv") if r.get("status") == "ok"]
-    done = {_row_key(r) for r in rows}
+    rows = read_results(out / "results.csv")  # failed cells stay listed until a rerun replaces them
+    done = {_row_key(r) for r in rows if r.get("status") == "ok"}
     todo = [c for c in cells if c.key not in done]
     echo(f"benchmark: {len(cells)} cells, {len(cells) - len(todo)} already done, results in {out}")
     cache: dict = {}
@@ -293,11 +316,10 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
         rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
         write_results(out / "results.csv", rows)
         # the summary follows every cell, so an interrupted benchmark still has an up-to-date one
-        write_summary(out, [r for r in rows if r.get("status") == "ok"], cfg)
-    ok = [r for r in rows if r.get("status") == "ok"]
+        write_summary(out, rows, cfg)
     if not todo:  # nothing ran: (re)write the summary of the finished folder
-        write_summary(out, ok, cfg)
-    return ok
+        write_summary(out, rows, cfg)
+    return [r for r in rows if r.get("status") == "ok"]
 
 
 # -- summary -------------------------------------------------------------------------------------------
@@ -332,7 +354,14 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
 
 
 def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
+    """summary.md and auroc.png from the finished cells of ``rows``; cells that failed are listed
+    with their one-line reason at the end (they count in no mean)."""
+    failed = [r for r in rows if r.get("status") == "failed"]
+    rows = [r for r in rows if r.get("status", "ok") == "ok"]
+    if not rows and not failed:
+        return
     if not rows:
+        atomic_write_text(out / "summary.md", "\n".join(["# Benchmark: no finished cells", "", *_failed_lines(failed)]) + "\n")
         return
     stats = summarise(rows)
     keys = [k for k in ("auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds") if any(s[k] for s in stats)]
@@ -369,8 +398,19 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
         for i, s in enumerate(stats):
             cells = ["" if math.isnan(v) else (f"**{v:.3f}**" if col_best[j] == i else f"{v:.3f}") for j, v in enumerate(table[i])]
             lines.append(f"| {s['method']} | " + " | ".join(cells) + " |")
+    if failed:
+        lines += ["", *_failed_lines(failed)]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     _plot(out / "auroc.png", rows, stats, classes, head[2:])
+
+
+def _failed_lines(failed: list[dict]) -> list[str]:
+    out = [f"**Failed cells ({len(failed)})**, not in any mean above (rerun the same command to retry them):", "",
+           "| method | class | seed | reason |", "|---|---|---|---|"]
+    for r in failed:
+        reason = str(r.get("error", "")).replace("|", "\\|")
+        out.append(f"| {r['method']} | {r.get('normal_class', '')} | {r.get('seed', '')} | {reason} |")
+    return out
 
 
 def _per_class(rows, stats, classes) -> list[list[float]]:

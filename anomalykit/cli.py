@@ -301,7 +301,7 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
-    from .bench import BenchConfig, run_bench
+    from .bench import BenchConfig, read_results, run_bench
 
     _set_threads(threads)
     cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, eval_split=eval_split, classes=classes, methods=methods, baselines=baselines,
@@ -310,6 +310,10 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
     run_bench(cfg, Path(out), echo=click.echo, progress=progress)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
     click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
+    failed = [r for r in read_results(Path(out) / "results.csv") if r.get("status") == "failed"]
+    if failed:  # listed in summary.md with their reasons; a script must not mistake this for a full run
+        click.echo(f"error: {len(failed)} cell(s) failed (listed in summary.md); rerun the same command to retry them", err=True)
+        sys.exit(1)
 
 
 @cli.command("export")

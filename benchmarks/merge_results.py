@@ -5,7 +5,9 @@ summary (e.g. methods run in parallel processes, each with its own --out).
         --out benchmarks/results/fmnist-oc-2k
 
 Checks that the folders used the same protocol, data, eval split, classes, budget, max_train and
---set (bench.json) and that every (class, seed) cell has one split fingerprint across all of them;
+--set (bench.json), that every (class, seed) cell has one split fingerprint across all of them,
+and that each method ran with the same parameters in every row (the ``params`` column, seed and
+device aside), so folders run under different defaults are refused, naming the keys that differ;
 the seeds may differ between folders (one method's seeds run in parallel folders): the summary
 names their union. Writes results.csv, summary.md and auroc.png into --out.
 """
@@ -16,6 +18,25 @@ import json
 from pathlib import Path
 
 from anomalykit.bench import BenchConfig, read_results, write_results, write_summary
+
+
+#: Parameters that may differ between the rows of one method: they identify the cell, not the method.
+PER_CELL = ("seed", "device")
+
+
+def check_params(rows: list[dict]) -> None:
+    """Refuse rows of one method that ran with different parameters (naming the keys and folders)."""
+    seen: dict[str, tuple[dict, str]] = {}
+    for r in rows:
+        if r.get("kind") != "method" or not r.get("params"):
+            continue
+        params = {k: v for k, v in json.loads(r["params"]).items() if k not in PER_CELL}
+        first = seen.setdefault(r["method"], (params, r["_folder"]))
+        if params != first[0]:
+            keys = sorted(k for k in set(params) | set(first[0]) if params.get(k) != first[0].get(k))
+            diffs = ", ".join(f"{k}: {first[0].get(k)!r} vs {params.get(k)!r}" for k in keys)
+            raise SystemExit(f"{r['method']} ran with different parameters in {first[1]} and {r['_folder']} ({diffs}); "
+                             "merge only folders run with the same settings")
 
 
 def main() -> None:
@@ -29,7 +50,8 @@ def main() -> None:
         values = {json.dumps(s.get(key, "test" if key == "eval_split" else None)) for s in settings}
         if len(values) > 1:
             raise SystemExit(f"the folders differ in {key}: {sorted(values)}")
-    rows = [r for f in args.folders for r in read_results(f / "results.csv") if r.get("status") == "ok"]
+    rows = [dict(r, _folder=str(f)) for f in args.folders for r in read_results(f / "results.csv") if r.get("status") == "ok"]
+    check_params(rows)
     prints: dict[tuple, set] = {}
     for r in rows:
         prints.setdefault((r["normal_class"], r["seed"]), set()).add(r["split_fingerprint"])
@@ -42,6 +64,7 @@ def main() -> None:
     cfg.methods = ",".join(dict.fromkeys(m for s in settings for m in s.get("methods", "").split(",") if m))
     cfg.baselines = ",".join(dict.fromkeys(b for s in settings for b in s.get("baselines", "").split(",") if b))
     args.out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in r.items() if k != "_folder"} for r in rows]
     write_results(args.out / "results.csv", rows)
     write_summary(args.out, rows, cfg)
     print((args.out / "summary.md").read_text())

@@ -132,3 +132,75 @@ def test_resumed_rows_give_one_summary_column_per_class(tmp_path):
     header = next(line for line in text.splitlines() if line.startswith("| method | 0"))
     assert header == "| method | 0 | 1 | 2 |"
     assert "| m | **0.800** | **0.800** | **0.900** |" in text  # class 1: mean of 0.6 and 1.0
+
+
+# -- nothing silent: unknown --set keys, failed cells, merged folders with other parameters ------------------
+@pytest.mark.parametrize("assignment, message", [
+    ("ama.no_such_param=1", r"ama has no parameter 'no_such_param'; its parameters: .*\bepochs\b"),
+    ("no_such_param=1", r"no benchmarked method has a parameter 'no_such_param'"),
+    ("mae-simplx.epochs=1", r"no installed method is called 'mae-simplx'"),
+])
+def test_unknown_set_keys_are_one_line_errors_before_anything_runs(tmp_path, assignment, message):
+    out = tmp_path / "x"
+    with pytest.raises(ConfigError, match=message) as err:
+        B.run_bench(config(methods="ama", baselines="", set=TINY_AMA + (assignment,)), out, echo=lambda *_: None)
+    assert "\n" not in str(err.value) and not out.exists()
+
+
+def test_the_issue_command_with_an_unknown_key_exits_2(tmp_path):
+    from click.testing import CliRunner
+
+    from anomalykit.cli import cli
+
+    res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0", "--methods", "ama", "--baselines", "",
+                                   "--set", "ama.no_such_param=1", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "ama has no parameter 'no_such_param'" in res.output
+
+
+def test_failed_cells_are_listed_in_the_summary_and_fail_the_command(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from anomalykit.cli import cli
+
+    real = B.run_cell
+
+    def breaks_on_class_1(cell, cfg, cache, progress=False):
+        if cell.normal_class == 1:
+            raise RuntimeError("the network went to pieces\nsecond line")
+        return real(cell, cfg, cache, progress)
+
+    monkeypatch.setattr(B, "run_cell", breaks_on_class_1)
+    res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0,1", "--methods", "ama", "--budget", "default",
+                                   *[a for kv in TINY_AMA for a in ("--set", kv)], "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "1 cell(s) failed" in res.output
+    summary = (tmp_path / "b" / "summary.md").read_text()
+    assert "| ama | 1 | 0 | RuntimeError: the network went to pieces |" in summary and "second line" not in summary
+    assert "| ama | method | 1 |" in summary  # the mean is over the one finished cell
+    # a rerun retries the failed cell; once it succeeds the list is gone and the command succeeds
+    monkeypatch.setattr(B, "run_cell", real)
+    res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0,1", "--methods", "ama", "--budget", "default",
+                                   *[a for kv in TINY_AMA for a in ("--set", kv)], "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert "Failed cells" not in (tmp_path / "b" / "summary.md").read_text()
+
+
+def test_merge_refuses_folders_whose_params_differ(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_results.py"
+    folders = []
+    for name, score in (("a", "a-features"), ("b", "r")):
+        folder = tmp_path / name
+        B.run_bench(config(methods="ama", baselines="", seeds="0" if name == "a" else "1", classes="0",
+                           set=TINY_AMA + (f"ama.score={score}",)), folder, echo=lambda *_: None)
+        folders.append(folder)
+        settings = json.loads((folder / "bench.json").read_text())
+        settings["set"] = []  # as if the folders had been run under different defaults
+        (folder / "bench.json").write_text(json.dumps(settings))
+    res = subprocess.run([sys.executable, str(script), *map(str, folders), "--out", str(tmp_path / "m")],
+                         capture_output=True, text=True)
+    assert res.returncode != 0 and "ama ran with different parameters" in res.stderr and "score: 'a-features' vs 'r'" in res.stderr
+    assert not (tmp_path / "m").exists()
