@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The full-data runs of the second quality round (issue 25): every training image of the class
+# (no --max-train), one torch thread per process, small budget. Resumable: rerun to continue.
+# Each line writes one folder under benchmarks/results/ (RESULTS=DIR writes under DIR instead, e.g.
+# when the runs go from a frozen checkout of the code); merge with benchmarks/merge_results.py.
+#   bash benchmarks/full_data_runs.sh [STEP ...]     (default: every step, in order)
+# A step whose bench command fails (e.g. a failed cell) is reported and the next step runs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OC="anomalykit bench --data fashion-mnist --classes 0-9 --budget small --threads 1"
+OOD="anomalykit bench --protocol ood --data fashion-mnist --ood-data mnist-5k --budget small --threads 1"
+R=${RESULTS:-benchmarks/results}
+VAL="anomalykit bench --eval-split val --data fashion-mnist --classes 0,2,4,6,8 --max-train 2000 --budget small --threads 1 --seeds 0"
+step() {
+    case "$1" in
+        oc-baselines) $OC --methods '' --baselines iforest,ocsvm,autoencoder --seeds 0 --out $R/fmnist-oc-full/baselines-seed0 ;;
+        oc-ama)       $OC --methods ama --seeds 0 --out $R/fmnist-oc-full/ama-seed0 ;;
+        oc-mae)       $OC --methods mae-simplex --seeds 0 --out $R/fmnist-oc-full/mae-simplex-seed0 ;;
+        oc-csi)       $OC --methods csi-aae --seeds 0 --out $R/fmnist-oc-full/csi-aae-seed0 ;;
+        oc-adgan)     $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-seed0 ;;
+        ood-baselines) $OOD --methods '' --baselines iforest,autoencoder --seeds 0 --out $R/fmnist-vs-mnist-full/baselines-seed0 ;;
+        ood-ama)      $OOD --methods ama --seeds 0 --out $R/fmnist-vs-mnist-full/ama-seed0 ;;
+        ood-csi)      $OOD --methods csi-aae --seeds 0 --out $R/fmnist-vs-mnist-full/csi-aae-seed0 ;;
+        # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
+        val-csi-default)    $VAL --methods csi-aae --out $R/fmnist-val/csi-aae-score-default ;;
+        val-csi-norm)       $VAL --methods csi-aae --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-norm ;;
+        val-csi-projection) $VAL --methods csi-aae --set csi-aae.score_space=projection --out $R/fmnist-val/csi-aae-score-projection ;;
+        val-csi-eq11)       $VAL --methods csi-aae --set csi-aae.score_space=projection --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-eq11 ;;
+        *) echo "unknown step $1" >&2; exit 2 ;;
+    esac
+}
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(oc-baselines oc-ama oc-mae oc-csi ood-baselines ood-ama ood-csi oc-adgan)
+for s in "${steps[@]}"; do
+    echo "== $s $(date -u +%FT%TZ)"
+    step "$s" || echo "== step $s exited with status $?"
+done
