@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 OC="anomalykit bench --data fashion-mnist --classes 0-9 --budget small --threads 1"
 OOD="anomalykit bench --protocol ood --data fashion-mnist --ood-data mnist-5k --budget small --threads 1"
 R=${RESULTS:-benchmarks/results}
+ABL="anomalykit bench --protocol ood --eval-split val --data fashion-mnist --ood-data mnist-5k --max-train 2000 --budget small --threads 1 --seeds 0-2"
 VAL="anomalykit bench --eval-split val --data fashion-mnist --classes 0,2,4,6,8 --max-train 2000 --budget small --threads 1 --seeds 0"
 step() {
     case "$1" in
@@ -26,6 +27,28 @@ step() {
         val-csi-norm)       $VAL --methods csi-aae --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-norm ;;
         val-csi-projection) $VAL --methods csi-aae --set csi-aae.score_space=projection --out $R/fmnist-val/csi-aae-score-projection ;;
         val-csi-eq11)       $VAL --methods csi-aae --set csi-aae.score_space=projection --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-eq11 ;;
+        # issue 24: the validation-split comparisons behind AMA's and MAE-simplex's defaults, committed
+        val-ama-default)    $VAL --methods ama --out $R/fmnist-val/ama-default ;;
+        val-ama-score-a)    $VAL --methods ama --set ama.score=a --out $R/fmnist-val/ama-score-a ;;
+        val-ama-generator-bn) $VAL --methods ama --set ama.generator_bn=true --out $R/fmnist-val/ama-generator-bn ;;
+        val-ama-constant-lr) $VAL --methods ama --set ama.lr_schedule=constant --out $R/fmnist-val/ama-lr-constant ;;
+        val-mae-default)    $VAL --methods mae-simplex --out $R/fmnist-val/mae-simplex-default ;;
+        val-mae-feature-l1) $VAL --methods mae-simplex --set mae-simplex.score=feature-l1 --out $R/fmnist-val/mae-simplex-feature-l1 ;;
+        val-adgan-default)  $VAL --methods adgan --out $R/fmnist-val/adgan-default ;;
+        # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
+        # rows vs MNIST-5k training rows), 3 seeds, with the default score and the paper's A-score
+        ablation-*)
+            local row=${1#ablation-} score=${1##*-score-} sets=()
+            row=${row%-score-*}
+            [ "$score" = "default" ] || sets+=(--set "ama.score=$score")
+            case "$row" in
+                full) ;;
+                no-mirrored) sets+=(--set ama.mirrored=false) ;;
+                no-simplex) sets+=(--set ama.simplex=false) ;;
+                no-atypical) sets+=(--set ama.atypical=false) ;;
+                *) echo "unknown ablation row $row" >&2; return 2 ;;
+            esac
+            $ABL --methods ama "${sets[@]}" --out $R/ama-ablations-val/$row-score-$score ;;
         *) echo "unknown step $1" >&2; exit 2 ;;
     esac
 }
