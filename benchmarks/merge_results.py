@@ -3,6 +3,11 @@ summary (e.g. methods run in parallel processes, each with its own --out).
 
     python benchmarks/merge_results.py benchmarks/results/fmnist-oc-2k/{baselines,ama,csi-aae} \\
         --out benchmarks/results/fmnist-oc-2k
+    python benchmarks/merge_results.py benchmarks/results/fmnist-vs-mnist:ama,iforest \\
+        benchmarks/results/fmnist-vs-mnist-mae-gaussian --out benchmarks/results/fmnist-vs-mnist-current
+
+``FOLDER:NAME,...`` takes only the rows of those methods / baselines from that folder (e.g. to
+leave out a method whose default has changed since the folder was run).
 
 Checks that the folders used the same protocol, data, eval split, classes, budget, max_train and
 --set (bench.json), that every (class, seed) cell has one split fingerprint across all of them,
@@ -41,16 +46,19 @@ def check_params(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("folders", nargs="+", help="bench folders, each optionally FOLDER:NAME,... (only those methods/baselines)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    picks = [(Path(f.split(":")[0]), set(f.split(":")[1].split(",")) if ":" in f else None) for f in args.folders]
+    args.folders = [f for f, _ in picks]
     settings = [json.loads((f / "bench.json").read_text()) for f in args.folders]
     fixed = ("protocol", "data", "ood_data", "eval_split", "classes", "budget", "max_train", "set")
     for key in fixed:
         values = {json.dumps(s.get(key, "test" if key == "eval_split" else None)) for s in settings}
         if len(values) > 1:
             raise SystemExit(f"the folders differ in {key}: {sorted(values)}")
-    rows = [dict(r, _folder=str(f)) for f in args.folders for r in read_results(f / "results.csv") if r.get("status") == "ok"]
+    rows = [dict(r, _folder=str(f)) for f, names in picks for r in read_results(f / "results.csv")
+            if r.get("status") == "ok" and (names is None or r["method"] in names)]
     check_params(rows)
     prints: dict[tuple, set] = {}
     for r in rows:
@@ -61,8 +69,9 @@ def main() -> None:
     cfg = BenchConfig(**{k: v for k, v in settings[0].items() if k in BenchConfig.__dataclass_fields__ and k != "set"},
                       set=tuple(settings[0].get("set", ())))
     cfg.seeds = ",".join(str(s) for s in sorted({int(r["seed"]) for r in rows}))
-    cfg.methods = ",".join(dict.fromkeys(m for s in settings for m in s.get("methods", "").split(",") if m))
-    cfg.baselines = ",".join(dict.fromkeys(b for s in settings for b in s.get("baselines", "").split(",") if b))
+    kinds = {r["method"]: r["kind"] for r in rows}
+    cfg.methods = ",".join(m for m in dict.fromkeys(r["method"] for r in rows) if kinds[m] == "method")
+    cfg.baselines = ",".join(m for m in dict.fromkeys(r["method"] for r in rows) if kinds[m] == "baseline")
     args.out.mkdir(parents=True, exist_ok=True)
     rows = [{k: v for k, v in r.items() if k != "_folder"} for r in rows]
     write_results(args.out / "results.csv", rows)

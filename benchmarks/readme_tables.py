@@ -1,0 +1,197 @@
+"""The generated tables of README.md and docs/: rebuilt from the committed files under
+benchmarks/results/, and checked against what the documents hold.
+
+    python benchmarks/readme_tables.py            # check: exit 1 naming every block that differs
+    python benchmarks/readme_tables.py --write    # rewrite the blocks in place
+
+A generated block in a markdown file looks like this (the first line names its source)::
+
+    <!-- generated: summary benchmarks/results/fmnist-oc-2k -->
+    | method | kind | ... |
+    <!-- end generated -->
+
+Sources:
+
+- ``summary FOLDER``: the tables of ``anomalykit bench``'s summary, recomputed from
+  ``FOLDER/results.csv`` (finished cells) with the bench's own summary code, so a table follows
+  the rows, not a copy of summary.md (the check also compares it with ``FOLDER/summary.md``);
+- ``speed KIND FILE...``: a table of benchmarks/speed_table.py (KIND: training, quality, demo,
+  adgan, annulus) from pytest-benchmark JSONs;
+- ``ops FILE``: benchmarks/ops_table.py's table of a pytest-benchmark JSON of the fused ops;
+- ``rows FILE``: a small JSON written by one of our measurement scripts, holding ``columns`` and
+  ``rows`` (see e.g. benchmarks/torchrun_throughput.py);
+- ``headline LABEL=FOLDER ...``: one row per method and baseline, one column per folder: the mean
+  AUROC over its cells (with the spread over seeds when the folder has several), from each
+  folder's results.csv; LABEL uses ``_`` for spaces;
+- ``gaps FOLDER``: for each method of a one-class folder, its per-class AUROC (mean over seeds)
+  minus the best baseline's on that class: the classes where it is behind at all, more than 0.03
+  behind, and the worst gap.
+
+tests/test_readme_tables.py runs the check, so a table that no longer follows its file fails CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "docs/*.md", "docs/methods/*.md"]
+BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def _summary(folder: str) -> str:
+    """The summary tables of a bench folder, recomputed from its results.csv."""
+    from anomalykit.bench import BenchConfig, read_results, write_summary
+
+    path = ROOT / folder
+    rows = read_results(path / "results.csv")
+    settings = json.loads((path / "bench.json").read_text()) if (path / "bench.json").exists() else {}
+    fields = BenchConfig.__dataclass_fields__
+    cfg = BenchConfig(**{k: v for k, v in settings.items() if k in fields and k != "set"}, set=tuple(settings.get("set", ())))
+    if not settings:  # a merged folder: the settings the rows themselves record
+        first = rows[0]
+        cfg.protocol, cfg.data, cfg.budget = first["protocol"], first["dataset"], first["budget"]
+    with tempfile.TemporaryDirectory() as tmp:
+        write_summary(Path(tmp), rows, cfg)
+        text = (Path(tmp) / "summary.md").read_text()
+    return _tables(text)
+
+
+def _tables(summary_md: str) -> str:
+    """The table lines of a summary.md (and the captions between tables), without its header."""
+    lines = summary_md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    return "\n".join(lines[start:]).strip() + "\n"
+
+
+def _speed(kind: str, *files: str) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import speed_table
+
+    runs = speed_table.load([str(ROOT / f) for f in files])
+    fn = {"training": speed_table.training_rows, "quality": speed_table.quality_rows, "demo": speed_table.demo_rows,
+          "adgan": speed_table.adgan_rows, "annulus": speed_table.annulus_rows}[kind]
+    return "\n".join(fn(runs)) + "\n"
+
+
+def _ops(file: str) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ops_table
+
+    data = json.loads((ROOT / file).read_text())
+    command = data.get("anomalykit_command") or ops_table.DEFAULT_COMMAND
+    return ops_table.table(data, command) + "\n"
+
+
+def _rows(file: str) -> str:
+    data = json.loads((ROOT / file).read_text())
+    cols = data["columns"]
+    align = data.get("align", ["---"] * len(cols))
+    out = ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in data["rows"]]
+    return "\n".join(out) + "\n"
+
+
+def _headline(*pairs: str) -> str:
+    from anomalykit.bench import read_results, summarise
+
+    columns = [(label.replace("_", " "), ROOT / folder) for label, folder in (p.split("=", 1) for p in pairs)]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for label, folder in columns:
+        for s in summarise([r for r in read_results(folder / "results.csv") if r.get("status", "ok") == "ok"]):
+            if s.get("seed_auroc"):
+                mean, std, n = s["seed_auroc"]
+                text = f"{mean:.3f} ± {std:.3f} ({n} seeds)"
+            else:
+                text = f"{s['auroc'][0]:.3f} (1 seed)" if s["auroc"] else ""
+            cells.setdefault((s["method"], s["kind"]), {})[label] = text
+    order = sorted(cells, key=lambda mk: (mk[1] != "method", list(cells).index(mk)))
+    out = ["| method | kind | " + " | ".join(label for label, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for method, kind in order:
+        out.append(f"| {method} | {kind} | " + " | ".join(cells[(method, kind)].get(label, "") for label, _ in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _gaps(folder: str) -> str:
+    from collections import defaultdict
+
+    from anomalykit.bench import read_results
+
+    per = defaultdict(lambda: defaultdict(list))
+    kinds = {}
+    for r in read_results(ROOT / folder / "results.csv"):
+        if r.get("status", "ok") == "ok" and str(r["normal_class"]) != "":
+            per[r["method"]][int(r["normal_class"])].append(float(r["auroc"]))
+            kinds[r["method"]] = r["kind"]
+    mean = {m: {c: sum(v) / len(v) for c, v in by.items()} for m, by in per.items()}
+    baselines = [m for m in mean if kinds[m] == "baseline"]
+    out = ["| method | classes behind the best baseline | more than 0.03 behind | worst (class: method − best baseline) |",
+           "|---|---|---|---|"]
+    for m in (m for m in mean if kinds[m] == "method"):
+        gaps = {c: a - max(mean[b][c] for b in baselines if c in mean[b]) for c, a in sorted(mean[m].items())}
+        behind = [c for c, g in gaps.items() if g < 0]
+        far = [c for c, g in gaps.items() if g < -0.03]
+        worst = min(gaps, key=gaps.get)
+        out.append(f"| {m} | {len(behind)} of {len(gaps)}" + (f" ({', '.join(map(str, behind))})" if behind else "")
+                   + f" | {', '.join(map(str, far)) or 'none'} | {worst}: {gaps[worst]:+.3f} |")
+    return "\n".join(out) + "\n"
+
+
+SOURCES = {"gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline}
+
+
+def render(spec: str) -> str:
+    kind, *args = spec.split()
+    if kind not in SOURCES:
+        raise SystemExit(f"unknown generated-table source {kind!r} (known: {', '.join(SOURCES)})")
+    return SOURCES[kind](*args)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def documents() -> list[Path]:
+    return sorted({p for pattern in DOCS for p in ROOT.glob(pattern)})
+
+
+def stale_blocks(write: bool = False) -> list[str]:
+    """``(file, source)`` of every generated block whose text differs from its source (rewritten if ``write``)."""
+    problems = []
+    for doc in documents():
+        text = doc.read_text()
+        out, pos = [], 0
+        for m in BLOCK.finditer(text):
+            fresh = render(m.group("spec"))
+            if m.group("body") != fresh:
+                problems.append(f"{_shown(doc)}: {m.group('spec')}")
+            out += [text[pos:m.start("body")], fresh]
+            pos = m.end("body")
+        if write and problems:
+            doc.write_text("".join(out) + text[pos:])
+    for doc in documents():  # a summary block's folder must hold the same tables in its summary.md
+        for m in BLOCK.finditer(doc.read_text()):
+            kind, *args = m.group("spec").split()
+            if kind == "summary" and (ROOT / args[0] / "summary.md").exists():
+                if _tables((ROOT / args[0] / "summary.md").read_text()) != render(m.group("spec")):
+                    problems.append(f"{args[0]}/summary.md does not match its results.csv (rerun the bench or merge_results.py)")
+    return problems
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--write", action="store_true", help="rewrite stale blocks in place")
+    args = ap.parse_args()
+    problems = stale_blocks(write=args.write)
+    for p in problems:
+        print(("rewrote " if args.write else "stale: ") + p)
+    if problems and not args.write:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The generated tables of README.md and docs/ follow the committed files under benchmarks/results/.
+
+``benchmarks/readme_tables.py`` rebuilds each ``<!-- generated: SOURCE -->`` block from its source
+(a bench folder's results.csv, a pytest-benchmark JSON, a measurement JSON); a table edited by hand,
+or a results file changed without regenerating the documents, fails here.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import readme_tables  # noqa: E402
+
+
+def test_every_generated_block_matches_its_committed_source():
+    blocks = [(doc, m.group("spec")) for doc in readme_tables.documents() for m in readme_tables.BLOCK.finditer(doc.read_text())]
+    assert len(blocks) >= 9, "the README and docs should hold their tables as generated blocks"
+    for _, spec in blocks:
+        source = spec.split()[1].split("=")[-1]
+        assert (ROOT / source).exists(), f"{spec}: {source} is not in the repository"
+    stale = readme_tables.stale_blocks()
+    assert not stale, "tables differ from their files (run `python benchmarks/readme_tables.py --write`): " + "; ".join(stale)
+
+
+def test_a_hand_edited_number_is_caught(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    block = next(readme_tables.BLOCK.finditer(readme))
+    edited = readme[: block.start("body")] + block.group("body").replace("0.9", "0.8", 1) + readme[block.end("body"):]
+    assert edited != readme
+    (tmp_path / "README.md").write_text(edited)
+    monkeypatch.setattr(readme_tables, "documents", lambda: [tmp_path / "README.md"])
+    assert readme_tables.stale_blocks() == [f"{tmp_path / 'README.md'}: {block.group('spec')}"]
+
+
+def test_a_changed_results_row_is_caught(tmp_path, monkeypatch):
+    """A results.csv that changes (a rerun, an edit) without regenerating the document fails."""
+    import shutil
+
+    folder = tmp_path / "benchmarks" / "results" / "bc"
+    shutil.copytree(ROOT / "benchmarks" / "results" / "breast-cancer", folder)
+    doc = tmp_path / "doc.md"
+    monkeypatch.setattr(readme_tables, "ROOT", tmp_path)
+    spec = "summary benchmarks/results/bc"
+    doc.write_text(f"<!-- generated: {spec} -->\n{readme_tables.render(spec)}<!-- end generated -->\n")
+    monkeypatch.setattr(readme_tables, "documents", lambda: [doc])
+    assert readme_tables.stale_blocks() == []
+    rows = (folder / "results.csv").read_text().splitlines()
+    rows[1] = rows[1].replace(",ok,0.", ",ok,0.1", 1)  # one AUROC changed
+    (folder / "results.csv").write_text("\n".join(rows) + "\n")
+    assert any(spec in p for p in readme_tables.stale_blocks())
+    with pytest.raises(SystemExit):
+        monkeypatch.setattr(sys, "argv", ["readme_tables.py"])
+        readme_tables.main()
