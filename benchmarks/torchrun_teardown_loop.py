@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--target", choices=["cli", "worker", "minimal", "minimal-unfixed"], default="cli")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
     parser.add_argument("--logs", type=Path, default=None, help="keep each run's output here (default: only failed runs, printed)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="add this target's counts as a row of a table JSON (columns/rows, for benchmarks/readme_tables.py)")
     args = parser.parse_args()
 
     env = dict(os.environ)
@@ -98,6 +100,20 @@ def main() -> int:
             print(output[-4000:], flush=True)
     print(f"{args.target}: {args.runs} runs, {counts['ok']} clean, {counts['abort']} aborts, {counts['failed']} other failures "
           f"({time.perf_counter() - start:.0f} s)")
+    if args.json is not None:
+        import json
+        import platform
+
+        table = json.loads(args.json.read_text()) if args.json.exists() else {
+            "what": "aborts at process teardown under torchrun (benchmarks/torchrun_teardown_loop.py)",
+            "columns": ["target", "runs", "clean", "aborts", "other failures", "command"],
+            "align": ["---", "---:", "---:", "---:", "---:", "---"], "rows": []}
+        cmd = f"python benchmarks/torchrun_teardown_loop.py --runs {args.runs} --target {args.target}"
+        table["rows"] = [r for r in table["rows"] if r[0] != args.target] + [
+            [args.target, args.runs, counts["ok"], counts["abort"], counts["failed"], f"`{cmd}`"]]
+        table["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(table, indent=1) + "\n")
     return 0 if counts["ok"] == args.runs else 1
 
 
