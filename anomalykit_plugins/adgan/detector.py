@@ -6,6 +6,14 @@ Training: a WGAN on the normal data. Each trainer step is one critic step on a f
 step also takes one generator step. All noise comes from the trainer's seeded generator. The
 critic is kept (for the ``score="critic"`` ablation) but the default score never uses it.
 
+Starting point of the search (``start``): ``prior`` is Algorithm 1 (n_seed draws from p_z, the
+same for every sample); ``encoder`` follows the paper's section 5 ("initializing from an
+approximate inversion of the generator as in ALI"): after the WGAN, an encoder E is trained with
+g_θ and the critic fixed to invert g_θ on the normal data (f-AnoGAN's izi_f objective,
+:func:`.losses.encoder_loss`), and the search starts from E(x) (more seeds: E(x) plus
+``start_noise`` times the seeded draws). The loss may also be the Laplacian pyramid loss the
+paper names (``loss="laplacian"``, images).
+
 Scoring (``score="loss"``, the paper): for each test sample, ``n_seed`` starting latents, ``k``
 Adam steps (lr γ for z, γ_θ for θ, betas (0.5, 0.999)) on ℓ(g_θ(z), x), θ reset to the trained
 weights for every sample; the score is the mean final loss over the seeds (higher = more
@@ -27,7 +35,7 @@ import math
 
 import torch
 
-from anomalykit import Detector, Param
+from anomalykit import Detector, InputError, Param
 from anomalykit.sdk import frozen, gp_weight_param, latent_dim_param, lipschitz_param
 
 from . import losses
@@ -69,7 +77,14 @@ class ADGANDetector(Detector):
         Param("lr_theta", 5e-5, "search learning rate γ_θ of the generator copy (paper: 5e-5)", low=0.0),
         Param("search_beta1", 0.5, "search Adam β₁ (paper: 0.5)", low=0.0, high=0.999999),
         Param("search_beta2", 0.999, "search Adam β₂ (paper: 0.999)", low=0.0, high=0.999999),
-        Param("loss", "l2", "reconstruction loss ℓ: l2 (squared L2, paper default) or l1", choices=("l2", "l1")),
+        Param("loss", "l2", "reconstruction loss ℓ: l2 (squared L2, paper default), l1, or laplacian (Laplacian pyramid L1, "
+              "images; the paper's section 5)", choices=("l2", "l1", "laplacian")),
+        Param("start", "prior", "search start: prior (Algorithm 1: n_seed seeded draws from p_z) or encoder (E(x), an "
+              "approximate inversion of g trained after the WGAN; the paper's section 5)", choices=("prior", "encoder")),
+        Param("start_noise", 0.5, "start=encoder: seeds after the first start at E(x) + start_noise x a seeded N(0, I) draw", low=0.0),
+        Param("encoder_epochs", None, "start=encoder: epochs of the encoder phase (None = epochs)", type=int, low=0),
+        Param("e_width", 32, "start=encoder: base channel width of the encoder", low=1),
+        Param("kappa", 1.0, "start=encoder: weight κ of the critic-feature term of the encoder's loss (f-AnoGAN izi_f)", low=0.0),
         Param("theta_copies", "seed", "who owns a θ copy: seed (Algorithm 1), sample (shared by a sample's seeds), none (θ fixed; ablation)", choices=THETA_COPIES),
         Param("score", "loss", "loss (Algorithm 1), latent-prior (−log p_z of the final latents) or critic (−d(x)); sec. 4.3 ablations", choices=("loss", "latent-prior", "critic")),
         Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
@@ -91,7 +106,10 @@ class ADGANDetector(Detector):
     def _build(self, input_shape):
         hp = self.hp
         self.latent_dim_ = latent_size(input_shape, hp.latent_dim)
-        self.nets.update(build_networks(input_shape, latent_dim=self.latent_dim_, g_width=hp.g_width, d_width=hp.d_width, hidden=hp.hidden))
+        if hp.loss == "laplacian" and len(input_shape) != 3:
+            raise InputError(f"adgan loss=laplacian needs images (N, C, H, W); got samples of shape {tuple(input_shape)}; use loss=l2")
+        self.nets.update(build_networks(input_shape, latent_dim=self.latent_dim_, g_width=hp.g_width, d_width=hp.d_width, hidden=hp.hidden,
+                                        encoder=hp.start == "encoder", e_width=hp.e_width))
 
     @property
     def search_config(self) -> SearchConfig:
@@ -114,8 +132,28 @@ class ADGANDetector(Detector):
         else:
             lr = 5e-5 if hp.lr is None else hp.lr
             make = lambda m: torch.optim.RMSprop(m.parameters(), lr=lr)  # noqa: E731
-        trainer = self.trainer(optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
+        trainer = self.trainer(modules={k: nets[k] for k in ("generator", "critic")},
+                               optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
         trainer.run(X, self._train_step)
+        if hp.start == "encoder":
+            nets["generator"].eval()  # g_θ and the critic are fixed while E learns to invert g_θ
+            nets["critic"].eval()
+            lr = 1e-3 if hp.lr is None or hp.lipschitz == "clip" else hp.lr
+            enc = self.trainer(modules={"encoder": nets["encoder"]}, phase="encoder",
+                               optimizers={"encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=lr, betas=(0.5, 0.9))},
+                               epochs=hp.epochs if hp.encoder_epochs is None else hp.encoder_epochs)
+            enc.run(X, self._encoder_step)
+
+    def _encoder_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
+        """One step of E on izi_f (f-AnoGAN): reconstruct x through g_θ(E(x)), pixels and critic features."""
+        G, critic = self.nets["generator"], self.nets["critic"]
+        with frozen(G), frozen(critic):
+            x_rec = G(ctx.nets["encoder"](x))
+            with torch.no_grad():
+                f_x = critic.features(x)
+            loss = losses.encoder_loss(x, x_rec, f_x, critic.features(x_rec), kappa=self.hp.kappa)
+            ctx.update("encoder", loss, term="encoder")
+        return {"encoder": loss.detach()}
 
     def _train_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
         hp = self.hp
@@ -157,11 +195,26 @@ class ADGANDetector(Detector):
             self._z0_key = key
         return self._z0
 
+    def search_starts(self, X: torch.Tensor) -> torch.Tensor:
+        """The starting latents of the search for a batch ``X`` (model space): the shared
+        (n_seed, d') draws (``start="prior"``) or (N, n_seed, d') around E(x) (``start="encoder"``:
+        the first seed E(x) itself, the others E(x) + start_noise · the seeded draws)."""
+        if self.hp.start == "prior":
+            return self.starting_latents()
+        with torch.no_grad():
+            e = self.nets["encoder"].eval()(X)  # (N, d')
+        z = e.unsqueeze(1).expand(e.shape[0], self.hp.n_seed, e.shape[1])
+        if self.hp.n_seed == 1 or self.hp.start_noise == 0:
+            return z.contiguous()
+        noise = self.starting_latents().clone()
+        noise[0] = 0  # seed 0 is E(x) itself
+        return z + self.hp.start_noise * noise.unsqueeze(0)
+
     def latent_search(self, X: torch.Tensor, *, keep_outputs: bool = False):
         """Algorithm 1 on a batch ``X`` (on ``self.device``): a :class:`~.search.SearchResult`."""
         G = self.nets["generator"].eval()
         return search(
-            G, X, self.starting_latents(), self.search_config,
+            G, X, self.search_starts(X), self.search_config,
             implementation=self.hp.scoring, chunk=self.hp.search_chunk, keep_outputs=keep_outputs,
         )
 

@@ -6,6 +6,9 @@
   then stride-2 4x4 transposed convs, BatchNorm + ReLU between); for rows an MLP with BatchNorm + ReLU.
 - Critic d_ω: (N, C, H, W) or (N, F) -> (N,) Wasserstein critic values (no BatchNorm, so the
   gradient penalty is well defined): :class:`anomalykit.nn.ConvCritic` / :class:`MLPCritic`.
+- Encoder E (only with ``start="encoder"``): (N, C, H, W) or (N, F) -> (N, d'), an approximate
+  inverse of g_θ (the paper's section 5: "initializing from an approximate inversion of the
+  generator"): :class:`anomalykit.nn.ConvEncoder` / an MLP.
 
 Only the generator is used at test time. Its layers live in one ``nn.Sequential`` so that
 :meth:`Generator.forward_copies` can run the *same* network with C different parameter copies
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anomalykit.sdk import ConvCritic, ConvDecoder, MLPCritic, flat_dim, is_image, mlp
+from anomalykit.sdk import ConvCritic, ConvDecoder, ConvEncoder, MLPCritic, flat_dim, is_image, mlp
 
 
 class Generator(nn.Module):
@@ -177,11 +180,29 @@ def _batchnorm_eval_copies(layer: nn.modules.batchnorm._BatchNorm, h: torch.Tens
     return h * alpha.reshape(shape) + beta.reshape(shape)
 
 
-def build_networks(shape: Sequence[int], *, latent_dim: int, g_width: int, d_width: int, hidden: int = 256) -> dict[str, nn.Module]:
-    """The WGAN for samples of ``shape``: {"generator": g_θ, "critic": d_ω}."""
+def build_networks(shape: Sequence[int], *, latent_dim: int, g_width: int, d_width: int, hidden: int = 256,
+                   encoder: bool = False, e_width: int = 32) -> dict[str, nn.Module]:
+    """The WGAN for samples of ``shape``: {"generator": g_θ, "critic": d_ω}, plus {"encoder": E}
+    when ``encoder``."""
     generator = Generator(latent_dim, shape, width=g_width, hidden=hidden)
     if is_image(shape):
         critic = ConvCritic(shape, feature_dim=128, width=d_width)
     else:
         critic = MLPCritic(flat_dim(shape), (hidden, hidden), feature_dim=64)
-    return {"generator": generator, "critic": critic}
+    nets = {"generator": generator, "critic": critic}
+    if encoder:
+        nets["encoder"] = Encoder(shape, latent_dim, width=e_width, hidden=hidden)
+    return nets
+
+
+class Encoder(nn.Module):
+    """E: (N, *shape) -> (N, d'): strided convs with BatchNorm + LeakyReLU then a valid conv to the
+    latent (images, :class:`anomalykit.nn.ConvEncoder`), or an MLP (rows)."""
+
+    def __init__(self, shape: Sequence[int], latent_dim: int, *, width: int = 32, hidden: int = 256):
+        super().__init__()
+        self.image = is_image(shape)
+        self.net = ConvEncoder(shape, latent_dim, width=width) if self.image else mlp([flat_dim(shape), hidden, hidden, latent_dim])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x if self.image else x.flatten(1))

@@ -15,8 +15,10 @@ Who owns a θ copy (``theta_copies``):
 - ``"none"``: θ stays fixed and only the latents move (ablation of the joint θ update).
 
 In every mode θ and the Adam state start afresh for every sample, and every sample starts from
-the same n_seed latents (:func:`initial_latents`, a seeded draw from p_z), so a sample's score
-does not depend on the other samples scored with it, their order, or the batch size.
+the same n_seed latents (:func:`initial_latents`, a seeded draw from p_z; Algorithm 1) or from
+latents of its own (``z0`` of shape (N, n_seed, d'), e.g. an encoder's approximate inversion of
+g_θ), so a sample's score does not depend on the other samples scored with it, their order, or
+the batch size.
 
 θ is every ``nn.Parameter`` of the generator, BatchNorm's affine weight and bias included (what
 ``torch.optim.Adam(g.parameters())`` in a literal implementation updates). BatchNorm runs in eval
@@ -68,7 +70,7 @@ class SearchConfig:
     lr_theta: float = 5e-5  # γ_θ
     betas: tuple[float, float] = (0.5, 0.999)
     eps: float = 1e-8  # Adam's ε (torch default; the paper does not say)
-    loss: str = "l2"  # ℓ: squared L2 ("l2") or L1 ("l1")
+    loss: str = "l2"  # ℓ: squared L2 ("l2"), L1 ("l1") or the Laplacian pyramid L1 ("laplacian")
     theta_copies: str = "seed"
 
     def __post_init__(self):
@@ -76,8 +78,8 @@ class SearchConfig:
             raise ValueError(f"steps (k) must be >= 0, got {self.steps}")
         if self.theta_copies not in THETA_COPIES:
             raise ValueError(f"theta_copies must be one of {THETA_COPIES}, got {self.theta_copies!r}")
-        if self.loss not in ("l2", "l1"):
-            raise ValueError(f"loss must be 'l2' or 'l1', got {self.loss!r}")
+        if self.loss not in ("l2", "l1", "laplacian"):
+            raise ValueError(f"loss must be 'l2', 'l1' or 'laplacian', got {self.loss!r}")
 
     @property
     def adapt_theta(self) -> bool:
@@ -162,15 +164,17 @@ def fused_adam_step_(params, grads, exp_avgs, exp_avg_sqs, *, step: int, lr: flo
 # -- reference: Algorithm 1 literally ----------------------------------------------------------
 def search_reference(generator: nn.Module, x: torch.Tensor, z0: torch.Tensor, cfg: SearchConfig, *, keep_outputs: bool = False) -> SearchResult:
     """One sample at a time; per θ copy a fresh ``torch.optim.Adam`` over [z] (lr γ) and the
-    generator's parameters (lr γ_θ), reset to the trained θ; k steps; the final loss per seed."""
-    N, S = x.shape[0], z0.shape[0]
+    generator's parameters (lr γ_θ), reset to the trained θ; k steps; the final loss per seed.
+    ``z0``: (S, d') shared by every sample, or (N, S, d') one set per sample."""
+    per_sample = z0.dim() == 3
+    N, S = x.shape[0], z0.shape[-2]
     work = copy.deepcopy(generator).eval()
     theta0 = [p.detach().clone() for p in generator.parameters()]
     for p in work.parameters():
         p.requires_grad_(cfg.adapt_theta)
     groups = [list(range(S))] if cfg.theta_copies == "sample" else [[j] for j in range(S)]
     losses = x.new_empty(N, S)
-    latents = z0.new_empty(N, S, z0.shape[1])
+    latents = z0.new_empty(N, S, z0.shape[-1])
     outputs = x.new_empty(N, S, *x.shape[1:]) if keep_outputs else None
     with torch.enable_grad():
         for i in range(N):
@@ -179,7 +183,7 @@ def search_reference(generator: nn.Module, x: torch.Tensor, z0: torch.Tensor, cf
                 with torch.no_grad():
                     for p, p0 in zip(work.parameters(), theta0):
                         p.copy_(p0)  # θ_{j,0} = θ
-                z = z0[seeds].clone().requires_grad_(True)
+                z = (z0[i, seeds] if per_sample else z0[seeds]).clone().requires_grad_(True)
                 param_groups = [{"params": [z], "lr": cfg.lr_latent}]
                 if cfg.adapt_theta:
                     param_groups.append({"params": list(work.parameters()), "lr": cfg.lr_theta})
@@ -209,14 +213,17 @@ def search_batched(
     keep_outputs: bool = False,
 ) -> SearchResult:
     """All searches of ``x`` (N samples × S seeds), ``chunk`` θ copies per pass (0 = automatic:
-    about two million floats per stacked parameter tensor).
+    about two million floats per stacked parameter tensor). ``z0``: (S, d') shared by every
+    sample, or (N, S, d') one set per sample.
 
     ``implementation`` "batched" uses :meth:`Generator.forward_copies` + autograd, "vmap" uses
     ``torch.func``; both step with :func:`adam_step_`. ``generator`` is used in eval mode.
     """
     if implementation not in ("batched", "vmap"):
         raise ValueError(f"implementation must be 'batched' or 'vmap', got {implementation!r}")
-    N, S, d = x.shape[0], z0.shape[0], z0.shape[1]
+    per_sample = z0.dim() == 3
+    N, S, d = x.shape[0], z0.shape[-2], z0.shape[-1]
+    z_flat = z0.reshape(N * S, d) if per_sample else None
     theta = [p.detach() for p in generator.parameters()]
     n_theta = sum(p.numel() for p in theta)
     sample_numel = math.prod(x.shape[1:])
@@ -247,11 +254,11 @@ def search_batched(
         for lo in range(0, units, chunk):
             hi = min(lo + chunk, units)
             if mode == "sample":
-                z_init = z0.unsqueeze(0).expand(hi - lo, S, d)
+                z_init = z0[lo:hi] if per_sample else z0.unsqueeze(0).expand(hi - lo, S, d)
                 target = x[lo:hi].unsqueeze(1)
             else:
                 u = torch.arange(lo, hi, device=z0.device)
-                z_init, target = z0[u % S], x[u // S]
+                z_init, target = (z_flat[u] if per_sample else z0[u % S]), x[u // S]
                 if mode == "seed":
                     z_init, target = z_init.unsqueeze(1), target.unsqueeze(1)  # (C, 1, ...)
                 else:
