@@ -35,6 +35,13 @@ step() {
         val-mae-default)    $VAL --methods mae-simplex --out $R/fmnist-val/mae-simplex-default ;;
         val-mae-feature-l1) $VAL --methods mae-simplex --set mae-simplex.score=feature-l1 --out $R/fmnist-val/mae-simplex-feature-l1 ;;
         val-adgan-default)  $VAL --methods adgan --out $R/fmnist-val/adgan-default ;;
+        # issue 25: ADGAN's section-5 leads on the validation split (start from an encoder, Laplacian loss, capacity)
+        val-adgan-enc-k5)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --out $R/fmnist-val/adgan-encoder-n1-k5 ;;
+        val-adgan-enc-k0)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.k=0 --out $R/fmnist-val/adgan-encoder-n1-k0 ;;
+        val-adgan-enc-n4)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=4 --out $R/fmnist-val/adgan-encoder-n4-k5 ;;
+        val-adgan-enc-lap)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.loss=laplacian --out $R/fmnist-val/adgan-encoder-n1-k5-laplacian ;;
+        val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
+        val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
         # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
         # rows vs MNIST-5k training rows), 3 seeds, with the default score and the paper's A-score
         ablation-*)
