@@ -568,6 +568,8 @@ class ExportedScorer:
             if not uint8 and not bool(((X >= 0) & (X <= 255) & (X == X.round())).all()):
                 raise InputError("this scorer was exported from a model fitted on uint8 images; pass integer pixel values 0..255")
             X = X.to(torch.uint8)
+        elif not X.is_floating_point():  # uint8 rows for a float32 graph: converted batch by batch below
+            X = X.contiguous()
         step = self.batch_size or self.score_batch_size
         outs = []
         for lo in range(0, X.shape[0], step):
@@ -575,7 +577,8 @@ class ExportedScorer:
             n = batch.shape[0]
             if self.batch_size and n < self.batch_size:  # a fixed-size graph: pad with copies of the last row
                 batch = torch.cat([batch, batch[-1:].expand(self.batch_size - n, *batch.shape[1:])])
-            outs.append(np.asarray(self.run_graph(batch.contiguous()))[:n])
+            batch = batch.contiguous() if self.input_dtype == "uint8" else batch.to(torch.float32).contiguous()
+            outs.append(np.asarray(self.run_graph(batch))[:n])
         return np.concatenate(outs).astype(np.float64)
 
     decision_function = score_samples

@@ -68,12 +68,12 @@ class Preprocessor:
     # -- applying ----------------------------------------------------------------------------
     def _view(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (X.dim() - 2)
-        return t.to(X.device, X.dtype).reshape(shape)
+        return t.to(X.device, X.dtype if X.is_floating_point() else torch.float32).reshape(shape)
 
     def transform(self, X: torch.Tensor) -> torch.Tensor:
-        """User space -> model space (float32, same shape)."""
+        """User space -> model space (float32, same shape); ``X`` float32 or uint8 (validated rows)."""
         if self.kind == "none":
-            return X
+            return X if X.is_floating_point() else X.to(torch.float32)
         self._check_width(X)
         if self.kind == "uint8":  # the same float32 operations as the usual hand scaling x / 127.5 - 1
             return X / 127.5 - 1.0
