@@ -1,7 +1,6 @@
 """ADGAN plugin: Algorithm 1's semantics (θ reset, n_seed, k), the batched search against the
 literal reference loop, the functional Adam against torch.optim.Adam, parameters, save/load."""
 import copy
-import time
 
 import numpy as np
 import pytest
@@ -259,9 +258,9 @@ def test_weight_clipping_keeps_the_critic_in_the_box(digits):
     assert max(p.abs().max().item() for p in det.nets["critic"].parameters()) <= 0.02
 
 
-def test_one_epoch_fit_on_digits_runs_in_seconds(digits):
-    t0 = time.perf_counter()
+def test_one_epoch_fit_on_digits_scores_finite_with_a_threshold(digits):
+    """The default networks, one epoch: finite scores and a threshold (fit time:
+    benchmarks/test_bench_fit_seconds.py)."""
     det = anomalykit.load_method("adgan", epochs=1).fit(digits.X_train, progress=False)
     scores = det.score_samples(digits.X_test[:32])
     assert np.isfinite(scores).all() and det.threshold_ is not None
-    assert time.perf_counter() - t0 < 60  # the search is batched: seconds, not minutes, even on a loaded CPU

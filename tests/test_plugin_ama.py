@@ -292,3 +292,172 @@ def test_a_features_threshold_flags_about_the_contamination_on_new_normal_rows()
     held = det.predict(X[120:]).mean()
     in_sample = (det.score_samples(X[120:]) > np.quantile(det.score_samples(X[:120]), 0.9)).mean()
     assert held < 0.3 and in_sample > held
+
+
+# -- switches: learning-rate schedule, negatives, the non-mirrored critic ----------------------------------------
+def _learning_rates(monkeypatch):
+    """{optimiser name: {epoch: the set of learning rates it stepped with}} while the test runs
+    (read from its parameter groups at each ``StepContext.update``, just before ``step()``)."""
+    from collections import defaultdict
+
+    from anomalykit.training import StepContext
+
+    seen = defaultdict(lambda: defaultdict(set))
+    original = StepContext.update
+
+    def spy(self, names, loss, *, term=None):
+        for name in (names,) if isinstance(names, str) else names:
+            seen[name][self.epoch].update(g["lr"] for g in self._trainer.optimizers[name].param_groups)
+        return original(self, names, loss, term=term)
+
+    monkeypatch.setattr(StepContext, "update", spy)
+    return seen
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant", "step"])
+def test_lr_schedule_sets_the_learning_rate_of_every_optimiser_per_epoch(digits0, monkeypatch, schedule):
+    """lr_schedule: cosine = lr·(1 + cos(π e / E)) / 2 in epoch e of E (annealed towards 0, one value
+    per epoch, the default), constant = lr throughout, step = lr·0.1^k after k of the milestones
+    30%, 60%, 90% of E; for the critic, encoder and generator alike."""
+    E, lr = 10, 1e-3
+    expected = {
+        "cosine": [lr * (1 + math.cos(math.pi * e / E)) / 2 for e in range(E)],
+        "constant": [lr] * E,
+        "step": [lr * 0.1 ** sum(e >= m for m in (3, 6, 9)) for e in range(E)],
+    }[schedule]
+    seen = _learning_rates(monkeypatch)
+    params = dict(TINY, epochs=E, lr=lr, simplex=False, atypical=False, lipschitz="sn")
+    if schedule != "cosine":
+        params["lr_schedule"] = schedule  # cosine: the default
+    anomalykit.load_method("ama", **params).fit(digits0.X_train[:64])
+    assert set(seen) == {"critic", "encoder", "generator"}
+    for name, per_epoch in seen.items():
+        assert sorted(per_epoch) == list(range(E)), name
+        for e in range(E):
+            used = sorted(per_epoch[e])
+            assert len(used) == 1, f"{name} stepped with several learning rates in epoch {e}: {used}"
+            assert used[0] == pytest.approx(expected[e], rel=1e-9, abs=1e-15), f"{name}, epoch {e}"
+
+
+def _module_calls(monkeypatch, *classes):
+    """(class name, input, output) of every forward of the network classes ``classes``, in call order,
+    while the test runs."""
+    calls = []
+    for cls in classes:
+        original = cls.forward
+
+        def spy(self, inp, _original=original, _name=cls.__name__):
+            out = _original(self, inp)
+            calls.append((_name, inp.detach().clone(), out.detach().clone()))
+            return out
+
+        monkeypatch.setattr(cls, "forward", spy)
+    return calls
+
+
+def _negative_latents(monkeypatch, X, **params):
+    """Fit AMA on ``X`` (no interpolants, so every generator input is a code E(x) or a negative) and
+    return [(the negative latents, the codes E(x) of the same minibatch)] for each generator call on
+    latents other than the encoder's last output."""
+    from anomalykit.sdk import ConvDecoder, ConvEncoder
+
+    calls = _module_calls(monkeypatch, ConvEncoder, ConvDecoder)
+    det = anomalykit.load_method("ama", **dict(TINY, simplex=False, lipschitz="sn", **params)).fit(X)
+    out, last_code = [], None
+    for name, inp, outp in calls:
+        if name == "ConvEncoder":
+            last_code = outp
+        elif not torch.equal(inp, last_code):
+            out.append((inp, last_code))
+    return det, out
+
+
+@pytest.mark.parametrize("direction, shell", [("outward", (4.0, 6.0)), ("inward", (2.0, 4.0))])
+def test_annulus_negatives_fed_to_the_generator_lie_in_the_shell(digits0, monkeypatch, direction, shell):
+    """negatives=annulus: the generator decodes latents with √d ≤ ‖z‖ ≤ √d + δ (outward) or
+    √d − δ ≤ ‖z‖ ≤ √d (inward), d = 16 for 8x8 digits, δ = 2, whatever the codes' norms."""
+    det, negatives = _negative_latents(monkeypatch, digits0.X_train[:64], negatives="annulus", delta=2.0, direction=direction)
+    assert det.latent_dim_ == 16
+    assert len(negatives) == 4  # 2 minibatches x (critic step, encoder/generator step)
+    lo, hi = shell
+    for z, codes in negatives:
+        r = z.norm(dim=1)
+        assert z.shape == codes.shape == (32, 16)
+        assert float(r.min()) >= lo - 1e-4 and float(r.max()) <= hi + 1e-4, (float(r.min()), float(r.max()))
+        assert float(r.max() - r.min()) > 0.05  # spread through the shell, not one radius
+
+
+@pytest.mark.parametrize("direction, bounds", [("outward", (2.0, 1000.0)), ("inward", (1e-3, 0.5))])
+def test_scaling_negatives_are_scaled_copies_of_the_codes(digits0, monkeypatch, direction, bounds):
+    """negatives=scaling (the authors' code): z_neg = E(x)/α outward, α·E(x) inward, α ~ U(0, 0.5)
+    (clamped at 1e-3) per row: each negative is collinear with its row's code, with a radius ratio
+    in [2, 1000] or [0.001, 0.5], and the critic and encoder/generator steps of a minibatch use the same α."""
+    _, negatives = _negative_latents(monkeypatch, digits0.X_train[:64], negatives="scaling", direction=direction)
+    assert len(negatives) == 4
+    ratios = []
+    for z, codes in negatives:
+        ratio = z.norm(dim=1) / codes.norm(dim=1)
+        torch.testing.assert_close(z, codes * ratio.unsqueeze(1), rtol=1e-4, atol=1e-6)  # same direction, per-row factor
+        lo, hi = bounds
+        assert float(ratio.min()) >= lo * (1 - 1e-4) and float(ratio.max()) <= hi * (1 + 1e-4)
+        assert float(ratio.max() / ratio.min()) > 1.5  # one α per row, not one per minibatch
+        ratios.append(ratio)
+    torch.testing.assert_close(ratios[0], ratios[1], rtol=1e-4, atol=0)  # minibatch 1: critic step, then E/G step
+    torch.testing.assert_close(ratios[2], ratios[3], rtol=1e-4, atol=0)
+    assert not torch.allclose(ratios[0], ratios[2])  # a fresh draw per minibatch
+
+
+def test_non_mirrored_critic_sees_samples_and_reconstructions_separately(digits0, monkeypatch):
+    """mirrored=False: the critic's inputs during training are single samples, either a minibatch of
+    training rows or exactly a batch the generator produced (x̂), never stacked pairs; the R-score
+    is then ‖f(x) − f(G(E(x)))‖₁ (score="r", checked eagerly), and the default score still separates
+    the digits."""
+    from sklearn.metrics import roc_auc_score
+
+    from anomalykit.sdk import ConvCritic, ConvDecoder
+
+    X = digits0.X_train[:64]
+    plain = dict(TINY, mirrored=False, simplex=False, atypical=False, lipschitz="sn")
+    calls = _module_calls(monkeypatch, ConvCritic, ConvDecoder)
+    det = anomalykit.load_method("ama", **plain, score="r").fit(X)
+    monkeypatch.undo()
+    X_model = model_space(det, X)
+    decoded = [out for name, _, out in calls if name == "ConvDecoder"]
+    real = fake = 0
+    for name, inp, _ in calls:
+        if name != "ConvCritic":
+            continue
+        assert inp.shape[1:] == (1, 8, 8)
+        if all(_is_training_row(row, X_model) for row in inp):
+            real += 1
+        else:
+            assert any(torch.equal(inp, out) for out in decoded), "a critic input is neither data nor G's output"
+            fake += 1
+    assert (real, fake) == (4, 4)  # per minibatch: D(x) and D(x̂) in the critic step, again in the E/G step
+    raw = digits0.X_test[:50]
+    x = model_space(det, raw)
+    E, G, D = (det.nets[k] for k in ("encoder", "generator", "critic"))
+    with torch.no_grad():
+        direct = (D.features(x) - D.features(G(E(x)))).abs().sum(1).double().numpy()
+    np.testing.assert_allclose(det.score_samples(raw), direct, rtol=1e-5, atol=1e-6)
+    assert direct.min() > 0
+    default_score = anomalykit.load_method("ama", **plain).fit(X)
+    assert roc_auc_score(digits0.y_test, default_score.score_samples(digits0.X_test)) > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_digits_demo_default_pipeline_reaches_auroc_099():
+    """`anomalykit run ama` with every default (digits, one-class, normal class 0, AMA's default
+    parameters: 100 epochs, a-features score) through the pipeline's steps: AUROC >= 0.99
+    (measured 1.0; ~15 s on one thread)."""
+    from anomalykit.pipeline import RunConfig, build_detector, evaluate, fit_and_score, load_split
+
+    cfg = RunConfig(method="ama")
+    assert (cfg.data, cfg.protocol, cfg.normal_class, cfg.params) == ("digits", "one-class", 0, {})
+    det, _ = build_detector(cfg.method, cfg.params)
+    split = load_split(cfg, seed=det.hp.seed)
+    outcome = fit_and_score(det, split, progress=False)
+    metrics = evaluate(outcome.scores, split, outcome.threshold, cfg.protocol)
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(split.y_test, outcome.scores))
+    assert metrics["auroc"] >= 0.99, metrics

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -277,11 +276,11 @@ def test_save_load_identical_scores(digits, tmp_path, lipschitz):
     np.testing.assert_array_equal(det.score_samples(Xt[:64]), back.score_samples(Xt[:64]))
 
 
-def test_one_epoch_on_digits_is_fast_and_deterministic(digits):
+def test_one_epoch_on_digits_is_deterministic(digits):
+    """Default networks, one epoch: the same seed gives the same scores and losses, another seed other
+    scores (fit time: benchmarks/test_bench_fit_seconds.py)."""
     X, Xt, _ = digits
-    t = time.perf_counter()
     a = anomalykit.load_method("mae-simplex", epochs=1, seed=3).fit(X, progress=False)  # default nets
-    assert time.perf_counter() - t < 20
     b = anomalykit.load_method("mae-simplex", epochs=1, seed=3).fit(X, progress=False)
     c = anomalykit.load_method("mae-simplex", epochs=1, seed=4).fit(X, progress=False)
     sa, sb, sc = (d.score_samples(Xt[:64]) for d in (a, b, c))

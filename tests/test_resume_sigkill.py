@@ -27,9 +27,8 @@ def weights(folder):
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     victim = start(tmp_path / "killed")
     state_file = tmp_path / "killed" / "train_state-train.pt"
-    deadline = time.time() + 300
     step = 0
-    while time.time() < deadline and victim.poll() is None:
+    while victim.poll() is None:  # no wall-clock deadline: on a loaded machine the 5 steps just come later
         if state_file.exists():
             try:
                 step = safe_load(state_file, kind="train-state")["step"]
