@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .data.datasets import Dataset  # noqa: E402
 from .detector import COMMON_PARAMS, Detector  # noqa: E402
 from .errors import (  # noqa: E402
     AnomalyKitError,
@@ -26,7 +27,7 @@ from .hookspecs import hookimpl  # noqa: E402
 from .params import Param  # noqa: E402
 
 __all__ = [
-    "Detector", "Param", "hookimpl", "load_method", "load", "list_methods", "COMMON_PARAMS",
+    "Detector", "Dataset", "Param", "hookimpl", "load_method", "load", "list_methods", "COMMON_PARAMS",
     "AnomalyKitError", "CheckpointError", "ConfigError", "DatasetError", "DivergenceError",
     "InputError", "NotFittedError", "PluginError", "ExportError", "__version__",
 ]

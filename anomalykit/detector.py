@@ -82,9 +82,8 @@ class Detector(BaseEstimator):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
-    #: Score at most this many training rows to set ``threshold_`` (None = all). For methods
-    #: whose scoring is expensive (e.g. latent search).
-    threshold_sample: ClassVar[int | None] = None
+    #: ``anomalykit bench --budget``: parameter overrides per budget, {"small": {...}, "paper": {...}}.
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
     #: True if ``_fit`` uses labelled anomalies (``y == 1``); otherwise the core passes only the
     #: normal rows and ``y=None``.
     supports_labels: ClassVar[bool] = False
@@ -208,11 +207,10 @@ class Detector(BaseEstimator):
             {(f"{t.phase}/{k}" if many else k): v for k, v in h.items()} for t in self._trainers for h in t.history
         ]
         self.nets.eval()
-        if self.decision_scores_ is None:
-            if self.threshold_sample is not None and normal.shape[0] > self.threshold_sample:
-                g = torch.Generator().manual_seed(self.hp.seed)
-                normal = normal[torch.randperm(normal.shape[0], generator=g)[: self.threshold_sample]]
-            self.decision_scores_ = self._score_prepared(normal, desc="threshold")
+        # the core's policy: one training score per normal training row, scored as new rows would be
+        with _plugin_guard(self.name, "training scores"):
+            train_scores = self._training_scores(normal)
+        self.decision_scores_ = self._checked_scores(train_scores, normal.shape[0], "_training_scores")
         self._set_threshold()
         return self
 
@@ -434,6 +432,14 @@ class Detector(BaseEstimator):
     def _score(self, X: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
+        """The normal training rows ``X`` (model space) scored as new rows would be: (N,). Default:
+        ``_score`` in batches. Override where a training row would score differently from a new
+        one (a nearest-neighbour score finds the row itself; a density fitted to the rows scores
+        them too well): leave-one-out, out-of-fold."""
+        self.nets.eval()
+        return self.map_batches(self._score, X, desc="threshold")
+
     def _extra_state(self) -> dict:
         return {}
 
@@ -467,20 +473,20 @@ class Detector(BaseEstimator):
         prep = self.preprocessor_
         return self._scores_checked(lambda x: self._score(prep.transform(x)), X, desc=desc)
 
-    def _score_prepared(self, X: torch.Tensor, *, desc: str) -> np.ndarray:
-        """Scores of rows already in model space (the training rows inside ``fit``)."""
-        return self._scores_checked(self._score, X, desc=desc)
-
     def _scores_checked(self, fn, X: torch.Tensor, *, desc: str) -> np.ndarray:
         self.nets.eval()
         with _plugin_guard(self.name, "score"):
             scores = self.map_batches(fn, X, desc=desc)
-        if not isinstance(scores, torch.Tensor) or scores.shape != (X.shape[0],):
+        return self._checked_scores(scores, X.shape[0], "_score")
+
+    def _checked_scores(self, scores, n: int, hook: str) -> np.ndarray:
+        """A hook's scores as float64 numpy, or a one-line PluginError naming the broken contract."""
+        if not isinstance(scores, torch.Tensor) or scores.shape != (n,):
             got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-            raise PluginError(f"plugin {self.name!r} broke the contract: _score returned {got}, expected shape ({X.shape[0]},)")
+            raise PluginError(f"plugin {self.name!r} broke the contract: {hook} returned {got}, expected shape ({n},)")
         if not scores.is_floating_point():
-            raise PluginError(f"plugin {self.name!r} broke the contract: _score returned dtype {scores.dtype}, expected floating point")
-        scores = scores.to(torch.float64)
+            raise PluginError(f"plugin {self.name!r} broke the contract: {hook} returned dtype {scores.dtype}, expected floating point")
+        scores = scores.detach().cpu().to(torch.float64)
         bad = ~torch.isfinite(scores)
         if bool(bad.any()):
             raise PluginError(

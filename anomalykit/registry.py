@@ -17,10 +17,11 @@ from typing import Callable
 import pluggy
 
 from . import hookspecs
+from .contract import NAME_RE
 from .errors import ConfigError, PluginError
 
 ENTRY_POINT_GROUP = "anomalykit.methods"
-_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_NAME_RE = NAME_RE  # dataset names follow the method-name rule
 
 
 @dataclass(frozen=True)
@@ -155,24 +156,10 @@ class Registry:
 
 
 def _method_contract_problem(cls) -> str | None:
-    from .detector import Detector  # late import: detector imports params only
-    from .params import Param
+    """The registration check: :func:`anomalykit.contract.check_method_class` (the contract's one home)."""
+    from .contract import check_method_class
 
-    if not isinstance(cls, type) or not issubclass(cls, Detector):
-        return f"register() expects a subclass of anomalykit.Detector, got {cls!r}"
-    name = getattr(cls, "name", None)
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        return f"{cls.__name__}.name must be a lowercase string matching {_NAME_RE.pattern}, got {name!r}"
-    summary = getattr(cls, "summary", None)
-    if not isinstance(summary, str) or not summary.strip() or "\n" in summary.strip():
-        return f"{cls.__name__}.summary must be a one-line string"
-    params = getattr(cls, "params", None)
-    if not isinstance(params, (tuple, list)) or not all(isinstance(p, Param) for p in params):
-        return f"{cls.__name__}.params must be a tuple of anomalykit.Param"
-    for hook in ("_build", "_fit", "_score"):
-        if getattr(cls, hook) is getattr(Detector, hook):
-            return f"{cls.__name__} does not implement {hook}()"
-    return None
+    return check_method_class(cls)
 
 
 def _first_line(exc: BaseException) -> str:

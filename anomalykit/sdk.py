@@ -14,8 +14,15 @@ Networks (shape-adaptive; images (C, H, W) of any side >= 4, rows (F,)):
   critic's input); :func:`is_image`, :func:`flat_dim`.
 
 Training: :func:`frozen` (no gradient into some networks for one update),
-:func:`gradient_penalty` (WGAN-GP), :func:`recompute_batchnorm`; ``Detector.trainer(...)`` runs
-the loop (checkpoints, resume, divergence checks, DDP).
+:func:`gradient_penalty` (WGAN-GP), :func:`recompute_batchnorm`; ``Detector.trainer(...)`` returns
+a :class:`Trainer` whose ``run(X, step)`` runs the loop (checkpoints, resume, divergence checks,
+DDP) and calls ``step(x, ctx)`` with a :class:`StepContext` (``ctx.update``, ``ctx.nets``,
+``ctx.generator``, ``ctx.extra``...: :mod:`anomalykit.contract` lists what it offers).
+
+Data: :class:`Dataset` is what a dataset plugin's loader returns (``anomalykit_register_datasets``).
+
+The contract a method class keeps: :mod:`anomalykit.contract` (checked when a plugin loads);
+:func:`anomalykit.testing.check_method` checks a method's behaviour (run it in a plugin's tests).
 
 Speed (docs/performance.md): :func:`speedups_enabled` reads the one switch
 (``ANOMALYKIT_SPEEDUPS``, :func:`anomalykit.speedups.speedups`) a plugin's own math-preserving
@@ -50,6 +57,8 @@ from .nn import (
     recompute_batchnorm,
     stack_pair,
 )
+from .data.datasets import Dataset
+from .training import StepContext, Trainer
 from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature_l1, sample_simplex, simplex_mix
 from .params import Param
 from .scores import FeatureGaussian
@@ -59,7 +68,7 @@ __all__ = [
     "ConvCritic", "ConvDecoder", "ConvEncoder", "MLPCritic", "flat_dim", "frozen", "gradient_penalty", "is_image", "mlp",
     "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
     "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "FeatureGaussian", "outer_adam_step_",
-    "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param",
+    "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param", "StepContext", "Trainer", "Dataset",
 ]
 
 

@@ -11,7 +11,8 @@ The runs go through the same steps as ``anomalykit run`` / ``bench`` (``load_spl
 method on digits (class 0, 3 epochs), AMA and CSI-AAE on Fashion-MNIST class 0 (1,000 training
 images, 1 epoch), AMA on Fashion-MNIST vs MNIST-5k (1,000 images, 1 epoch), IForest and
 AutoEncoder on the Fashion-MNIST split. ``compare`` writes the largest absolute and relative score
-difference per run and whether the scores are bitwise equal.
+difference per run and whether the scores are bitwise equal (for methods: the test scores, the
+training scores ``decision_scores_`` and ``threshold_``, one vector).
 """
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def run_case(method, data, protocol, ood_data, normal_class, max_train, params) 
         return np.asarray(model.decision_function(X_eval), dtype=np.float64)
     det, _ = build_detector(method, {"device": "cpu", **params})
     split = load_split(cfg, seed=det.hp.seed)
-    return fit_and_score(det, split, progress=False).scores
+    out = fit_and_score(det, split, progress=False)
+    # test scores, then the training scores and the threshold (what predict uses)
+    return np.concatenate([out.scores, np.asarray(det.decision_scores_, dtype=np.float64), [float(det.threshold_)]])
 
 
 def save(path: Path) -> None:

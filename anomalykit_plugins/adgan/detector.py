@@ -96,8 +96,6 @@ class ADGANDetector(Detector):
     #: 2 CPU cores); ``paper`` keeps Algorithm 1's n_seed = 64, k = 5 and trains
     #: longer (for a GPU; the paper gives no epoch count).
     budgets = {"small": {"epochs": 15, "n_seed": 8}, "paper": {"epochs": 300, "n_seed": 64, "k": 5}}
-    #: Setting ``threshold_`` scores at most this many training samples (the search is expensive).
-    threshold_sample = 256
     #: The score takes Adam steps per sample: exported as a TorchScript graph recorded with its
     #: gradient steps, a block of samples at a time (no ONNX; see anomalykit.export).
     score_needs_grad = True

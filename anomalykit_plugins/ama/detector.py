@@ -283,11 +283,8 @@ class AMADetector(Detector):
         """Eq. 5 for a batch on ``self.device``: (B,) R-scores."""
         return losses.r_score(*self.pair_features(x))
 
-    def _fit_score_statistics(self, X: torch.Tensor) -> None:
-        """Fit the score's Gaussian to the training rows (streamed in batches; all ranks see all rows):
-        N(μ, σ²) of the R-scores (eq. 6), and for ``score="a-features"`` N(μ, Σ) of the feature
-        differences. Sets ``decision_scores_``, the training rows scored as new rows are (for a-features,
-        each row under the Gaussian of the other folds: ``FeatureGaussian.cross_fitted_scores``)."""
+    def _r_and_differences(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-scores (N,) and feature differences f(x,x) − f(x,x̂) (N, F) of rows X, float64, in batches."""
         self.nets.eval()
 
         def stats(x):
@@ -295,16 +292,26 @@ class AMADetector(Detector):
             return torch.cat([losses.r_score(f_real, f_rec).unsqueeze(1), f_real - f_rec], 1)
 
         both = self.map_batches(stats, X, desc="score statistics").double()
-        r, diff = both[:, 0], both[:, 1:]
+        return both[:, 0], both[:, 1:]
+
+    def _fit_score_statistics(self, X: torch.Tensor) -> None:
+        """Fit the score's Gaussian to the training rows (streamed in batches; all ranks see all rows):
+        N(μ, σ²) of the R-scores (eq. 6), and for ``score="a-features"`` N(μ, Σ) of the feature
+        differences."""
+        r, diff = self._r_and_differences(X)
         self.r_mean_ = float(r.mean())
         self.r_std_ = float(r.std(unbiased=False)) if r.numel() > 1 else 1.0
         if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_) or not bool(torch.isfinite(diff).all()):
             raise ValueError("training R-scores are not finite; the model diverged")
         self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score == "a-features" else None
-        if self.feature_gaussian_ is not None:  # thresholds from out-of-fold scores (in-sample ones flag too much)
-            self.decision_scores_ = FeatureGaussian.cross_fitted_scores(diff).numpy()
-        else:
-            self.decision_scores_ = self._scores_from(r, diff).numpy()
+
+    def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
+        """The training rows scored as new rows are: for a-features each row under the Gaussian of
+        the other folds (``FeatureGaussian.cross_fitted_scores``; in-sample scores flag too much)."""
+        r, diff = self._r_and_differences(X)
+        if self.feature_gaussian_ is not None:
+            return FeatureGaussian.cross_fitted_scores(diff)
+        return self._scores_from(r, diff)
 
     def _scores_from(self, r: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "r":

@@ -250,12 +250,15 @@ class CSIAAE(Detector):
         return total / R
 
     def _fit_bank(self, X: torch.Tensor) -> None:
-        """Store the per-shift unit training features; set leave-one-out ``decision_scores_``."""
+        """Store the per-shift unit training features (the bank eq. 11 searches)."""
+        self._bank = torch.nn.functional.normalize(self.map_batches(self._features, X, desc="features"), dim=2)
+
+    def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
+        """Leave-one-out: each training row matched to its nearest *other* row of the bank (a new
+        row never finds itself there); one row alone is scored as a new row."""
         feats = self.map_batches(self._features, X, desc="features")
-        self._bank = torch.nn.functional.normalize(feats, dim=2)
-        self.decision_scores_ = None  # fit() scores the training data itself when LOO is impossible
         if feats.shape[0] < 2:
-            return
+            return super()._training_scores(X)
         dev = self.device
         feats_d, bank_d = feats.to(dev), self._bank.to(dev)
 
@@ -264,7 +267,7 @@ class CSIAAE(Detector):
                                            weight_by_norm=self.hp.score_norm, skip_identical=True)
             return -m
 
-        self.decision_scores_ = self.map_batches(loo, torch.arange(feats.shape[0]), desc="threshold").double().numpy()
+        return self.map_batches(loo, torch.arange(feats.shape[0]), desc="threshold").double()
 
     @torch.no_grad()
     def _score(self, X: torch.Tensor) -> torch.Tensor:

@@ -247,10 +247,18 @@ class MAESimplex(Detector):
             self.selected_epoch_ = self.hp.epochs - 1 if self.hp.epochs else None
         self.nets.eval()
         if self.hp.score == "feature-gaussian":
-            diffs = self.map_batches(lambda x: torch.sub(*self._pair_features(x)), X, desc="score statistics")
-            self.feature_gaussian_ = FeatureGaussian.fit(diffs)
-            # the threshold's training scores out of fold (in-sample ones flag too much on new data)
-            self.decision_scores_ = FeatureGaussian.cross_fitted_scores(diffs).numpy()
+            self.feature_gaussian_ = FeatureGaussian.fit(self._differences(X))
+
+    def _differences(self, X: torch.Tensor) -> torch.Tensor:
+        """f(x, x) − f(x, G(E(x))) of rows X, in batches: (N, F)."""
+        return self.map_batches(lambda x: torch.sub(*self._pair_features(x)), X, desc="score statistics")
+
+    def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
+        """feature-gaussian: each training row under the Gaussian of the other folds (in-sample
+        scores flag too much on new data); feature-l1: the score itself."""
+        if self.hp.score == "feature-gaussian":
+            return FeatureGaussian.cross_fitted_scores(self._differences(X))
+        return super()._training_scores(X)
 
     def _pair_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f(x, x) and f(x, G(E(x))), one D_recon call on the 2N stacked pairs."""

@@ -1,0 +1,116 @@
+"""anomalykit.testing.check_method: every installed method passes it, and it catches broken plugins."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anomalykit import Detector, Param, hookimpl
+from anomalykit.testing import check_method
+
+from conftest import tiny_params
+
+#: the kit checks that noise scores above normal rows, which takes a trained model: ADGAN's
+#: generator needs a few more epochs on the kit's 200 small images than the other tests use
+KIT_PARAMS = {"adgan": dict(epochs=30)}
+
+
+def params_for(method: str) -> dict:
+    return tiny_params(method, **KIT_PARAMS.get(method, {}))
+
+
+def test_every_installed_method_passes(installed_methods, one_thread):
+    for method in installed_methods:
+        passed = check_method(method, params=params_for(method))
+        assert any(p.startswith("export") for p in passed), method
+        assert any(p.startswith("save/load") for p in passed), method
+
+
+class _PCA(Detector):
+    """A minimal correct method (the kit's control): squared distance to the training mean."""
+
+    name = "kit-mean"
+    summary = "distance to the training mean"
+    params = (Param("epochs", 0, "unused", low=0),)
+
+    def _build(self, input_shape):
+        self.nets["mean"] = torch.nn.Module()
+        self.nets["mean"].register_buffer("m", torch.zeros(input_shape))
+
+    def _fit(self, X, y):
+        self.nets["mean"].m.copy_(X.mean(0))
+
+    def _score(self, X):
+        return (X - self.nets["mean"].m).flatten(1).square().sum(1)
+
+
+class _Flipped(_PCA):
+    name = "kit-flipped"
+
+    def _score(self, X):
+        return -super()._score(X)  # "higher = more normal": the PyOD sign broken
+
+
+class _Random(_PCA):
+    name = "kit-random"
+
+    def _score(self, X):
+        return super()._score(X) + torch.rand(X.shape[0], device=X.device)  # not deterministic
+
+
+class _ShortTrainingScores(_PCA):
+    name = "kit-short"
+
+    def _training_scores(self, X):
+        return super()._training_scores(X)[:10]  # fewer scores than training rows
+
+
+class _OwnsFit(_PCA):
+    name = "kit-owns-fit"
+
+    def fit(self, X, y=None, **kw):  # bypasses the core's validation, scaling and threshold
+        return super().fit(X, y, **kw)
+
+
+class _LosesState(_PCA):
+    name = "kit-loses-state"
+
+    def _fit(self, X, y):
+        super()._fit(X, y)
+        self.offset_ = float(X.mean())  # fitted state that is never saved
+
+    def _score(self, X):
+        return super()._score(X) + getattr(self, "offset_", 0.0)
+
+
+def test_a_correct_minimal_method_passes():
+    check_method(_PCA, export=False)
+
+
+@pytest.mark.parametrize("cls, message", [
+    (_Flipped, "noise rows do not score higher than normal rows"),
+    (_Random, "two fits with the same seed score differently"),
+    (_ShortTrainingScores, "_training_scores returned (10,), expected shape (200,)"),
+    (_OwnsFit, "overrides Detector.fit, which the core owns"),
+    (_LosesState, "scores after load differ"),
+])
+def test_broken_plugins_are_caught(cls, message):
+    with pytest.raises(AssertionError) as err:
+        check_method(cls, export=False)
+    assert message in str(err.value)
+
+
+def test_the_registry_refuses_a_class_that_breaks_the_contract(registry, capsys):
+    class BadBudget(_PCA):
+        name = "kit-bad-budget"
+        budgets = {"small": {"no_such_param": 1}}
+
+    class Plugin:
+        @hookimpl
+        def anomalykit_register_methods(self, register):
+            register(BadBudget)
+
+    assert not registry.add_plugin(Plugin(), name="kit-bad-budget-plugin")
+    assert "kit-bad-budget" not in registry.methods
+    line = registry.failures[-1].line()
+    assert "budgets['small'] sets 'no_such_param'" in line and "\n" not in line
+    assert "skipped" in capsys.readouterr().err
