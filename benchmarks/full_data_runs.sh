@@ -40,6 +40,9 @@ step() {
         val-adgan-enc-k0)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.k=0 --out $R/fmnist-val/adgan-encoder-n1-k0 ;;
         val-adgan-enc-n4)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=4 --out $R/fmnist-val/adgan-encoder-n4-k5 ;;
         val-adgan-enc-lap)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.loss=laplacian --out $R/fmnist-val/adgan-encoder-n1-k5-laplacian ;;
+        val-adgan-g16)      $VAL --methods adgan --set adgan.g_width=16 --out $R/fmnist-val/adgan-prior-g16 ;;
+        val-adgan-e30)      $VAL --methods adgan --set adgan.epochs=30 --out $R/fmnist-val/adgan-prior-e30 ;;
+        val-adgan-enc-lr005) $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.lr_latent=0.05 --out $R/fmnist-val/adgan-encoder-n1-k5-lr005 ;;
         val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
         val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
         # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
