@@ -138,3 +138,23 @@ def test_encoder_start_saves_loads_and_exports(encoder_model, digits, tmp_path):
     got = load_scorer(path).score_samples(X)
     ref = det.score_samples(X)
     assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max())
+
+
+def test_feature_score_by_hand():
+    """f-AnoGAN's score of the search's results: mean over seeds of ℓ/n + κ ‖f(x) − f(x̂_j)‖² / n_f."""
+    pixel = torch.tensor([[8.0, 4.0]])  # (N=1, S=2) final losses over n = 4 pixels
+    f_x = torch.tensor([[1.0, 1.0]])
+    f_rec = torch.tensor([[[1.0, 3.0], [1.0, 1.0]]])  # seed 0: residual (0, 2) -> mean 2; seed 1: 0
+    got = losses.feature_score(pixel, f_x, f_rec, n_pixels=4, kappa=0.5)
+    assert float(got) == pytest.approx(((8 / 4 + 0.5 * 2) + (4 / 4 + 0)) / 2)
+
+
+def test_loss_features_score_is_the_f_anogan_score_of_g_of_e_of_x(digits):
+    det = anomalykit.load_method("adgan", **TINY, start="encoder", n_seed=1, k=0, score="loss-features", kappa=2.0).fit(
+        digits.X_train, progress=False)
+    x = model_space(det, digits.X_test[:10])
+    with torch.no_grad():
+        rec = det.nets["generator"].eval()(det.nets["encoder"].eval()(x))
+        critic = det.nets["critic"]
+        want = (rec - x).square().flatten(1).mean(1) + 2.0 * (critic.features(x) - critic.features(rec)).square().mean(1)
+    np.testing.assert_allclose(det.score_samples(digits.X_test[:10]), want.numpy(), rtol=1e-5)

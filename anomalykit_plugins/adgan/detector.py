@@ -84,9 +84,12 @@ class ADGANDetector(Detector):
         Param("start_noise", 0.5, "start=encoder: seeds after the first start at E(x) + start_noise x a seeded N(0, I) draw", low=0.0),
         Param("encoder_epochs", None, "start=encoder: epochs of the encoder phase (None = epochs)", type=int, low=0),
         Param("e_width", 32, "start=encoder: base channel width of the encoder", low=1),
-        Param("kappa", 1.0, "start=encoder: weight κ of the critic-feature term of the encoder's loss (f-AnoGAN izi_f)", low=0.0),
+        Param("kappa", 1.0, "weight κ of the critic-feature term of the encoder's loss (start=encoder) and of score=loss-features "
+              "(f-AnoGAN izi_f)", low=0.0),
         Param("theta_copies", "seed", "who owns a θ copy: seed (Algorithm 1), sample (shared by a sample's seeds), none (θ fixed; ablation)", choices=THETA_COPIES),
-        Param("score", "loss", "loss (Algorithm 1), latent-prior (−log p_z of the final latents) or critic (−d(x)); sec. 4.3 ablations", choices=("loss", "latent-prior", "critic")),
+        Param("score", "loss", "loss (Algorithm 1), loss-features (the search's result scored as f-AnoGAN scores: pixel "
+              "residual / n + kappa x critic-feature residual / n_f, mean over seeds), latent-prior (−log p_z of the final "
+              "latents) or critic (−d(x)); sec. 4.3 ablations", choices=("loss", "loss-features", "latent-prior", "critic")),
         Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
         Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
     )
@@ -220,6 +223,14 @@ class ADGANDetector(Detector):
         if self.hp.score == "critic":
             with torch.no_grad():
                 return losses.critic_score(self.nets["critic"](X))
+        if self.hp.score == "loss-features":
+            result = self.latent_search(X, keep_outputs=True)
+            n, S = X.shape[0], result.outputs.shape[1]
+            with torch.no_grad():
+                critic = self.nets["critic"].eval()
+                f_x = critic.features(X)
+                f_rec = critic.features(result.outputs.reshape(n * S, *X.shape[1:])).reshape(n, S, -1)
+            return losses.feature_score(result.losses, f_x, f_rec, X[0].numel(), self.hp.kappa)
         result = self.latent_search(X)
         if self.hp.score == "latent-prior":
             return losses.latent_prior_nll(result.latents).mean(1)

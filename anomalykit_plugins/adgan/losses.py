@@ -20,6 +20,7 @@ __all__ = [
     "critic_score",
     "laplacian_pyramid_l1",
     "encoder_loss",
+    "feature_score",
 ]
 
 
@@ -119,3 +120,11 @@ def critic_score(d_x: torch.Tensor) -> torch.Tensor:
     """Sec. 3.2 / 4.3 alternative score: the critic's value, negated (a high d(x) means "real",
     so −d(x) is higher for anomalies)."""
     return -d_x
+
+
+def feature_score(pixel_losses: torch.Tensor, f_x: torch.Tensor, f_rec: torch.Tensor, n_pixels: int, kappa: float = 1.0) -> torch.Tensor:
+    """f-AnoGAN's anomaly score (Schlegl et al., 2019, eq. 6) of the search's results, averaged over
+    the seeds: (1/S) Σ_j [ℓ_j / n + κ ‖f(x) − f(x̂_j)‖² / n_f], ℓ_j the search's final loss of seed j
+    ((N, S)), f the critic's features of x ((N, F)) and of x̂_j ((N, S, F)), n the pixels per sample."""
+    feature = (f_rec - f_x.unsqueeze(1)).square().mean(-1)
+    return (pixel_losses / n_pixels + kappa * feature).mean(1)
