@@ -55,12 +55,10 @@ def load(path, **overrides) -> Detector:
     """
     from pathlib import Path
 
-    from .checkpoint import safe_load
+    from .checkpoint import model_file, safe_load
     from .registry import get_registry
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
+    path = model_file(path)
     ckpt = safe_load(path, kind="detector")
     cls = get_registry().method(str(ckpt.get("method"))).cls
     return cls.from_checkpoint(ckpt, path=path, **overrides)

@@ -29,7 +29,7 @@ import torch
 
 from .checkpoint import atomic_write_text
 from .detector import COMMON_PARAMS, threshold_from_scores
-from .errors import AnomalyKitError, ConfigError
+from .errors import AnomalyKitError, ConfigError, first_line
 from .pipeline import RunConfig, build_detector, evaluate, fit_and_score, load_split
 from .preprocess import Preprocessor
 from .registry import get_registry
@@ -311,7 +311,7 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
                 raise
             row = {"method": cell.name, "kind": cell.kind, "normal_class": "" if cell.normal_class is None else cell.normal_class,
                    "seed": cell.seed, "protocol": cfg.protocol, "dataset": cfg.data, "budget": cfg.budget,
-                   "status": "failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                   "status": "failed", "error": f"{type(exc).__name__}: {first_line(exc, default='')}"}
             echo(f"{label}: FAILED {row['error']}")
         rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
         write_results(out / "results.csv", rows)

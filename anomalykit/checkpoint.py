@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 #: Bumped when the layout of saved files changes incompatibly.
 FORMAT_VERSION = 1
@@ -78,7 +78,7 @@ def safe_load(path: str | os.PathLike, *, kind: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc, default="")
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
             raise CheckpointError(
                 f"refusing to load {path}: it contains Python objects other than tensors and plain data "
@@ -96,6 +96,12 @@ def safe_load(path: str | os.PathLike, *, kind: str) -> dict:
             f"{path} was written with checkpoint format {version!r}; this anomalykit reads format {FORMAT_VERSION}"
         )
     return obj
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The checkpoint a path names: the file itself, or ``model.pt`` inside a run folder."""
+    path = Path(path)
+    return path / "model.pt" if path.is_dir() else path
 
 
 def stamp(kind: str, payload: dict) -> dict:

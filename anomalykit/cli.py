@@ -132,16 +132,13 @@ def info_cmd():
     else:
         click.echo("cuda: not available")
     click.echo(f"threads: {torch.get_num_threads()}")
-    try:
-        from . import ops
-    except ImportError:
-        ops = None
-    if ops is not None:
-        click.echo(f"kernels: ANOMALYKIT_KERNELS={os.environ.get('ANOMALYKIT_KERNELS', 'auto')}; {ops.extension_status()}")
-        for dev in devices:
-            for op, path in ops.active_kernels(torch.device(dev)).items():
-                click.echo(f"  {dev:<7} {op:<16} {path}")
-        click.echo(f"cpu loops: {ops.cpu_isa_status()}")
+    from . import ops
+
+    click.echo(f"kernels: ANOMALYKIT_KERNELS={os.environ.get('ANOMALYKIT_KERNELS', 'auto')}; {ops.extension_status()}")
+    for dev in devices:
+        for op, path in ops.active_kernels(torch.device(dev)).items():
+            click.echo(f"  {dev:<7} {op:<16} {path}")
+    click.echo(f"cpu loops: {ops.cpu_isa_status()}")
     reg = get_registry()
     click.echo(f"methods: {', '.join(sorted(reg.methods)) or 'none'}")
     for f in reg.failures:
@@ -198,7 +195,10 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
         from .errors import ConfigError
 
         raise ConfigError("--resume continues the run in its own folder; drop --out")
-    D.init_from_env(str(cfg.params.get("device", "cpu")))
+    # the backend follows the device the detector will use (gloo on CPU, nccl on CUDA): one rule, devices.resolve_device
+    from .devices import resolve_device
+
+    D.init_from_env(resolve_device(str(cfg.params.get("device", "auto"))).type)
     record = run_experiment(cfg, out=resume or out, resume=resume is not None, progress=False if quiet else True, echo=click.echo)
     if D.is_main_process():
         shown = ["auroc", "aupr", "f1"] + (["topk_precision", "topk_recall", "topk_f1"] if cfg.protocol == "tabular-topk" else [])
@@ -334,10 +334,11 @@ def export_cmd(model, fmt, out, batch_size):
     from pathlib import Path
 
     from . import load
+    from .checkpoint import model_file
     from .errors import ConfigError
     from .export import SUFFIXES, export
 
-    source = Path(model) / "model.pt" if Path(model).is_dir() else Path(model)
+    source = model_file(model)
     target = Path(out) if out else source.with_name(source.with_suffix("").name + SUFFIXES[fmt])
     if target.resolve() == source.resolve():
         raise ConfigError(f"--out {target} would overwrite the checkpoint; choose another file")

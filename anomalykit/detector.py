@@ -50,12 +50,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .checkpoint import atomic_torch_save, safe_load, stamp
-from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError
+from .checkpoint import atomic_torch_save, model_file, safe_load, stamp
+from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError, first_line
 from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
 from .preprocess import Preprocessor
 from .training import FitOptions, Trainer
+from .devices import resolve_device
+from .seeds import stream_seed
 from .validation import as_input_tensor, as_label_tensor, source_is_uint8, source_sample_shape
 
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
@@ -144,18 +146,7 @@ class Detector(BaseEstimator):
     # -- device ----------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        d = self.hp.device
-        if d == "auto":
-            d = "cuda" if torch.cuda.is_available() else "cpu"
-        if d.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device {d!r} requested but CUDA is not available; use --device cpu")
-        try:
-            dev = torch.device(d)
-        except RuntimeError:
-            raise ConfigError(f"device {d!r} is not a valid torch device; use cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and dev.index is None and D.is_distributed():
-            dev = torch.device("cuda", torch.cuda.current_device())
-        return dev
+        return resolve_device(self.hp.device, distributed=D.is_distributed())
 
     # -- public API ------------------------------------------------------------------------
     def fit(
@@ -185,7 +176,7 @@ class Detector(BaseEstimator):
         if checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be >= 0")
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
-        seed_everything(self.hp.seed)
+        seed_everything(stream_seed(self.hp.seed, "weights"))
         self.input_shape_ = tuple(X.shape[1:])
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
         self.decision_scores_ = self.threshold_ = self.labels_ = None
@@ -320,9 +311,7 @@ class Detector(BaseEstimator):
     def save(self, path: str | Path) -> Path:
         """Write config + state to ``path`` (a file, or ``path/model.pt`` if a folder); atomic."""
         self._check_fitted("save")
-        path = Path(path)
-        if path.is_dir():
-            path = path / "model.pt"
+        path = model_file(path)
         payload = stamp(
             "detector",
             {
@@ -375,7 +364,7 @@ class Detector(BaseEstimator):
             det.nets.load_state_dict(ckpt["nets"])
             det._load_extra_state(ckpt.get("extra", {}))
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path} does not match {cls.name!r} networks ({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(f"{path} does not match {cls.name!r} networks ({first_line(exc)})") from None
         det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
         det.nets.to(det.device).eval()
         det.decision_scores_ = ckpt["decision_scores"].numpy()
@@ -517,9 +506,8 @@ class _plugin_guard:
             return False
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             raise ConfigError(f"{self.method}: out of GPU memory during {self.stage}; lower batch_size/score_batch_size") from exc
-        text = str(exc).strip().splitlines()
         raise PluginError(
-            f"plugin {self.method!r} failed during {self.stage}: {type(exc).__name__}: {text[0] if text else ''}"
+            f"plugin {self.method!r} failed during {self.stage}: {type(exc).__name__}: {first_line(exc, default='')}"
         ) from exc
 
 

@@ -42,3 +42,12 @@ class NotFittedError(AnomalyKitError, RuntimeError):
 class ExportError(AnomalyKitError):
     """A detector cannot be exported (the method says so, its score cannot be traced, or the
     exported graph failed its parity check), or an exported scorer file is unreadable."""
+
+
+def first_line(exc: BaseException, *, default: str | None = None, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (for one-line errors); ``default`` (or
+    the exception's type name) when it has none."""
+    for line in str(exc).strip().splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__ if default is None else default

@@ -70,7 +70,7 @@ from torch import nn
 
 from . import __version__
 from .checkpoint import atomic_write_bytes
-from .errors import AnomalyKitError, ConfigError, ExportError, InputError
+from .errors import AnomalyKitError, ConfigError, ExportError, InputError, first_line
 from .validation import as_input_tensor, source_is_uint8
 
 #: A fitted :class:`anomalykit.Detector` (not imported here: detector.py imports this module).
@@ -352,7 +352,7 @@ def _reason(exc: BaseException) -> str:
     exporter wraps torch.export's error in paragraphs of advice)."""
     while exc.__cause__ is not None and type(exc).__module__.startswith("torch.onnx"):
         exc = exc.__cause__
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _check_ts_graph(det, module) -> None:
@@ -457,7 +457,7 @@ def _verify(det: Detector, path: Path, fixed: int | None) -> tuple[float, tuple[
         raise
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"{det.name}: the exported {scorer_format(path)} graph failed when loaded back and run on batches "
-                          f"of {' and '.join(map(str, sizes))} rows ({type(exc).__name__}: {_first_line(exc)}); the traced "
+                          f"of {' and '.join(map(str, sizes))} rows ({type(exc).__name__}: {first_line(exc)}); the traced "
                           "score depends on the batch size") from exc
     for size, part in zip(sizes, parts):
         if np.shape(part) != (size,):
@@ -521,7 +521,7 @@ class ExportedScorer:
         except AnomalyKitError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"{self.path} is not a readable exported scorer ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise ExportError(f"{self.path} is not a readable exported scorer ({type(exc).__name__}: {first_line(exc)})") from None
         if self.meta.get("format") != _META_FORMAT:
             raise ExportError(f"{self.path} is not a file written by `anomalykit export` (no anomalykit metadata in the {scorer_format(self.path)} file)")
         if self.meta.get("version") != _META_VERSION:
@@ -591,14 +591,6 @@ class ExportedScorer:
 def load_scorer(path: str | os.PathLike) -> ExportedScorer:
     """An exported scorer (``.onnx`` or TorchScript) written by ``export``."""
     return ExportedScorer(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).strip().splitlines():
-        line = line.strip()
-        if line:
-            return line[:300]
-    return type(exc).__name__
 
 
 __all__ = ["export", "ExportResult", "ExportedScorer", "load_scorer", "is_exported_scorer", "example_rows", "format_of",

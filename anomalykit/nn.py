@@ -322,9 +322,6 @@ class ConvCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)
-        return self.head(f).squeeze(1), f
 
 
 def mlp(dims: Sequence[int], *, act: str = "leaky_relu", batchnorm: bool = False, spectral_norm: bool = False, last_act: bool = False) -> nn.Sequential:
@@ -353,9 +350,6 @@ class MLPCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)
 
-    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.features(x)
-        return self.head(f).squeeze(1), f
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -36,6 +36,7 @@ from .detector import Detector
 from .errors import ConfigError
 from .metrics import detection_metrics, topk_metrics
 from .registry import MethodInfo, get_registry
+from .training import RESUMABLE_CHANGES
 from .validation import as_input_tensor
 
 try:
@@ -43,8 +44,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-#: What ``--resume`` may change: how long to train, where, and how often to checkpoint.
-RESUME_OVERRIDES = ("epochs", "device", "checkpoint_every")
+#: What ``--resume`` may change: the method parameters a training checkpoint accepts changed
+#: (``training.RESUMABLE_CHANGES``, their one home) and how often to checkpoint.
+RESUME_OVERRIDES = ("checkpoint_every", *sorted(RESUMABLE_CHANGES))
 
 
 @dataclass
@@ -284,10 +286,8 @@ def _prepare_out_dir(out: Path, cfg: RunConfig, resume: bool) -> None:
 
 
 def _kernels(device: torch.device) -> dict[str, str]:
-    try:
-        from .ops import active_kernels
-    except ImportError:
-        return {}
+    from .ops import active_kernels
+
     return active_kernels(device)
 
 

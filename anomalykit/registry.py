@@ -18,7 +18,7 @@ import pluggy
 
 from . import hookspecs
 from .contract import NAME_RE
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, first_line
 
 ENTRY_POINT_GROUP = "anomalykit.methods"
 _NAME_RE = NAME_RE  # dataset names follow the method-name rule
@@ -75,7 +75,7 @@ class Registry:
             except BaseException as exc:  # noqa: BLE001 -- any import error, SystemExit included
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                self._fail(ep.name, dist_name, f"import failed: {type(exc).__name__}: {_first_line(exc)}")
+                self._fail(ep.name, dist_name, f"import failed: {type(exc).__name__}: {first_line(exc)}")
                 continue
             self.add_plugin(obj, name=ep.name, distribution=dist_name, version=dist_version)
 
@@ -84,7 +84,7 @@ class Registry:
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # pluggy validates hook names and signatures
-            self._fail(name, distribution, f"does not follow the hook contract: {_first_line(exc)}")
+            self._fail(name, distribution, f"does not follow the hook contract: {first_line(exc)}")
             return False
         self._dists[name] = (distribution, version)
         ok = self._collect(name)
@@ -132,7 +132,7 @@ class Registry:
                 try:
                     impl.function(register=register)
                 except Exception as exc:  # noqa: BLE001
-                    self._fail(plugin_name, distribution, f"{hook_name} raised {type(exc).__name__}: {_first_line(exc)}")
+                    self._fail(plugin_name, distribution, f"{hook_name} raised {type(exc).__name__}: {first_line(exc)}")
                     return False
         self.methods.update(new_methods)
         self.datasets.update(new_datasets)
@@ -160,11 +160,6 @@ def _method_contract_problem(cls) -> str | None:
     from .contract import check_method_class
 
     return check_method_class(cls)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 _lock = threading.Lock()

@@ -19,6 +19,8 @@ a :class:`Trainer` whose ``run(X, step)`` runs the loop (checkpoints, resume, di
 DDP) and calls ``step(x, ctx)`` with a :class:`StepContext` (``ctx.update``, ``ctx.nets``,
 ``ctx.generator``, ``ctx.extra``...: :mod:`anomalykit.contract` lists what it offers).
 
+Randomness: :func:`stream_seed` (``anomalykit.seeds``) derives every random stream from the run's seed.
+
 Data: :class:`Dataset` is what a dataset plugin's loader returns (``anomalykit_register_datasets``).
 
 The contract a method class keeps: :mod:`anomalykit.contract` (checked when a plugin loads);
@@ -62,13 +64,14 @@ from .training import StepContext, Trainer
 from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature_l1, sample_simplex, simplex_mix
 from .params import Param
 from .scores import FeatureGaussian
+from .seeds import stream_seed
 from .speedups import enabled as speedups_enabled
 
 __all__ = [
     "ConvCritic", "ConvDecoder", "ConvEncoder", "MLPCritic", "flat_dim", "frozen", "gradient_penalty", "is_image", "mlp",
     "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
     "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "FeatureGaussian", "outer_adam_step_",
-    "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param", "StepContext", "Trainer", "Dataset",
+    "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param", "StepContext", "Trainer", "Dataset", "stream_seed",
 ]
 
 

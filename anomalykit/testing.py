@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .errors import first_line
+
 
 def _data(kind: str, seed: int = 0):
     """(train, held-out normal, anomalies) of one kind: smooth blobs / correlated rows as the
@@ -80,10 +82,9 @@ def check_method(method, *, params: dict[str, Any] | None = None, kinds=KINDS, m
         try:
             fn()
         except AssertionError as exc:
-            failed.append(f"{name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'assertion failed'}")
+            failed.append(f"{name}: {first_line(exc, default='assertion failed')}")
         except Exception as exc:  # noqa: BLE001 -- any error is a failed check, reported in one line
-            text = str(exc).strip().splitlines()
-            failed.append(f"{name}: {type(exc).__name__}: {text[0] if text else ''}")
+            failed.append(f"{name}: {type(exc).__name__}: {first_line(exc, default='')}")
         else:
             passed.append(name)
 
@@ -123,8 +124,7 @@ def check_method(method, *, params: dict[str, Any] | None = None, kinds=KINDS, m
                 failed.append(f"fit [{kind}]: refused with a message of several lines")
             continue
         except Exception as exc:  # noqa: BLE001 -- a fit that breaks is a failed check
-            text = str(exc).strip().splitlines()
-            failed.append(f"fit [{kind}]: {type(exc).__name__}: {text[0] if text else ''}")
+            failed.append(f"fit [{kind}]: {type(exc).__name__}: {first_line(exc, default='')}")
             worked.append(kind)
             continue
         worked.append(kind)

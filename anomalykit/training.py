@@ -35,8 +35,9 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from .seeds import stream_seed
 from .checkpoint import atomic_torch_save, safe_load, stamp
-from .errors import CheckpointError, DivergenceError
+from .errors import CheckpointError, DivergenceError, first_line
 
 
 #: Parameters that may differ between a run and its resumption (they do not change what was learnt).
@@ -142,7 +143,7 @@ class Trainer:
         self.phase = phase
         self.config = dict(config or {})
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed + 7919)
+        self.generator.manual_seed(stream_seed(self.seed, "training-noise"))
         self.extra: dict = {}
         self.history: list[dict[str, float]] = []
         self._epoch_sums: dict[str, float] = defaultdict(float)
@@ -206,7 +207,7 @@ class Trainer:
             for k, s in self.schedulers.items():
                 s.load_state_dict(state["schedulers"][k])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"{path} does not match this model ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+            raise CheckpointError(f"{path} does not match this model ({type(exc).__name__}: {first_line(exc)})") from None
         _set_rng_state(state["rng"], self.generator)
         self.extra = state.get("extra", {})
         self.history = list(state.get("history", []))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError
+from ..errors import DatasetError, first_line
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
 #: method sees the same train/test rows.
@@ -250,7 +250,7 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
     except DatasetError:
         raise
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} could not be read ({str(exc).splitlines()[0]})") from None
+        raise DatasetError(f"{path} could not be read ({first_line(exc)})") from None
 
     def convert(a):
         if a is None:

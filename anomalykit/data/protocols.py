@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
+from ..seeds import stream_seed
 from .datasets import Dataset, fingerprint
 
 PROTOCOLS = ("one-class", "ood", "tabular-topk")
@@ -49,7 +50,7 @@ class Split:
 def _subsample(X: torch.Tensor, max_rows: int | None, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     idx = np.arange(X.shape[0])
     if max_rows is not None and X.shape[0] > max_rows:
-        idx = np.sort(np.random.default_rng(seed).choice(X.shape[0], size=max_rows, replace=False))
+        idx = np.sort(np.random.default_rng(stream_seed(seed, "subsample")).choice(X.shape[0], size=max_rows, replace=False))
     return X[torch.from_numpy(idx)], idx
 
 
@@ -59,7 +60,7 @@ def _hold_out(n_rows: int, n_eval_normals: int, seed: int) -> tuple[np.ndarray, 
     n_val = max(1, min(n_eval_normals, int(round(VAL_FRACTION * n_rows))))
     if n_val >= n_rows:
         raise ConfigError(f"only {n_rows} normal training rows: too few to hold out a validation split")
-    perm = np.random.default_rng(seed + 2).permutation(n_rows)
+    perm = np.random.default_rng(stream_seed(seed, "validation-holdout")).permutation(n_rows)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
@@ -91,7 +92,7 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
         keep, held = _hold_out(len(train_idx), int((ds.y_test == normal_class).sum()), seed)
         others = np.flatnonzero(ds.y_train != normal_class)
         n_anom = min(len(others), len(held) * (len(present) - 1))
-        anom_idx = np.sort(np.random.default_rng(seed + 3).choice(others, size=n_anom, replace=False))
+        anom_idx = np.sort(np.random.default_rng(stream_seed(seed, "validation-anomalies")).choice(others, size=n_anom, replace=False))
         eval_idx = np.concatenate([train_idx[held], anom_idx])
         train_idx = train_idx[keep]
         X_eval = ds.X_train[torch.from_numpy(eval_idx)]
@@ -132,7 +133,7 @@ def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, 
     n_anom = max(1, int(round(ratio * X_normal.shape[0])))
     if X_b.shape[0] < n_anom:
         raise ConfigError(f"OOD data {b.name!r} has {X_b.shape[0]} rows; {n_anom} are needed ({ratio:.0%} of {X_normal.shape[0]})")
-    pick = np.sort(np.random.default_rng(seed + 1).choice(X_b.shape[0], size=n_anom, replace=False))
+    pick = np.sort(np.random.default_rng(stream_seed(seed, "ood-anomalies")).choice(X_b.shape[0], size=n_anom, replace=False))
     X_test = torch.cat([X_normal, X_b[torch.from_numpy(pick)]])
     y_test = np.concatenate([np.zeros(X_normal.shape[0], np.int64), np.ones(n_anom, np.int64)])
     info = {
@@ -153,7 +154,7 @@ def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train
         raise ConfigError("--eval-split val applies to the one-class and ood protocols; tabular-topk splits all rows 50/50 itself")
     X, y = ds.all_rows()
     is_anom = (y != normal_class).astype(np.int64)
-    perm = np.random.default_rng(seed).permutation(X.shape[0])
+    perm = np.random.default_rng(stream_seed(seed, "tabular-split")).permutation(X.shape[0])
     half = X.shape[0] // 2
     first, second = perm[:half], np.sort(perm[half:])
     train_idx = np.sort(first[is_anom[first] == 0])

@@ -50,13 +50,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from anomalykit.sdk import outer_adam_step_, speedups_enabled
+from anomalykit.sdk import outer_adam_step_, speedups_enabled, stream_seed
 
 from .losses import reconstruction_loss
 
 THETA_COPIES = ("seed", "sample", "none")
 IMPLEMENTATIONS = ("batched", "vmap", "reference")
-_LATENT_SEED_OFFSET = 0x5EED  # starting latents are drawn from their own stream, not the training one
 _CHUNK_FLOATS = 1 << 21  # auto chunk: about this many floats (8 MB) per stacked state tensor
 _HAS_FUSED_ADAM = hasattr(torch, "_fused_adam_")
 
@@ -109,7 +108,7 @@ class SearchResult:
 def initial_latents(n_seed: int, latent_dim: int, seed: int, *, device=None, dtype=None) -> torch.Tensor:
     """The n_seed starting latents z_{j,0} ~ N(0, I), (n_seed, latent_dim): a fixed, seeded draw
     (on the CPU, so it is the same on every device) shared by all test samples."""
-    g = torch.Generator().manual_seed(_LATENT_SEED_OFFSET + int(seed))
+    g = torch.Generator().manual_seed(stream_seed(seed, "search-starts"))  # not the training stream
     return torch.randn(n_seed, latent_dim, generator=g).to(device=device, dtype=dtype or torch.get_default_dtype())
 
 

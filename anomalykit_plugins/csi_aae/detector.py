@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, InputError, Param
-from anomalykit.sdk import ConvDecoder, ConvEncoder, frozen, is_image
+from anomalykit.sdk import ConvDecoder, ConvEncoder, frozen, is_image, stream_seed
 
 from .augment import N_ROTATIONS, Augment
 from .losses import (
@@ -245,7 +245,7 @@ class CSIAAE(Detector):
             return shifted_features(f, x, self.n_shifts, self.hp.score_space)
         augment, total = self._augment(), 0.0
         for r in range(R):
-            g = torch.Generator(device=x.device).manual_seed(self.hp.seed * 7919 + r)
+            g = torch.Generator(device=x.device).manual_seed(stream_seed(self.hp.seed, "score-transforms", r))
             total = total + shifted_features(f, augment(x, g, shared=True), self.n_shifts, self.hp.score_space)
         return total / R
 
