@@ -20,6 +20,11 @@ Sources:
 - ``ops FILE``: benchmarks/ops_table.py's table of a pytest-benchmark JSON of the fused ops;
 - ``rows FILE``: a small JSON written by one of our measurement scripts, holding ``columns`` and
   ``rows`` (see e.g. benchmarks/torchrun_throughput.py);
+- ``export FILE``: benchmarks/bench_export.py's size and latency table of its ``--json`` file
+  (what ``python benchmarks/bench_export.py --table FILE`` prints);
+- ``adgan-loop FILE``: the batched latent search against the literal Algorithm 1 loop, from a
+  pytest-benchmark JSON of benchmarks/test_bench_adgan_scoring.py (``-k "not fmnist"``): machine,
+  command, and one row per implementation with the speed-up over ``reference``;
 - ``headline LABEL=FOLDER ...``: one row per method and baseline, one column per folder: the mean
   AUROC over its cells (with the spread over seeds when the folder has several), from each
   folder's results.csv; LABEL uses ``_`` for spaces;
@@ -84,7 +89,11 @@ def _ops(file: str) -> str:
 
     data = json.loads((ROOT / file).read_text())
     command = data.get("anomalykit_command") or ops_table.DEFAULT_COMMAND
-    return ops_table.table(data, command) + "\n"
+    text = ops_table.table(data, command)
+    if command.endswith(")") and " (" in command:  # a remark such as "(raw timings stripped)" goes after the backticks
+        bare, remark = command.rsplit(" (", 1)
+        text = text.replace(f"`{command}`", f"`{bare}` ({remark}", 1)
+    return text + "\n"
 
 
 def _rows(file: str) -> str:
@@ -94,6 +103,60 @@ def _rows(file: str) -> str:
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in data["rows"]]
     return "\n".join(out) + "\n"
+
+
+def _export(file: str) -> str:
+    import contextlib
+    import io
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_export
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bench_export.print_table(json.loads((ROOT / file).read_text()))
+    return out.getvalue().strip() + "\n"
+
+
+def _command(data: dict) -> str:
+    """The JSON's recorded command in backticks, a trailing remark such as "(raw timings stripped)" after them."""
+    command = data.get("anomalykit_command", "?")
+    remark = ""
+    if command.endswith(")") and " (" in command:
+        command, remark = command.rsplit(" (", 1)
+        remark = " (" + remark
+    return f"`{command}`{remark}"
+
+
+def _adgan_loop(file: str) -> str:
+    data = json.loads((ROOT / file).read_text())
+    runs = {b["params"]["scoring"]: b for b in data["benchmarks"] if b["name"].startswith("test_score_256_samples")}
+    ref = runs["reference"]["stats"]["min"]
+    e = runs["reference"]["extra_info"]
+    cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw") or e.get("machine", "?")
+    commit = data.get("commit_info", {}).get("id", "?")[:7]
+    lines = [
+        f"Machine: {cpu}, {e['cpus']} logical cores, torch {e['torch']}, torch threads: {e['threads']}, "
+        f"load average (1 min) {e['load_avg_1min']:.1f} after the reference run  ",
+        f"Run: {data.get('datetime', '?')}, commit {commit}  ",
+        f"Command: {_command(data)}",
+        "",
+        f"{e['samples']} samples x n_seed {e['n_seed']} = {e['searches']:,} searches of k = {e['k']} steps, "
+        f"one θ copy per {e['theta_copies']}, |θ| = {e['generator_params']:,}; one timed round each",
+        "",
+        f"| implementation | time for {e['samples']} samples | per sample | speed-up vs reference |",
+        "|---|---:|---:|---:|",
+    ]
+    for impl in ("reference", "vmap", "batched"):
+        if impl in runs:
+            t = runs[impl]["stats"]["min"]
+            lines.append(f"| `{impl}` | {t:.3f} s | {1e3 * t / e['samples']:.2f} ms | {ref / t:.1f}x |")
+    again = next((b for b in data["benchmarks"] if b["name"].startswith("test_batched_agrees")), None)
+    if again is not None:
+        t = again["stats"]["median"]
+        lines.append(f"| `batched` again, median of {again['stats']['rounds']} rounds (the benchmark's own check) | "
+                     f"{t:.3f} s | {1e3 * t / e['samples']:.2f} ms | {ref / t:.1f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def _headline(*pairs: str) -> str:
@@ -141,7 +204,8 @@ def _gaps(folder: str) -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline}
+SOURCES = {"gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+           "export": _export, "adgan-loop": _adgan_loop}
 
 
 def render(spec: str) -> str:
