@@ -11,8 +11,8 @@ to float32 and the channel axis, the fitted preprocessor (an affine map per chan
 buffers), the networks in eval mode, and the method's fitted constants (score statistics,
 feature banks). The batch size is dynamic unless asked otherwise.
 
-**Reference math only.** The graph is recorded with ``ANOMALYKIT_KERNELS=reference`` and
-``ANOMALYKIT_SPEEDUPS=off`` (the plain eager math), so it holds standard ATen (TorchScript) or
+**Reference math only.** The graph is recorded with the reference kernels and the speed-ups off
+(``ops.kernels("reference")`` and ``speedups(False)``: the plain eager math), so it holds standard ATen (TorchScript) or
 standard-domain ONNX ops and none of anomalykit's custom ops: it loads with ``torch.jit.load``
 or ``onnxruntime`` alone, without anomalykit, its native extension or the method's plugin
 package.
@@ -231,25 +231,17 @@ class _RowBlocks(nn.Module):
         return torch.cat(outs, 0)[:n]
 
 
-#: Environment switches set while a score is recorded: the pure-PyTorch reference ops (no
-#: custom ops in the graph) and no implementation speed-ups (``ANOMALYKIT_SPEEDUPS``: buffers
-#: reused across calls and custom autograd functions are for eager scoring, not for a graph).
-_RECORDING_ENV = {"ANOMALYKIT_KERNELS": "reference", "ANOMALYKIT_SPEEDUPS": "off"}
-
-
 @contextlib.contextmanager
 def _reference_kernels():
-    """Record the plain math: see ``_RECORDING_ENV``."""
-    before = {k: os.environ.get(k) for k in _RECORDING_ENV}
-    os.environ.update(_RECORDING_ENV)
-    try:
+    """Record the plain math: the pure-PyTorch reference ops (no custom ops in the graph) and no
+    implementation speed-ups (buffers reused across calls and custom autograd functions are for
+    eager scoring, not for a graph), through the switches' own context managers (they take
+    precedence over ``ANOMALYKIT_KERNELS`` / ``ANOMALYKIT_SPEEDUPS`` and are undone on exit)."""
+    from .ops import kernels
+    from .speedups import speedups
+
+    with kernels("reference"), speedups(False):
         yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @contextlib.contextmanager
@@ -364,7 +356,7 @@ def _check_ts_graph(det, module) -> None:
     custom = sorted(k for k in kinds if k.startswith("anomalykit::"))
     if custom:
         raise ExportError(f"{det.name}: the recorded score calls anomalykit's native op(s) {', '.join(custom)} although "
-                          "ANOMALYKIT_KERNELS=reference and ANOMALYKIT_SPEEDUPS=off were set, so the graph would need "
+                          "the reference kernels and the plain path were selected, so the graph would need "
                           "anomalykit's extension; the op's front-end must honour those switches")
     random = sorted(k for k in kinds if k.split("::")[-1].rstrip("_") in _RANDOM_TS)
     if random:

@@ -227,3 +227,32 @@ def test_cpu_isa_status_names_the_variant_used():
     used, requested, supported = _native.cpu_isa()
     assert used == min(requested, supported, key=ISA_ORDER.index)
     assert ops.cpu_isa_status().startswith(used)
+
+
+def test_kernels_block_overrides_the_variable_and_is_undone(monkeypatch):
+    from anomalykit import ops
+
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "auto")
+    with ops.kernels("reference"):
+        assert ops.kernels_mode() == "reference"
+        monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")  # the block wins over the variable
+        assert ops.kernels_mode() == "reference"
+    assert ops.kernels_mode() == "native"
+    with pytest.raises(ConfigError, match="not one of"):
+        with ops.kernels("fast"):
+            pass
+
+
+def test_export_records_the_reference_math_without_touching_the_environment(monkeypatch):
+    import os
+
+    from anomalykit import export as E
+    from anomalykit import ops
+    from anomalykit.speedups import enabled
+
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "auto")
+    before = dict(os.environ)
+    with E._reference_kernels():
+        assert ops.kernels_mode() == "reference" and not enabled()
+        assert dict(os.environ) == before
+    assert ops.kernels_mode() == "auto" and enabled()

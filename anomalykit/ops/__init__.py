@@ -20,8 +20,10 @@ instruction set of the native CPU loops (``anomalykit info``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from typing import Iterator
 
 import torch
 
@@ -40,14 +42,32 @@ NATIVE_OPS = _native.NATIVE_OPS
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` (needs a C++ compiler and ninja)"
 
 _fallback_warned = False
+_override: str | None = None
 
 
 def kernels_mode() -> str:
-    """The current value of ANOMALYKIT_KERNELS (auto, native or reference), read at every call."""
+    """The kernel choice (auto, native or reference), read at every call: the innermost
+    :func:`kernels` block, else ``ANOMALYKIT_KERNELS``."""
+    if _override is not None:
+        return _override
     mode = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if mode not in KERNEL_MODES:
         raise ConfigError(f"{ENV_VAR}={mode!r} is not one of {', '.join(KERNEL_MODES)}")
     return mode
+
+
+@contextlib.contextmanager
+def kernels(mode: str) -> Iterator[None]:
+    """Inside the block the ops use ``mode`` (auto, native or reference), whatever
+    ``ANOMALYKIT_KERNELS`` says (e.g. export records the reference math)."""
+    global _override
+    if mode not in KERNEL_MODES:
+        raise ConfigError(f"kernels mode {mode!r} is not one of {', '.join(KERNEL_MODES)}")
+    before, _override = _override, mode
+    try:
+        yield
+    finally:
+        _override = before
 
 
 def _use_native(op: str, device: torch.device) -> bool:
