@@ -109,3 +109,66 @@ def stamp(kind: str, payload: dict) -> dict:
     from . import __version__
 
     return {"format": f"anomalykit-{kind}", "format_version": FORMAT_VERSION, "anomalykit_version": __version__, **payload}
+
+
+# -- a fitted detector -------------------------------------------------------------------------------
+def detector_payload(det) -> dict:
+    """What ``Detector.save`` writes: parameters, shapes, network state, the plugin's extra state,
+    the threshold, the training scores and the preprocessor (tensors and plain data only)."""
+    import numpy as np
+    import torch
+
+    return stamp(
+        "detector",
+        {
+            "method": det.name,
+            "params": det.params_,
+            "input_shape": list(det.input_shape_),
+            "fit_input": {"shape": list(det.fit_input_[0]), "dtype": det.fit_input_[1]},
+            "nets": {k: v.detach().cpu() for k, v in det.nets.state_dict().items()},
+            "extra": det._extra_state(),
+            "threshold": det.threshold_,
+            "decision_scores": torch.from_numpy(np.asarray(det.decision_scores_, dtype=np.float64)),
+            "preprocess": det.preprocessor_.state(),
+        },
+    )
+
+
+def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
+    """A fitted ``cls`` detector from a payload of :func:`detector_payload` (read with
+    :func:`safe_load`); ``overrides`` change runtime parameters (e.g. device). One-line
+    :class:`CheckpointError` for a payload of another method, unknown parameters or networks that
+    do not fit."""
+    import numpy as np
+    from torch import nn
+
+    from .preprocess import Preprocessor
+
+    if ckpt.get("method") != cls.name:
+        raise CheckpointError(f"{path} holds a {ckpt.get('method')!r} detector, not {cls.name!r}")
+    params = dict(ckpt.get("params", {}))
+    params.update(overrides)
+    unknown = sorted(set(params) - set(cls.param_schema()))
+    if unknown:
+        raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
+    det = cls(**params)
+    det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
+    fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
+    det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", det.input_shape_)), str(fit_input.get("dtype", "float32")))
+    if det.fit_input_[1] not in ("uint8", "float32") or int(np.prod(det.fit_input_[0])) != int(np.prod(det.input_shape_)):
+        raise CheckpointError(f"{path} has an invalid fit_input entry {fit_input!r}")
+    det.nets = nn.ModuleDict()
+    det._build(det.input_shape_)
+    try:
+        det.nets.load_state_dict(ckpt["nets"])
+        det._load_extra_state(ckpt.get("extra", {}))
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path} does not match {cls.name!r} networks ({first_line(exc)})") from None
+    det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
+    det.nets.to(det.device).eval()
+    det.decision_scores_ = ckpt["decision_scores"].numpy()
+    det._set_threshold()
+    if "contamination" not in overrides:
+        det.threshold_ = float(ckpt["threshold"])
+        det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
+    return det

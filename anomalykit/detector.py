@@ -50,8 +50,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as D
-from .checkpoint import atomic_torch_save, model_file, safe_load, stamp
+from .checkpoint import atomic_torch_save, detector_payload, model_file, restore_detector
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError, first_line
+from .outlier_probability import check_proba_method, outlier_probability, prediction_confidence, threshold_from_scores  # noqa: F401
 from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
 from .preprocess import Preprocessor
@@ -241,20 +242,9 @@ class Detector(BaseEstimator):
         [0, 1]; ``unify``: erf((s - mean) / (std √2)) of the training scores, clipped to [0, 1]
         (Kriegel et al., "Interpreting and unifying outlier scores").
         """
-        if method not in ("linear", "unify"):
-            raise ConfigError(f"predict_proba method must be 'linear' or 'unify'; got {method!r}")
+        check_proba_method(method)  # before any scoring
         scores = self.score_samples(X)
-        train = self.decision_scores_
-        if method == "linear":
-            lo, hi = float(train.min()), float(train.max())
-            p = (scores - lo) / (hi - lo) if hi > lo else np.zeros_like(scores)
-        else:
-            from scipy.special import erf
-
-            std = float(train.std())
-            p = erf((scores - float(train.mean())) / (std * np.sqrt(2))) if std > 0 else np.zeros_like(scores)
-        p = np.clip(p, 0.0, 1.0)
-        probs = np.stack([1.0 - p, p], axis=1)
+        probs = outlier_probability(scores, np.asarray(self.decision_scores_, np.float64), method)
         return (probs, self._confidence(scores)) if return_confidence else probs
 
     def predict_confidence(self, X) -> np.ndarray:
@@ -262,16 +252,7 @@ class Detector(BaseEstimator):
         return self._confidence(self.score_samples(X))
 
     def _confidence(self, scores: np.ndarray) -> np.ndarray:
-        from scipy.stats import binom
-
-        train = np.sort(self.decision_scores_)
-        n = len(train)
-        n_below = np.searchsorted(train, scores, side="right")  # training scores <= each score
-        posterior = (1.0 + n_below) / (2.0 + n)
-        confidence = 1.0 - binom.cdf(n - int(n * self.hp.contamination), n, posterior)
-        normal = scores <= self.threshold_
-        confidence[normal] = 1.0 - confidence[normal]
-        return confidence
+        return prediction_confidence(scores, np.asarray(self.decision_scores_, np.float64), self.threshold_, self.hp.contamination)
 
     def map_inputs(self, fn: Callable[[torch.Tensor], torch.Tensor], X, *, what: str = "score") -> torch.Tensor:
         """``fn`` on user rows ``X`` as ``score_samples`` sees them: validated against the fitted
@@ -312,21 +293,7 @@ class Detector(BaseEstimator):
         """Write config + state to ``path`` (a file, or ``path/model.pt`` if a folder); atomic."""
         self._check_fitted("save")
         path = model_file(path)
-        payload = stamp(
-            "detector",
-            {
-                "method": self.name,
-                "params": self.params_,
-                "input_shape": list(self.input_shape_),
-                "fit_input": {"shape": list(self.fit_input_[0]), "dtype": self.fit_input_[1]},
-                "nets": {k: v.detach().cpu() for k, v in self.nets.state_dict().items()},
-                "extra": self._extra_state(),
-                "threshold": self.threshold_,
-                "decision_scores": torch.from_numpy(np.asarray(self.decision_scores_, dtype=np.float64)),
-                "preprocess": self.preprocessor_.state(),
-            },
-        )
-        atomic_torch_save(payload, path)
+        atomic_torch_save(detector_payload(self), path)
         return path
 
     def export(self, path: str | Path, format: str | None = None, *, batch_size: int | str = "dynamic") -> Path:
@@ -344,35 +311,8 @@ class Detector(BaseEstimator):
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, *, path: Path, **overrides: Any) -> "Detector":
-        if ckpt.get("method") != cls.name:
-            raise CheckpointError(f"{path} holds a {ckpt.get('method')!r} detector, not {cls.name!r}")
-        params = dict(ckpt.get("params", {}))
-        params.update(overrides)
-        schema = cls.param_schema()
-        unknown = sorted(set(params) - set(schema))
-        if unknown:
-            raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
-        det = cls(**params)
-        det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
-        fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
-        det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", det.input_shape_)), str(fit_input.get("dtype", "float32")))
-        if det.fit_input_[1] not in ("uint8", "float32") or int(np.prod(det.fit_input_[0])) != int(np.prod(det.input_shape_)):
-            raise CheckpointError(f"{path} has an invalid fit_input entry {fit_input!r}")
-        det.nets = nn.ModuleDict()
-        det._build(det.input_shape_)
-        try:
-            det.nets.load_state_dict(ckpt["nets"])
-            det._load_extra_state(ckpt.get("extra", {}))
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path} does not match {cls.name!r} networks ({first_line(exc)})") from None
-        det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
-        det.nets.to(det.device).eval()
-        det.decision_scores_ = ckpt["decision_scores"].numpy()
-        det._set_threshold()
-        if "contamination" not in overrides:
-            det.threshold_ = float(ckpt["threshold"])
-            det.labels_ = (det.decision_scores_ > det.threshold_).astype(np.int64)
-        return det
+        """A fitted detector from a checkpoint payload (see :func:`anomalykit.checkpoint.restore_detector`)."""
+        return restore_detector(cls, ckpt, path=path, overrides=overrides)
 
     # -- helpers for plugins ---------------------------------------------------------------
     def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train") -> Trainer:
@@ -509,11 +449,6 @@ class _plugin_guard:
         raise PluginError(
             f"plugin {self.method!r} failed during {self.stage}: {type(exc).__name__}: {first_line(exc, default='')}"
         ) from exc
-
-
-def threshold_from_scores(train_scores: np.ndarray, contamination: float) -> float:
-    """The threshold rule (PyOD's): the (1 - contamination) quantile of the training scores."""
-    return float(np.quantile(np.asarray(train_scores, dtype=np.float64), 1.0 - contamination))
 
 
 def seed_everything(seed: int) -> None:

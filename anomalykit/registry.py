@@ -7,7 +7,6 @@ rest carry on.
 """
 from __future__ import annotations
 
-import re
 import sys
 import threading
 from dataclasses import dataclass, field

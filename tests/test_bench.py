@@ -6,6 +6,7 @@ import pytest
 
 from anomalykit import ConfigError
 from anomalykit import bench as B
+from anomalykit.bench import runner  # run_bench calls runner.run_cell: patched there to simulate crashes
 
 TINY_AMA = ("ama.epochs=1", "ama.width=8", "ama.feature_dim=16", "ama.n_critic=1")
 
@@ -73,11 +74,11 @@ def test_killed_benchmark_resumes_to_the_same_results(finished, tmp_path, monkey
         calls.append(cell)
         return real_run_cell(cell, cfg, cache, progress)
 
-    monkeypatch.setattr(B, "run_cell", dying)
+    monkeypatch.setattr(runner, "run_cell", dying)
     with pytest.raises(KeyboardInterrupt):
         B.run_bench(config(), out, echo=lambda *_: None)
     assert len(rows_of(out / "results.csv")) == 4
-    monkeypatch.setattr(B, "run_cell", real_run_cell)
+    monkeypatch.setattr(runner, "run_cell", real_run_cell)
     redone = []
     B.run_bench(config(), out, echo=redone.append)
     assert "4 already done" in redone[0]
@@ -169,7 +170,7 @@ def test_failed_cells_are_listed_in_the_summary_and_fail_the_command(tmp_path, m
             raise RuntimeError("the network went to pieces\nsecond line")
         return real(cell, cfg, cache, progress)
 
-    monkeypatch.setattr(B, "run_cell", breaks_on_class_1)
+    monkeypatch.setattr(runner, "run_cell", breaks_on_class_1)
     res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0,1", "--methods", "ama", "--budget", "default",
                                    *[a for kv in TINY_AMA for a in ("--set", kv)], "--out", str(tmp_path / "b")])
     assert res.exit_code == 1 and "1 cell(s) failed" in res.output
@@ -177,7 +178,7 @@ def test_failed_cells_are_listed_in_the_summary_and_fail_the_command(tmp_path, m
     assert "| ama | 1 | 0 | RuntimeError: the network went to pieces |" in summary and "second line" not in summary
     assert "| ama | method | 1 |" in summary  # the mean is over the one finished cell
     # a rerun retries the failed cell; once it succeeds the list is gone and the command succeeds
-    monkeypatch.setattr(B, "run_cell", real)
+    monkeypatch.setattr(runner, "run_cell", real)
     res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0,1", "--methods", "ama", "--budget", "default",
                                    *[a for kv in TINY_AMA for a in ("--set", kv)], "--out", str(tmp_path / "b")])
     assert res.exit_code == 0, res.output
