@@ -18,6 +18,9 @@ Sources:
 - ``speed KIND FILE...``: a table of benchmarks/speed_table.py (KIND: training, quality, demo,
   adgan, annulus) from pytest-benchmark JSONs;
 - ``ops FILE``: benchmarks/ops_table.py's table of a pytest-benchmark JSON of the fused ops;
+- ``file PATH [LANG]``: a repository file as a fenced code block (the plugin guide includes the
+  tested example plugin this way);
+- ``contract``: the method contract (:data:`anomalykit.contract.MEMBERS`) as a table;
 - ``rows FILE``: a small JSON written by one of our measurement scripts, holding ``columns`` and
   ``rows`` (see e.g. benchmarks/torchrun_throughput.py);
 - ``export FILE``: benchmarks/bench_export.py's size and latency table of its ``--json`` file
@@ -204,7 +207,24 @@ def _gaps(folder: str) -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+def _file(path: str, lang: str = "") -> str:
+    """A file of the repository as a fenced code block (e.g. the example plugin in the plugin guide,
+    so the guide shows the code the test suite installs and runs)."""
+    text = (ROOT / path).read_text()
+    return f"```{lang}\n{text.rstrip()}\n```\n"
+
+
+def _contract() -> str:
+    """The method contract (anomalykit.contract.MEMBERS) as a table."""
+    from anomalykit.contract import MEMBERS
+
+    out = ["| member | kind | required | default | what it is |", "|---|---|:---:|---|---|"]
+    for m in MEMBERS:
+        out.append(f"| `{m.name}` | {m.kind} | {'yes' if m.required else ''} | {m.default} | {m.doc.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+SOURCES = {"contract": _contract, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "export": _export, "adgan-loop": _adgan_loop}
 
 
