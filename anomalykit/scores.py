@@ -55,3 +55,18 @@ class FeatureGaussian:
     @classmethod
     def from_state(cls, state: dict) -> "FeatureGaussian":
         return cls(state["mean"], state["precision"], torch.as_tensor(state["logdet"]))
+
+    @staticmethod
+    def optional_state(gauss: "FeatureGaussian | None") -> dict:
+        """``{"feature_gaussian": state}`` for a method's ``_extra_state`` ({} without one)."""
+        return {} if gauss is None else {"feature_gaussian": gauss.state()}
+
+    @classmethod
+    def from_optional_state(cls, extra: dict, *, required: bool, score: str) -> "FeatureGaussian | None":
+        """The Gaussian of a method's ``_extra_state`` (see :meth:`optional_state`); a checkpoint
+        whose ``score`` needs one (``required``) but lacks it is a ValueError (the core turns it
+        into a one-line CheckpointError)."""
+        state = extra.get("feature_gaussian")
+        if state is None and required:
+            raise ValueError(f"score={score!r} needs the fitted feature Gaussian, which this checkpoint lacks")
+        return None if state is None else cls.from_state(state)

@@ -329,15 +329,9 @@ class AMADetector(Detector):
         return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self):
-        state = {"r_mean": self.r_mean_, "r_std": self.r_std_}
-        if self.feature_gaussian_ is not None:
-            state["feature_gaussian"] = self.feature_gaussian_.state()
-        return state
+        return {"r_mean": self.r_mean_, "r_std": self.r_std_, **FeatureGaussian.optional_state(self.feature_gaussian_)}
 
     def _load_extra_state(self, state):
         self.r_mean_ = float(state["r_mean"])
         self.r_std_ = float(state["r_std"])
-        gauss = state.get("feature_gaussian")
-        self.feature_gaussian_ = FeatureGaussian.from_state(gauss) if gauss is not None else None
-        if self.hp.score == "a-features" and self.feature_gaussian_ is None:
-            raise ValueError("score='a-features' needs the fitted feature Gaussian, which this checkpoint lacks")
+        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score == "a-features", score=self.hp.score)

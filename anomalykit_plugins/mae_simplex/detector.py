@@ -277,15 +277,11 @@ class MAESimplex(Detector):
         return self.nets["generator"](self.nets["encoder"](x))
 
     def _extra_state(self) -> dict:
-        state = {"selected_epoch": -1 if self.selected_epoch_ is None else int(self.selected_epoch_)}
-        if self.feature_gaussian_ is not None:
-            state["feature_gaussian"] = self.feature_gaussian_.state()
-        return state
+        return {"selected_epoch": -1 if self.selected_epoch_ is None else int(self.selected_epoch_),
+                **FeatureGaussian.optional_state(self.feature_gaussian_)}
 
     def _load_extra_state(self, state: dict) -> None:
         epoch = int(state.get("selected_epoch", -1))
         self.selected_epoch_ = None if epoch < 0 else epoch
-        gauss = state.get("feature_gaussian")
-        self.feature_gaussian_ = FeatureGaussian.from_state(gauss) if gauss is not None else None
-        if self.hp.score == "feature-gaussian" and self.feature_gaussian_ is None:
-            raise ValueError("score='feature-gaussian' needs the fitted feature Gaussian, which this checkpoint lacks")
+        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score == "feature-gaussian",
+                                                                     score=self.hp.score)
