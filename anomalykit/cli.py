@@ -166,9 +166,11 @@ def info_cmd():
 @click.option("--quiet", "-q", is_flag=True, help="no progress bars")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, help="data-parallel processes on this machine (re-launches under torchrun)")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice)")
+@click.option("--log", "log", type=click.Choice(["csv", "tensorboard"]), default="csv", show_default=True,
+              help="training logs in the run folder: train_log.csv and epochs.csv always; tensorboard adds TensorBoard events")
 @_friendly
 def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_split, epochs, batch_size, seed, device,
-            assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads):
+            assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads, log):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
     \b
@@ -199,7 +201,8 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
     from .devices import resolve_device
 
     D.init_from_env(resolve_device(str(cfg.params.get("device", "auto"))).type)
-    record = run_experiment(cfg, out=resume or out, resume=resume is not None, progress=False if quiet else True, echo=click.echo)
+    record = run_experiment(cfg, out=resume or out, resume=resume is not None, progress=False if quiet else True, echo=click.echo,
+                            log="csv,tensorboard" if log == "tensorboard" else "csv")
     if D.is_main_process():
         shown = ["auroc", "aupr", "f1"] + (["topk_precision", "topk_recall", "topk_f1"] if cfg.protocol == "tabular-topk" else [])
         click.echo("  ".join(f"{k}={record[k]:.4f}" for k in shown)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -57,6 +57,7 @@ from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
 from .preprocess import Preprocessor
 from .training import FitOptions, Trainer
+from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
 from .validation import as_input_tensor, as_label_tensor, source_is_uint8, source_sample_shape
@@ -159,12 +160,14 @@ class Detector(BaseEstimator):
         checkpoint_every: int = 0,
         resume: bool = False,
         progress: bool | None = None,
+        log: str | Sequence[str] = "csv",
     ) -> "Detector":
         """Train on ``X`` ((N, F), (N, H, W) or (N, C, H, W)); ``y`` marks known anomalies (1).
 
         Methods without a semi-supervised mode train on the rows with ``y == 0`` only.
         ``checkpoint_dir``/``checkpoint_every``/``resume`` control training checkpoints (see
-        :class:`anomalykit.training.FitOptions`). Returns ``self``.
+        :class:`anomalykit.training.FitOptions`); with a ``checkpoint_dir`` the training logs go
+        there too (``log``: "csv", or "csv,tensorboard"; :mod:`anomalykit.training_log`). Returns ``self``.
         """
         uint8 = source_is_uint8(X)
         X = as_input_tensor(X, name="X")
@@ -176,7 +179,7 @@ class Detector(BaseEstimator):
             labels = None
         if checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be >= 0")
-        self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress)
+        self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress, check_backends(log))
         seed_everything(stream_seed(self.hp.seed, "weights"))
         self.input_shape_ = tuple(X.shape[1:])
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")

@@ -194,6 +194,7 @@ def run_experiment(
     resume: bool = False,
     progress: bool | None = None,
     echo: Callable[[str], None] = print,
+    log: str = "csv",
 ) -> dict[str, Any]:
     """Train, score and report one run; returns the metrics record (also in ``out/metrics.json``)."""
     det, info = build_detector(cfg.method, cfg.params)
@@ -212,7 +213,8 @@ def run_experiment(
     ) + (" [validation split]" if cfg.eval_split == "val" else "")
     if main:
         echo(f"{desc}: {split.X_train.shape[0]} training / {split.X_test.shape[0]} test samples, device {det.device}")
-    outcome = fit_and_score(det, split, checkpoint_dir=out, checkpoint_every=cfg.checkpoint_every, resume=resume, progress=progress)
+    outcome = fit_and_score(det, split, checkpoint_dir=out, checkpoint_every=cfg.checkpoint_every, resume=resume, progress=progress,
+                            log=log)
     record = _record(cfg, info, det, split, outcome)
     if main:
         record["files"] = write_report(out, det, split, outcome.scores, f"{cfg.method}: {desc.split(' on ', 1)[1]}")
@@ -267,7 +269,8 @@ def write_report(out: Path, det: Detector, split: Split, scores: np.ndarray, tit
     det.save(out / "model.pt")
     for stale in out.glob("train_state-*.pt"):
         stale.unlink()
-    return files + ["model.pt", "config.toml", "metrics.json"]
+    logs = [name for name in ("train_log.csv", "epochs.csv", "tensorboard") if (out / name).exists()]
+    return files + logs + ["model.pt", "config.toml", "metrics.json"]
 
 
 def _prepare_out_dir(out: Path, cfg: RunConfig, resume: bool) -> None:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from . import distributed as D
 from .seeds import stream_seed
+from .training_log import TrainingLog
 from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import CheckpointError, DivergenceError, first_line
 
@@ -52,12 +53,15 @@ class FitOptions:
     checkpoint_every: steps between checkpoints; 0 = at the end of every epoch.
     resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
     progress: show tqdm bars (None = only when stderr is a terminal).
+    log: training logs written into ``checkpoint_dir`` (:mod:`anomalykit.training_log`): csv
+    always, plus "tensorboard".
     """
 
     checkpoint_dir: str | Path | None = None
     checkpoint_every: int = 0
     resume: bool = False
     progress: bool | None = None
+    log: tuple[str, ...] = ("csv",)
 
     @property
     def show_progress(self) -> bool:
@@ -278,6 +282,8 @@ class Trainer:
             leave=False,
         )
         every = self.options.checkpoint_every
+        log = (TrainingLog(self.options.checkpoint_dir, self.phase, self.options.log)
+               if self.options.checkpoint_dir is not None and D.is_main_process() else None)
         try:
             for epoch in range(start_epoch, self.epochs):
                 ctx.epoch = epoch
@@ -291,7 +297,9 @@ class Trainer:
                     ctx.labels = None if labels is None else labels[idx].to(self.device, non_blocking=True)
                     batch = X[idx].to(self.device, non_blocking=True)
                     logged = step_fn(batch, ctx) or {}
-                    self._record(logged, ctx)
+                    values = self._record(logged, ctx)
+                    if log is not None and values:
+                        log.step(epoch, step, values)
                     step += 1
                     bar.update(1)
                     if logged and not bar.disable:
@@ -308,11 +316,15 @@ class Trainer:
                 for s in self.schedulers.values():
                     s.step()
                 self._close_epoch()
+                if log is not None:
+                    log.epoch(epoch, sum(len(c) for c in chunks[first:]) * D.world_size(), self.history[-1])
                 self.check_parameters(epoch, step)
                 if self.checkpoint_path is not None:
                     self.save_checkpoint(epoch + 1, 0, step)
         finally:
             bar.close()
+            if log is not None:
+                log.close()
         for m in self.modules.values():
             m.eval()
         return self.history
@@ -332,11 +344,14 @@ class Trainer:
             self.ddp_params.update(id(p) for p in module.parameters())
         return wrapped
 
-    def _record(self, logged: Mapping[str, Any], ctx: StepContext) -> None:
+    def _record(self, logged: Mapping[str, Any], ctx: StepContext) -> dict[str, float]:
+        values = {}
         for k, v in logged.items():
             ctx.check(k, v)
-            self._epoch_sums[k] += _as_float(v)
+            values[k] = _as_float(v)
+            self._epoch_sums[k] += values[k]
             self._epoch_counts[k] += 1
+        return values
 
     def _close_epoch(self) -> None:
         self.history.append({k: self._epoch_sums[k] / max(self._epoch_counts[k], 1) for k in self._epoch_sums})
