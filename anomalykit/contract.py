@@ -72,6 +72,9 @@ MEMBERS: tuple[Member, ...] = (
            "passes only the normal rows and y=None"),
     Member("_reconstruct", "hook", False, "None (no reconstructions)", "_reconstruct(x) -> reconstructions of a batch "
            "(model space) for Detector.reconstruct and the report's grid"),
+    Member("_anomaly_map", "hook", False, "squared residual of _reconstruct, summed over channels",
+           "_anomaly_map(x) -> (n, H, W) per-pixel anomaly of an image batch (model space) for Detector.anomaly_map; "
+           "None if the method has no map"),
     Member("_extra_state", "hook", False, "{}", "fitted state beside the networks' (tensors and plain data only: saved with "
            "torch.save, loaded with weights_only=True)"),
     Member("_load_extra_state", "hook", False, "refuses any extra state", "_load_extra_state(state): restore what "
@@ -86,7 +89,7 @@ MEMBERS: tuple[Member, ...] = (
 
 #: Public methods the core implements; a plugin that overrides one bypasses a policy.
 CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "predict_proba", "predict_confidence", "fit_predict",
-              "reconstruct", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer")
+              "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer")
 #: Attributes of earlier versions of the contract, refused with their replacement.
 RETIRED = {"threshold_sample": "implement _training_scores(X) instead (decision_scores_ holds one score per training row)"}
 

@@ -292,6 +292,31 @@ class Detector(BaseEstimator):
             outs.append(prep.inverse_transform(out.detach().float()).cpu())
         return torch.cat(outs)
 
+    @torch.no_grad()
+    def anomaly_map(self, X, *, sigma: float = 1.0) -> np.ndarray:
+        """Where each image is anomalous: (N, H, W) float64, higher = more anomalous, for images
+        ``X`` as ``score_samples`` takes them. The method's ``_anomaly_map`` hook (default: the
+        squared residual between the model-space input and its reconstruction, summed over the
+        channels), smoothed by a Gaussian of ``sigma`` pixels (0 = none), as anomalib smooths
+        residual maps. A method without reconstructions or maps, or rows instead of images, is a
+        one-line :class:`ConfigError`."""
+        if len(self.input_shape_ or ()) != 3:
+            self._check_fitted("anomaly_map")
+            raise ConfigError(f"{self.name}: anomaly maps need images (N, C, H, W); this detector was fitted on rows")
+        maps = self.map_inputs(self._map_or_refuse, X, what="anomaly_map")
+        if sigma > 0:
+            maps = gaussian_smooth(maps, sigma)
+        return maps.double().numpy()
+
+    def _map_or_refuse(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._anomaly_map(x)
+        if out is None:
+            raise ConfigError(f"{self.name} gives no anomaly map (it has no reconstruction of its input)")
+        if tuple(out.shape) != (x.shape[0], *x.shape[2:]):
+            raise PluginError(f"plugin {self.name!r} broke the contract: _anomaly_map returned {tuple(out.shape)}, "
+                              f"expected {(x.shape[0], *x.shape[2:])}")
+        return out.float()
+
     def save(self, path: str | Path) -> Path:
         """Write config + state to ``path`` (a file, or ``path/model.pt`` if a folder); atomic."""
         self._check_fitted("save")
@@ -383,6 +408,12 @@ class Detector(BaseEstimator):
         """Reconstructions of a batch ``x`` (model space, on ``self.device``); None if the method has none."""
         return None
 
+    def _anomaly_map(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(n, H, W) per-pixel anomaly of an image batch ``x`` (model space): by default the
+        squared reconstruction residual summed over channels; None if the method has neither."""
+        rec = self._reconstruct(x)
+        return None if rec is None else (x - rec).square().sum(1)
+
     def _export_params(self) -> dict[str, Any]:
         """Parameters set while :meth:`export` records ``_score`` (restored afterwards), e.g. an
         equivalent implementation that traces where the chosen one does not. The exported graph
@@ -459,3 +490,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, H, W) maps blurred by a separable Gaussian of ``sigma`` pixels (kernel radius 3 sigma,
+    reflect padding)."""
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-t.square() / (2 * sigma**2))
+    k = k / k.sum()
+    x = maps.float().unsqueeze(1)
+    pad = lambda v, p: torch.nn.functional.pad(v, p, mode="reflect" if min(v.shape[-2:]) > radius else "replicate")  # noqa: E731
+    x = torch.nn.functional.conv2d(pad(x, (radius, radius, 0, 0)), k.view(1, 1, 1, -1))
+    x = torch.nn.functional.conv2d(pad(x, (0, 0, radius, radius)), k.view(1, 1, -1, 1))
+    return x.squeeze(1)

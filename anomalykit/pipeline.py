@@ -172,6 +172,33 @@ def fit_and_score(det: Detector, split: Split, **fit_options: Any) -> Outcome:
     return Outcome(scores, det.threshold_, train_seconds, time.perf_counter() - t1)
 
 
+def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> np.ndarray | None:
+    """The detector's anomaly maps of the split's evaluation images (all of them when the split has
+    masks, else the first ``limit`` anomalous ones for the report), or None when the method gives no
+    map or the data are not images."""
+    from .errors import ConfigError
+
+    if split.X_test.ndim != 4:
+        return None
+    rows = np.arange(split.X_test.shape[0])
+    if split.masks_test is None and limit is not None:
+        rows = np.flatnonzero(split.y_test == 1)[:limit]
+    try:
+        maps = det.anomaly_map(split.X_test[torch.from_numpy(rows)])
+    except ConfigError:
+        return None
+    full = np.zeros((split.X_test.shape[0], *maps.shape[1:]))
+    full[rows] = maps
+    return full
+
+
+def pixel_metrics(maps: np.ndarray, split: Split) -> dict[str, float]:
+    """Pixel AUROC and AUPRO (up to FPR 0.3) of the maps against the split's masks."""
+    from .metrics import aupro, pixel_auroc
+
+    return {"pixel_auroc": pixel_auroc(maps, split.masks_test), "aupro": aupro(maps, split.masks_test)}
+
+
 def evaluate(scores: np.ndarray, split: Split, threshold: float, protocol: str) -> dict[str, float]:
     """AUROC, AUPR, F1 at ``threshold`` (+ top-k precision/recall/F1 for tabular-topk)."""
     metrics = detection_metrics(scores, split.y_test, threshold)
@@ -216,8 +243,11 @@ def run_experiment(
     outcome = fit_and_score(det, split, checkpoint_dir=out, checkpoint_every=cfg.checkpoint_every, resume=resume, progress=progress,
                             log=log)
     record = _record(cfg, info, det, split, outcome)
+    maps = anomaly_maps(det, split, limit=8) if main else None
+    if maps is not None and split.masks_test is not None:
+        record.update(pixel_metrics(maps, split))
     if main:
-        record["files"] = write_report(out, det, split, outcome.scores, f"{cfg.method}: {desc.split(' on ', 1)[1]}")
+        record["files"] = write_report(out, det, split, outcome.scores, f"{cfg.method}: {desc.split(' on ', 1)[1]}", maps)
         atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=_json_default) + "\n")
         record["out"] = str(out)
     D.barrier()
@@ -260,12 +290,12 @@ def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outco
     }
 
 
-def write_report(out: Path, det: Detector, split: Split, scores: np.ndarray, title: str) -> list[str]:
+def write_report(out: Path, det: Detector, split: Split, scores: np.ndarray, title: str, maps: np.ndarray | None = None) -> list[str]:
     """Plots, scores.npy and model.pt of a finished run (rank 0); returns the file names."""
     from .report import write_plots
 
     np.save(out / "scores.npy", np.stack([scores, split.y_test.astype(np.float64)]))
-    files = write_plots(out, det, split, scores, title) + ["scores.npy"]
+    files = write_plots(out, det, split, scores, title, maps) + ["scores.npy"]
     det.save(out / "model.pt")
     for stale in out.glob("train_state-*.pt"):
         stale.unlink()

@@ -83,6 +83,33 @@ def plot_reconstructions(path: Path, rows: list[tuple[str, torch.Tensor]], title
     plt.close(fig)
 
 
+def plot_maps(path: Path, images: torch.Tensor, maps: np.ndarray, masks: np.ndarray | None, title: str) -> None:
+    """Overlays, one column per image: the input (model space, [-1, 1]), its anomaly map over it,
+    and the ground-truth mask where known."""
+    plt = _plt()
+    k = images.shape[0]
+    rows = 3 if masks is not None else 2
+    fig, axes = plt.subplots(rows, k, figsize=(1.2 * k + 1.2, 1.25 * rows + 0.4), dpi=110, squeeze=False)
+    lo, hi = float(np.percentile(maps, 1)), float(np.percentile(maps, 99.5))
+    for j in range(k):
+        img = _to_image(images[j])
+        cmap = "gray" if img.ndim == 2 else None
+        axes[0][j].imshow(img, cmap=cmap, vmin=0, vmax=1)
+        axes[1][j].imshow(img, cmap=cmap, vmin=0, vmax=1)
+        axes[1][j].imshow(maps[j], cmap="jet", alpha=0.5, vmin=lo, vmax=hi if hi > lo else lo + 1)
+        if masks is not None:
+            axes[2][j].imshow(masks[j], cmap="gray", vmin=0, vmax=1)
+        for r in range(rows):
+            axes[r][j].set_xticks([])
+            axes[r][j].set_yticks([])
+    for r, label in enumerate(["input", "anomaly map", "mask"][:rows]):
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_history(path: Path, history: list[dict[str, float]], title: str) -> None:
     plt = _plt()
     keys = sorted({k for h in history for k in h})
@@ -97,8 +124,9 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
     plt.close(fig)
 
 
-def write_plots(out: Path, det, split, scores: np.ndarray, title: str) -> list[str]:
-    """Write roc.png, scores.png, recon.png (if the method reconstructs) and training.png."""
+def write_plots(out: Path, det, split, scores: np.ndarray, title: str, maps: np.ndarray | None = None) -> list[str]:
+    """Write roc.png, scores.png, recon.png (if the method reconstructs), maps.png (anomaly-map
+    overlays of anomalous test images, if given) and training.png."""
     labels = split.y_test
     written = []
     plot_roc(out / "roc.png", scores, labels, title)
@@ -120,6 +148,11 @@ def write_plots(out: Path, det, split, scores: np.ndarray, title: str) -> list[s
                 title,
             )
             written.append("recon.png")
+    if maps is not None:
+        shown = np.flatnonzero(labels == 1)[:8]
+        plot_maps(out / "maps.png", det.preprocessor_.transform(split.X_test[torch.from_numpy(shown)].float()), maps[shown],
+                  None if split.masks_test is None else split.masks_test[shown], title)
+        written.append("maps.png")
     if det.history_:
         plot_history(out / "training.png", det.history_, title)
         written.append("training.png")

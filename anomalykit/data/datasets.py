@@ -46,6 +46,8 @@ class Dataset:
     #: each row of ``all_rows()`` (train rows, then test rows), so its rows can be given back in
     #: the file's order (:meth:`rows_in_source_order`). None when the source had its own split.
     source_positions: np.ndarray | None = None
+    #: Ground-truth defect masks of the test images (N_test, H, W) bool, where known (MVTec layout).
+    masks_test: np.ndarray | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -221,6 +223,8 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist")
     name = path.name
+    if path.is_dir() and (path / "train" / "good").is_dir() and (path / "test").is_dir():
+        return _read_mvtec(path)
     if path.is_dir():
         X, y, classes = _read_image_folder(path)
         tr, te = _split_positions(X.shape[0], y)
@@ -312,24 +316,69 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def _read_image_folder(path: Path):
+def _read_images(files: list[Path], mode: str | None = None) -> list[np.ndarray]:
     from PIL import Image
 
+    out = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                if mode is None:
+                    mode_f = "L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"
+                else:
+                    mode_f = mode
+                out.append(np.asarray(im.convert(mode_f)))
+        except OSError as exc:
+            raise DatasetError(f"{f} is not a readable image ({exc})") from None
+    return out
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _read_mvtec(path: Path) -> Dataset:
+    """A folder in the MVTec AD layout: ``train/good/*`` (normal training images), ``test/<type>/*``
+    (``good`` = normal, any other folder = a defect type) and ``ground_truth/<type>/<stem>_mask.png``
+    (the defect's pixels; a missing mask means no defect pixels). Classes: 0 = good, 1 = defect, so
+    ``--protocol one-class --normal-class 0`` (the default) trains on the good images."""
+    train_files = _images_in(path / "train" / "good")
+    types = sorted(p.name for p in (path / "test").iterdir() if p.is_dir())
+    test_files = [(t, f) for t in types for f in _images_in(path / "test" / t)]
+    if not train_files or not test_files:
+        raise DatasetError(f"{path}: the MVTec layout needs images in train/good and in test/<type>/")
+    X_train = _read_images(train_files)
+    first = X_train[0]
+    mode = "L" if first.ndim == 2 else "RGB"
+    X_test = _read_images([f for _, f in test_files], mode)
+    shapes = {a.shape for a in X_train + X_test}
+    if len(shapes) > 1:
+        raise DatasetError(f"{path}: images have different sizes {sorted(shapes)[:3]}; resize them to one size")
+    masks = np.zeros((len(test_files), *first.shape[:2]), dtype=bool)
+    for i, (t, f) in enumerate(test_files):
+        mask = path / "ground_truth" / t / f"{f.stem}_mask.png"
+        if t != "good" and mask.is_file():
+            m = _read_images([mask], "L")[0]
+            if m.shape != masks.shape[1:]:
+                raise DatasetError(f"{mask} is {m.shape}, its image {masks.shape[1:]}")
+            masks[i] = m > 127
+    y_test = np.asarray([0 if t == "good" else 1 for t, _ in test_files], dtype=np.int64)
+    return Dataset(path.name, "image", _uint8_images(np.stack(X_train)), np.zeros(len(X_train), np.int64),
+                   _uint8_images(np.stack(X_test)), y_test, ["good", "defect"], str(path), masks_test=masks)
+
+
+def _read_image_folder(path: Path):
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())
     if not classes:
         raise DatasetError(f"{path}: an image folder needs one sub-folder per class (e.g. {path}/normal/*.png)")
     images, labels = [], []
     for ci, cname in enumerate(classes):
-        for f in sorted((path / cname).iterdir()):
-            if f.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"):
-                continue
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"))
-            except OSError as exc:
-                raise DatasetError(f"{f} is not a readable image ({exc})") from None
-            images.append(arr)
-            labels.append(ci)
+        found = _read_images(_images_in(path / cname))
+        images += found
+        labels += [ci] * len(found)
     if not images:
         raise DatasetError(f"{path}: no images found in its class sub-folders")
     shapes = {a.shape for a in images}

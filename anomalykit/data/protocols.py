@@ -41,6 +41,8 @@ class Split:
     X_test: torch.Tensor
     y_test: np.ndarray  # 1 = anomaly, 0 = normal
     info: dict = field(default_factory=dict)
+    #: Ground-truth anomaly masks of the evaluation images (N, H, W) bool, where the dataset has them.
+    masks_test: np.ndarray | None = None
 
     @property
     def anomaly_ratio(self) -> float:
@@ -113,7 +115,8 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
         "split_fingerprint": fingerprint(train_idx[sub], y_test) if eval_split == "test"
         else fingerprint(train_idx[sub], eval_idx, y_test),
     }
-    return Split(X_train, X_test, y_test, info)
+    masks = ds.masks_test if eval_split == "test" and ds.masks_test is not None and normal_class == 0 else None
+    return Split(X_train, X_test, y_test, info, masks)
 
 
 def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, ratio: float = OOD_RATIO,

@@ -17,6 +17,10 @@ class Projection(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("components", torch.zeros(dim, k))
 
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (N, D): the projection onto the principal subspace, mean + P P^T (x - mean)."""
+        return self.mean + (x - self.mean) @ self.components @ self.components.T
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (N,) squared reconstruction error."""
         centred = x - self.mean
@@ -49,6 +53,10 @@ class PCAReconstruction(Detector):
 
     def _score(self, X):
         return self.nets["proj"](X.reshape(X.shape[0], -1))
+
+    def _reconstruct(self, x):
+        """Reconstructions (the projection), so reconstruct() and anomaly_map() work too."""
+        return self.nets["proj"].reconstruct(x.reshape(x.shape[0], -1)).reshape(x.shape)
 
 
 @hookimpl
