@@ -31,9 +31,16 @@ Sources:
 - ``headline LABEL=FOLDER ...``: one row per method and baseline, one column per folder: the mean
   AUROC over its cells (with the spread over seeds when the folder has several), from each
   folder's results.csv; LABEL uses ``_`` for spaces;
-- ``gaps FOLDER``: for each method of a one-class folder, its per-class AUROC (mean over seeds)
-  minus the best baseline's on that class: the classes where it is behind at all, more than 0.03
-  behind, and the worst gap.
+- ``gaps FOLDER [FOLDER...]``: for each method of a one-class folder, its per-class AUROC (mean
+  over seeds) minus the best baseline's on that class: the classes where it is behind at all, more
+  than 0.03 behind, and the worst gap; several folders are pooled (e.g. a method's folder and the
+  baselines' folder of the same splits);
+- ``classes LABEL=FOLDER ...``: one row per folder (one per method, ``LABEL: method``, where a
+  folder holds several), one column per class of the first folder (mean AUROC over seeds), then
+  the mean over those classes, the seeds, and the mean training and scoring seconds per cell (all
+  over those classes only): settings run on the same classes side by side (e.g. validation-split
+  variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
+  hold ``=``.
 
 tests/test_readme_tables.py runs the check, so a table that no longer follows its file fails CI.
 """
@@ -182,14 +189,14 @@ def _headline(*pairs: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _gaps(folder: str) -> str:
+def _gaps(*folders: str) -> str:
     from collections import defaultdict
 
     from anomalykit.bench import read_results
 
     per = defaultdict(lambda: defaultdict(list))
     kinds = {}
-    for r in read_results(ROOT / folder / "results.csv"):
+    for r in (r for folder in folders for r in read_results(ROOT / folder / "results.csv")):
         if r.get("status", "ok") == "ok" and str(r["normal_class"]) != "":
             per[r["method"]][int(r["normal_class"])].append(float(r["auroc"]))
             kinds[r["method"]] = r["kind"]
@@ -204,6 +211,41 @@ def _gaps(folder: str) -> str:
         worst = min(gaps, key=gaps.get)
         out.append(f"| {m} | {len(behind)} of {len(gaps)}" + (f" ({', '.join(map(str, behind))})" if behind else "")
                    + f" | {', '.join(map(str, far)) or 'none'} | {worst}: {gaps[worst]:+.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def _classes(*pairs: str) -> str:
+    from collections import defaultdict
+
+    from anomalykit.bench import read_results
+
+    columns, out = None, []
+    for label, folder in (p.rsplit("=", 1) for p in pairs):  # a LABEL may hold "=" (e.g. k=0), a folder not
+        if not (ROOT / folder / "results.csv").exists():
+            raise SystemExit(f"classes: {folder}/results.csv does not exist")
+        cells = defaultdict(list)  # method -> (class, seed, auroc, train s, score s) of its finished cells
+        for r in read_results(ROOT / folder / "results.csv"):
+            if r.get("status", "ok") == "ok" and str(r["normal_class"]) != "":
+                cells[r["method"]].append((int(r["normal_class"]), str(r["seed"]), float(r["auroc"]),
+                                           float(r["train_seconds"]), float(r["score_seconds"])))
+        if columns is None:
+            columns = sorted({c[0] for rows in cells.values() for c in rows})
+            out = ["| setting | " + " | ".join(map(str, columns)) + " | mean | seeds | train s | score s |",
+                   "|---|" + "---:|" * (len(columns) + 4)]
+        name = label.replace("__", "\0").replace("_", " ").replace("\0", "_")
+        for m, rows in cells.items():
+            rows = [c for c in rows if c[0] in columns]  # the first folder's classes only
+            if not rows:
+                continue
+            by = defaultdict(list)
+            for c in rows:
+                by[c[0]].append(c[2])
+            means = {c: sum(v) / len(v) for c, v in by.items()}
+            mean = f"{sum(means.values()) / len(means):.3f}" if len(means) == len(columns) else ""
+            train, score = (sum(c[i] for c in rows) / len(rows) for i in (3, 4))
+            out.append(f"| {name if len(cells) == 1 else f'{name}: {m}'} | "
+                       + " | ".join(f"{means[c]:.3f}" if c in means else "" for c in columns)
+                       + f" | {mean} | {len({c[1] for c in rows})} | {train:.1f} | {score:.1f} |")
     return "\n".join(out) + "\n"
 
 
@@ -225,6 +267,7 @@ def _contract() -> str:
 
 
 SOURCES = {"contract": _contract, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+           "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 
 
