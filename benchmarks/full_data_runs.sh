@@ -41,6 +41,7 @@ step() {
         val-adgan-enc-n4)   $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=4 --out $R/fmnist-val/adgan-encoder-n4-k5 ;;
         val-adgan-enc-lap)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.loss=laplacian --out $R/fmnist-val/adgan-encoder-n1-k5-laplacian ;;
         val-adgan-enc-k0-feat) $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.k=0 --set adgan.score=loss-features --out $R/fmnist-val/adgan-encoder-n1-k0-loss-features ;;
+        val-adgan-n2)       $VAL --methods adgan --set adgan.n_seed=2 --out $R/fmnist-val/adgan-prior-n2 ;;
         val-adgan-g16)      $VAL --methods adgan --set adgan.g_width=16 --out $R/fmnist-val/adgan-prior-g16 ;;
         val-adgan-e30)      $VAL --methods adgan --set adgan.epochs=30 --out $R/fmnist-val/adgan-prior-e30 ;;
         val-adgan-enc-lr005) $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.lr_latent=0.05 --out $R/fmnist-val/adgan-encoder-n1-k5-lr005 ;;
