@@ -243,7 +243,7 @@ def run_experiment(
     outcome = fit_and_score(det, split, checkpoint_dir=out, checkpoint_every=cfg.checkpoint_every, resume=resume, progress=progress,
                             log=log)
     record = _record(cfg, info, det, split, outcome)
-    maps = anomaly_maps(det, split, limit=8) if main else None
+    maps = anomaly_maps(det, split, limit=8)  # every rank: map_batches shards and gathers under torchrun
     if maps is not None and split.masks_test is not None:
         record.update(pixel_metrics(maps, split))
     if main:
