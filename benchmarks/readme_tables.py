@@ -40,7 +40,10 @@ Sources:
   the mean over those classes, the seeds, and the mean training and scoring seconds per cell (all
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
-  hold ``=``.
+  hold ``=``;
+- ``settings LABEL=FOLDER ...``: one row per folder holding one method on one class or OOD split
+  (several seeds): the AUROC of each seed, mean ± standard deviation, seeds, mean training
+  seconds; LABEL as for ``classes``.
 
 tests/test_readme_tables.py runs the check, so a table that no longer follows its file fails CI.
 """
@@ -249,6 +252,29 @@ def _classes(*pairs: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _settings(*pairs: str) -> str:
+    """One row per folder of single-cell-per-seed runs (e.g. the OOD protocol, or one class): the
+    AUROC of each seed, their mean ± standard deviation, and the mean training seconds per cell."""
+    import statistics
+
+    from anomalykit.bench import read_results
+
+    out = ["| setting | AUROC per seed | mean ± sd | seeds | train s |", "|---|---|---:|---:|---:|"]
+    for label, folder in (p.rsplit("=", 1) for p in pairs):
+        if not (ROOT / folder / "results.csv").exists():
+            raise SystemExit(f"settings: {folder}/results.csv does not exist")
+        rows = sorted((r for r in read_results(ROOT / folder / "results.csv") if r.get("status", "ok") == "ok"),
+                      key=lambda r: int(r["seed"]))
+        if len({(r["method"], str(r["normal_class"])) for r in rows}) > 1:
+            raise SystemExit(f"settings: {folder} holds more than one method or class; use 'classes' or 'headline'")
+        aurocs = [float(r["auroc"]) for r in rows]
+        spread = f" ± {statistics.stdev(aurocs):.3f}" if len(aurocs) > 1 else ""
+        name = label.replace("__", "\0").replace("_", " ").replace("\0", "_")
+        out.append(f"| {name} | " + ", ".join(f"{a:.3f}" for a in aurocs) + f" | {statistics.mean(aurocs):.3f}{spread} | "
+                   f"{len(aurocs)} | {statistics.mean(float(r['train_seconds']) for r in rows):.1f} |")
+    return "\n".join(out) + "\n"
+
+
 def _file(path: str, lang: str = "") -> str:
     """A file of the repository as a fenced code block (e.g. the example plugin in the plugin guide,
     so the guide shows the code the test suite installs and runs)."""
@@ -266,7 +292,7 @@ def _contract() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"contract": _contract, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"settings": _settings, "contract": _contract, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 
