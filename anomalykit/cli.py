@@ -251,7 +251,9 @@ def score_cmd(model, data, split, out):
     Prints or writes one anomaly score per row (higher = more anomalous) and the prediction
     (1 = anomaly, threshold from the model's contamination). The rows are read in their own
     units (uint8 images stay uint8, rows unscaled) and scaled by the model's fitted
-    preprocessor, exactly as `score_samples` scales the same array in Python.
+    preprocessor, exactly as `score_samples` scales the same array in Python. A .npy file
+    (memory-mapped) or an image folder is read a batch at a time (`--split all`), so memory does
+    not grow with the number of rows beyond one score each.
     """
     import numpy as np
 
@@ -260,9 +262,15 @@ def score_cmd(model, data, split, out):
     from .data import load_dataset
     from .export import is_exported_scorer, load_scorer
 
+    from .data.datasets import looks_like_path
+    from .data.lazy import open_rows, streams
+
     det = load_scorer(model) if is_exported_scorer(model) else load(model)
-    ds = load_dataset(data)
-    X = {"test": ds.X_test, "train": ds.X_train, "all": ds.rows_in_source_order()}[split]
+    if split == "all" and looks_like_path(data) and streams(data):
+        X = open_rows(data)
+    else:
+        ds = load_dataset(data)
+        X = {"test": ds.X_test, "train": ds.X_train, "all": ds.rows_in_source_order()}[split]
     scores = det.score_samples(X)
     flags = (scores > det.threshold_).astype(int)
     if out is None:

@@ -60,7 +60,8 @@ from .training import FitOptions, Trainer
 from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
-from .validation import as_input_tensor, as_label_tensor, source_is_uint8, source_sample_shape
+from .data.lazy import LazyRows
+from .validation import as_input_tensor, as_label_tensor, as_streamed_input, source_is_uint8, source_sample_shape
 
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
 COMMON_PARAMS: tuple[Param, ...] = (
@@ -366,15 +367,19 @@ class Detector(BaseEstimator):
 
         Returns the concatenated CPU outputs in input order. Under torchrun each rank handles a
         contiguous shard and the results are all-gathered, so every rank gets the full result.
-        Memory stays bounded by one batch of ``fn``'s intermediates plus the outputs.
+        Memory stays bounded by one batch of ``fn``'s intermediates plus the outputs; a
+        :class:`~anomalykit.data.lazy.LazyRows` ``X`` is read a batch at a time (each rank its shard).
         """
         n = X.shape[0]
         start, stop = D.shard_bounds(n)
         bs = self.hp.score_batch_size
         outs = []
         show = self._fit_options.show_progress and (stop - start) > bs
-        for lo in tqdm(range(start, stop, bs), desc=f"{self.name} {desc}", unit="batch", disable=not show, leave=False):
-            out = fn(X[lo : min(lo + bs, stop)].to(self.device, non_blocking=True))
+        batches = (X.iter_batches(start, stop, bs) if isinstance(X, LazyRows)
+                   else (X[lo : min(lo + bs, stop)] for lo in range(start, stop, bs)))
+        for batch in tqdm(batches, total=-(-(stop - start) // bs), desc=f"{self.name} {desc}", unit="batch",
+                          disable=not show, leave=False):
+            out = fn(batch.to(self.device, non_blocking=True))
             outs.append(out.detach().cpu())
         local = torch.cat(outs) if outs else torch.empty(0)
         return D.gather_shards(local, n)
@@ -424,7 +429,7 @@ class Detector(BaseEstimator):
     def _validated(self, X, what: str) -> torch.Tensor:
         """A fitted detector's check of user data: float32 tensor of the fitted sample shape."""
         self._check_fitted(what)
-        X = as_input_tensor(X, name="X")
+        X = as_streamed_input(X, name="X")
         if tuple(X.shape[1:]) != self.input_shape_:
             raise InputError(
                 f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {self.input_shape_}"

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -18,6 +19,26 @@ flat = torch.cat([v.reshape(-1).double() for v in det.nets.state_dict().values()
 gathered = [torch.zeros_like(flat) for _ in range(D.world_size())]
 dist.all_gather(gathered, flat)
 scores = det.score_samples(split.X_test)
+
+# the same rows from a memory-mapped .npy: each rank reads only its own shard
+from anomalykit.data.lazy import NpyRows  # noqa: E402
+
+npy = out / "x_test.npy"
+if D.rank() == 0:
+    np.save(npy, split.X_test.numpy())
+D.barrier()
+read_rows = []
+
+
+class CountingRows(NpyRows):
+    def _read(self, rows):
+        read_rows.extend(int(i) for i in rows)  # source positions, an index array per batch
+        return super()._read(rows)
+
+
+lazy_scores = det.score_samples(CountingRows(str(npy)))
+(out / f"rows-read-{D.rank()}.json").write_text(json.dumps({"rows": read_rows, "shard": D.shard_bounds(split.X_test.shape[0]),
+                                                           "lazy_scores": lazy_scores.tolist()}))
 if D.rank() == 0:
     det.save(out / "model.pt")
     (out / "worker.json").write_text(json.dumps({

@@ -50,6 +50,17 @@ def test_gathered_scores_are_in_input_order(worker):
     np.testing.assert_allclose(data["scores"], det.score_samples(split.X_test), rtol=1e-5, atol=1e-6)
 
 
+def test_lazy_rows_each_rank_reads_only_its_shard(worker):
+    out, data = worker
+    reads = [json.loads((out / f"rows-read-{r}.json").read_text()) for r in (0, 1)]
+    n = len(data["scores"])
+    for r in reads:
+        lo, hi = r["shard"]
+        assert sorted(r["rows"]) == list(range(lo, hi))  # its shard, each row read once
+        np.testing.assert_array_equal(r["lazy_scores"], data["scores"])  # gathered: every rank has all scores
+    assert reads[0]["shard"][1] == reads[1]["shard"][0] and reads[1]["shard"][1] == n
+
+
 def test_cli_under_torchrun_writes_one_report(tmp_path):
     """`anomalykit run --nproc 2`: rank 0 alone writes one report, whose scores.npy holds the saved
     model's scores of every test row in input order with the test labels (not one rank's shard, not

@@ -1,0 +1,276 @@
+"""Samples read from disk a batch at a time: ``.npy`` files memory-mapped, image files decoded per
+batch by DataLoader worker processes. Scoring holds one batch of inputs (plus one score per row),
+whatever the number of rows; under torchrun each rank reads only its shard.
+
+A :class:`LazyRows` looks like the validated tensor the detectors take: ``shape`` (N, C, H, W) for
+images (a channel axis added to (N, H, W) files, channel-last uint8 files transposed, as the
+in-memory loaders do) or (N, F) rows; slicing it, ``rows[lo:hi]``, reads those rows and returns
+them validated (uint8 stays uint8; other numbers as float32, NaN/inf a one-line
+:class:`~anomalykit.errors.InputError` naming the row). ``Detector.score_samples``, ``predict``,
+``anomaly_map`` and ``anomalykit score`` stream through it; ``fit`` and exported scorers read all
+of it (:meth:`LazyRows.materialize`).
+
+    rows = open_rows("images/")          # a folder of class sub-folders, or a flat folder
+    rows = open_rows("x.npy")            # memory-mapped
+    det.score_samples(rows)              # or det.score_samples(np.load("x.npy", mmap_mode="r"))
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import DatasetError, InputError, first_line
+
+#: Image files decoded per batch of scoring by this many DataLoader worker processes (0: in the
+#: calling process). ``ANOMALYKIT_DATA_WORKERS`` overrides; default: half the CPU cores, at most 4.
+WORKERS_ENV = "ANOMALYKIT_DATA_WORKERS"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def data_workers() -> int:
+    value = os.environ.get(WORKERS_ENV)
+    if value is None:
+        return min(4, (os.cpu_count() or 2) // 2)
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = -1
+    if workers < 0:
+        raise InputError(f"{WORKERS_ENV}={value!r} is not a worker count; set a whole number >= 0")
+    return workers
+
+
+class LazyRows:
+    """N samples on disk; ``rows[lo:hi]`` (or an index array) reads and validates those rows.
+
+    ``sample_shape``: what a detector sees per row ((C, H, W) or (F,)); ``source_shape``: the
+    shape a row has in the file (e.g. (H, W)); ``uint8``: whether the values are uint8.
+    """
+
+    def __init__(self, n: int, sample_shape: tuple[int, ...], source_shape: tuple[int, ...], uint8: bool, name: str):
+        self.positions = np.arange(n)
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.source_shape = tuple(int(s) for s in source_shape)
+        self.uint8 = uint8
+        self.name = name
+
+    # -- what a subclass provides ---------------------------------------------------------------
+    def _read(self, rows: np.ndarray) -> np.ndarray:
+        """The samples at source positions ``rows`` as stored: (len(rows), *source_shape)."""
+        raise NotImplementedError
+
+    # -- the array face -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.positions), *self.sample_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.sample_shape)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape}, {'uint8' if self.uint8 else 'float32'})"
+
+    def subset(self, index) -> "LazyRows":
+        """A view of some of the rows (positions within this view), nothing read."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.positions = self.positions[np.asarray(index)]
+        return view
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, torch.Tensor):
+            key = key.numpy()
+        if isinstance(key, (int, np.integer)):
+            return self[int(key) : int(key) + 1][0]
+        rows = self.positions[key]
+        first = key.indices(len(self.positions))[0] if isinstance(key, slice) else int(np.asarray(key).reshape(-1)[:1].sum())
+        return self._validated(self._read(rows), first)
+
+    def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
+        """Rows [start, stop) in batches of ``size``, validated."""
+        for lo in range(start, stop, size):
+            yield self[lo : min(lo + size, stop)]
+
+    def materialize(self) -> torch.Tensor:
+        """Every row in one validated tensor (what ``fit`` trains on)."""
+        from ..validation import as_input_tensor
+
+        n = len(self)
+        if n == 0:
+            raise InputError(f"{self.name} is empty (0 rows); pass at least one sample")
+        out = torch.empty(self.shape, dtype=torch.uint8 if self.uint8 else torch.float32)
+        for lo in range(0, n, 4096):
+            out[lo : lo + 4096] = self[lo : min(lo + 4096, n)]
+        return as_input_tensor(out if self.sample_shape == self.source_shape else out.reshape(n, *self.source_shape),
+                               name=self.name)
+
+    def _validated(self, arr: np.ndarray, first: int) -> torch.Tensor:
+        """A batch as the detectors take it: channel axis, uint8 kept, other numbers float32 and finite."""
+        if self.uint8:
+            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8))
+        else:
+            wide = np.asarray(arr)
+            if wide.dtype.kind == "f" and wide.size and np.abs(wide[np.isfinite(wide)]).max(initial=0) > np.finfo(np.float32).max:
+                raise InputError(f"{self.name} has values beyond float32 range; rescale the data")
+            t = torch.from_numpy(np.ascontiguousarray(wide, dtype=np.float32))
+            bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
+            if bool(bad.any()):
+                row = first + int(bad.nonzero()[0, 0])
+                raise InputError(f"{self.name} contains NaN/inf values (first in row {row}); clean or impute them first")
+        return t.reshape(t.shape[0], *self.sample_shape)
+
+
+class NpyRows(LazyRows):
+    """A ``.npy`` file (or an ``np.memmap``/read-only array) memory-mapped: (N, F), (N, H, W),
+    (N, C, H, W), or uint8 (N, H, W, C) images, whose channels move first as the in-memory loader
+    moves them."""
+
+    def __init__(self, source, name: str | None = None):
+        if isinstance(source, (str, Path)):
+            name = name or str(source)
+            try:
+                arr = np.load(source, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DatasetError(f"{source} could not be read ({first_line(exc)})") from None
+        else:
+            arr, name = source, name or "X"
+        if arr.dtype == object or arr.dtype.kind not in "fiub":
+            raise InputError(f"{name} holds {arr.dtype} data; pass numbers (float or integer)")
+        if arr.ndim not in (2, 3, 4):
+            raise InputError(f"{name} has {arr.ndim} dimension(s) {arr.shape}; expected (N, F) rows, (N, H, W) or (N, C, H, W) images")
+        if arr.shape[0] == 0 or any(s == 0 for s in arr.shape[1:]):
+            raise InputError(f"{name} is empty {arr.shape}; pass at least one sample")
+        uint8 = arr.dtype == np.uint8
+        self._channel_last = uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4)
+        source_shape = tuple(arr.shape[1:])
+        if self._channel_last:
+            sample = (arr.shape[3], arr.shape[1], arr.shape[2])
+        elif arr.ndim == 3:
+            sample = (1, *arr.shape[1:])
+        else:
+            sample = source_shape
+        super().__init__(arr.shape[0], sample, sample if self._channel_last else source_shape, uint8, name)
+        self._array = arr
+
+    def _read(self, rows) -> np.ndarray:
+        if isinstance(rows, np.ndarray) and len(rows) and np.all(np.diff(rows) == 1):
+            rows = slice(int(rows[0]), int(rows[-1]) + 1)  # one contiguous read of the mapped pages
+        batch = np.array(self._array[rows])  # a copy of one batch: mapped pages are read-only
+        return np.moveaxis(batch, -1, 1) if self._channel_last else batch
+
+
+class ImageFileRows(LazyRows):
+    """Image files decoded per batch (PIL): grayscale files as (1, H, W), others as RGB (3, H, W),
+    uint8. Every file must have the size and colour kind of the first one, as for the in-memory
+    folder loader. ``labels``: one integer per file (its class sub-folder), or None."""
+
+    def __init__(self, files: list[Path], name: str, labels: np.ndarray | None = None, classes: list[str] | None = None):
+        if not files:
+            raise DatasetError(f"{name}: no images found")
+        self.files = [str(f) for f in files]
+        self.labels = labels
+        self.classes = classes or []
+        first = _decode(self.files[0])
+        if isinstance(first, str):
+            raise DatasetError(first)
+        self._first_shape = first.shape
+        sample = (1, *first.shape) if first.ndim == 2 else (first.shape[2], first.shape[0], first.shape[1])
+        super().__init__(len(files), sample, sample, True, name)
+
+    def _read(self, rows) -> np.ndarray:
+        return self._stack([_decode(self.files[i]) for i in np.asarray(rows).reshape(-1)], rows)
+
+    def _stack(self, images: list, rows) -> np.ndarray:
+        for image, i in zip(images, np.asarray(rows).reshape(-1)):
+            if isinstance(image, str):
+                raise DatasetError(image)
+            if image.shape != self._first_shape:
+                raise DatasetError(f"{self.name}: images have different sizes ({self.files[i]} is {image.shape}, "
+                                   f"the first {self._first_shape}); resize them to one size")
+        batch = np.stack(images) if images else np.empty((0, *self._first_shape), np.uint8)
+        return batch[:, None] if batch.ndim == 3 else np.moveaxis(batch, -1, 1)
+
+    def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
+        """Rows [start, stop) decoded by :func:`data_workers` worker processes, in order."""
+        workers = data_workers()
+        if workers == 0 or stop - start <= size:
+            yield from super().iter_batches(start, stop, size)
+            return
+        rows = self.positions[start:stop]
+        loader = torch.utils.data.DataLoader(
+            _DecodeFiles([self.files[i] for i in rows]), batch_size=size, num_workers=workers, collate_fn=list,
+            persistent_workers=False, multiprocessing_context="fork" if os.name == "posix" else None,
+        )
+        for b, images in enumerate(loader):
+            yield self._validated(self._stack(images, rows[b * size : b * size + len(images)]), start + b * size)
+
+
+class _DecodeFiles(torch.utils.data.Dataset):
+    """Files -> decoded uint8 arrays, in a DataLoader worker (errors come back as their one line)."""
+
+    def __init__(self, files: list[str]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        return _decode(self.files[i])
+
+
+def _decode(path: str):
+    """(H, W) or (H, W, 3) uint8, as the in-memory loader decodes (grayscale kinds stay one
+    channel, the rest RGB); a one-line message instead of an exception for an unreadable file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"))
+    except OSError as exc:
+        return f"{path} is not a readable image ({first_line(exc)})"
+
+
+def image_files(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str]]:
+    """The images of a folder in the in-memory loader's order: class sub-folders sorted by name,
+    files sorted within each (labels = the sub-folder's index), or the folder's own files
+    (no labels) when it has no sub-folders."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), None, []
+    files, labels = [], []
+    for ci, cname in enumerate(classes):
+        found = sorted(f for f in (folder / cname).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files += found
+        labels += [ci] * len(found)
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def open_rows(path: str | Path) -> LazyRows:
+    """Every sample of a ``.npy`` file (memory-mapped) or an image folder (decoded per batch), in
+    the file's or folder's order, without reading them."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"dataset path {path} does not exist")
+    if path.is_dir():
+        files, labels, classes = image_files(path)
+        return ImageFileRows(files, str(path), labels, classes)
+    if path.suffix.lower() == ".npy":
+        return NpyRows(path)
+    raise DatasetError(f"{path}: only .npy files and image folders are read lazily; load .npz/.csv with load_dataset")
+
+
+def streams(path: str | Path) -> bool:
+    """Whether :func:`open_rows` reads this dataset path lazily (a .npy file or an image folder
+    that is not in the MVTec layout)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return not ((path / "train" / "good").is_dir() and (path / "test").is_dir())
+    return path.suffix.lower() == ".npy" and path.is_file()

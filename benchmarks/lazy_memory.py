@@ -1,0 +1,139 @@
+"""Peak memory of scoring image folders of 10,000 and 100,000 64x64x3 PNGs: `anomalykit score`
+(which reads a folder a batch at a time) against the same rows loaded into memory first
+(`score_samples(load_dataset(folder).rows_in_source_order())`, the in-memory loader).
+
+    python benchmarks/lazy_memory.py --work /tmp/lazy-memory --out benchmarks/results/lazy-memory/score-64x64x3.json
+
+Writes the PNG folders under --work (about 1.3 GB for 100,000 images; kept for reruns), fits one
+AMA model (small budget widths, 1 epoch) on 1,000 generated images, then runs each command in a
+fresh process and samples the resident memory of its whole process tree (the command and its
+DataLoader workers) every 50 ms from /proc: the peak of that sum is the column "peak RSS, tree";
+"peak RSS, largest process" is the kernel's ru_maxrss. Pages a DataLoader worker shares with
+the process that forked it count in both, so the tree sum overstates what the workers add. Writes a ``rows`` table JSON for
+benchmarks/readme_tables.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def images(n: int, seed: int) -> np.ndarray:
+    """n smooth random 64x64x3 uint8 images (8x8 noise upsampled, plus a little pixel noise)."""
+    rng = np.random.default_rng(seed)
+    low = rng.integers(0, 256, size=(n, 8, 8, 3)).astype(np.float32)
+    up = np.repeat(np.repeat(low, 8, axis=1), 8, axis=2)
+    return np.clip(up + rng.normal(0, 8, size=up.shape), 0, 255).astype(np.uint8)
+
+
+def write_folder(folder: Path, n: int) -> None:
+    from PIL import Image
+
+    done = folder / ".complete"
+    if done.exists():
+        return
+    (folder / "normal").mkdir(parents=True, exist_ok=True)
+    for lo in range(0, n, 5000):
+        for i, im in enumerate(images(min(5000, n - lo), seed=lo)):
+            Image.fromarray(im).save(folder / "normal" / f"{lo + i:06d}.png")
+    done.write_text(str(n))
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants, from /proc."""
+    parents = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as fh:
+                    parents[int(p)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    tree, frontier = {root}, [root]
+    while frontier:
+        kids = [c for c, pp in parents.items() if pp in frontier and c not in tree]
+        tree.update(kids)
+        frontier = kids
+    total = 0
+    for pid in tree:
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                total += int(fh.read().split()[1]) * PAGE
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str]) -> dict:
+    """Run ``cmd`` in a wrapper process; peak tree RSS sampled here, ru_maxrss from the wrapper."""
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], stdout=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.05)
+    maxrss_kb, rc = (int(v) for v in proc.stdout.read().split()[-2:])
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {rc}")
+    return {"peak_tree_mb": peak / 2**20, "maxrss_mb": maxrss_kb / 1024, "seconds": time.perf_counter() - t}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    model = args.work / "model.pt"
+    if not model.exists():
+        fit = ("import numpy as np, sys; sys.path.insert(0, sys.argv[2]); import anomalykit, lazy_memory as L; "
+               "anomalykit.load_method('ama', epochs=1, width=16, hidden=64, feature_dim=64).fit(L.images(1000, 123).transpose(0, 3, 1, 2), progress=False)"
+               ".save(sys.argv[1])")
+        subprocess.run([sys.executable, "-c", fit, str(model), str(Path(__file__).parent)], check=True, env=env)
+    ak = [sys.executable, "-m", "anomalykit.cli", "score", str(model)]
+    eager = ("import sys, numpy as np, anomalykit; from anomalykit.data import load_dataset; "
+             "np.save(sys.argv[3], anomalykit.load(sys.argv[1]).score_samples(load_dataset(sys.argv[2]).rows_in_source_order()))")
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        folder = args.work / f"png-{n}"
+        t = time.perf_counter()
+        write_folder(folder, n)
+        print(f"{n} images ready in {time.perf_counter() - t:.0f} s", flush=True)
+        lazy_out, eager_out = args.work / f"scores-{n}-lazy.npy", args.work / f"scores-{n}-eager.npy"
+        for how, cmd in (("`anomalykit score MODEL FOLDER` (a batch at a time)", [*ak, str(folder), "--out", str(lazy_out)]),
+                         ("all loaded first (in-memory loader)", [sys.executable, "-c", eager, str(model), str(folder), str(eager_out)])):
+            m = measure(cmd)
+            print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
+            rows.append([f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"])
+        if not np.array_equal(np.load(lazy_out), np.load(eager_out)):
+            raise SystemExit(f"{n} images: the lazy and in-memory scores differ")
+    out = {
+        "command": "python benchmarks/lazy_memory.py --work WORK --out " + str(args.out) + f" --threads {args.threads}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at the end "
+                   f"{os.getloadavg()[0]:.1f}",
+        "columns": ["images (64x64x3 PNG)", "how they are scored", "peak RSS, tree (MB)",
+                    "peak RSS, largest process (MB)", "wall s"],
+        "rows": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Lazy rows (anomalykit.data.lazy): .npy memory-mapped and image folders decoded per batch give
+the values and scores of the in-memory loaders, read one batch at a time, and fail on bad data
+with one line."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+import anomalykit
+from anomalykit import DatasetError, InputError
+from anomalykit.data import load_dataset
+from anomalykit.data.lazy import ImageFileRows, NpyRows, open_rows
+
+
+@pytest.fixture(scope="module")
+def digits_u8():
+    return (load_digits().images * 15).astype(np.uint8)  # (1797, 8, 8), 0..240
+
+
+@pytest.fixture(scope="module")
+def fitted(digits_u8):
+    return anomalykit.load_method("ama", epochs=1, width=8, n_critic=1, score_batch_size=64).fit(digits_u8[:200])
+
+
+def _folder(tmp_path, images, sub=("a", "b")):
+    for i, im in enumerate(images):
+        d = tmp_path / "imgs" / sub[i % len(sub)]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(d / f"{i:04d}.png")
+    return tmp_path / "imgs"
+
+
+@pytest.mark.parametrize("kind", ["uint8-images", "uint8-channel-last", "float-rows", "float-images"])
+def test_npy_rows_hold_the_in_memory_loaders_values(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    arr = {
+        "uint8-images": rng.integers(0, 256, (50, 6, 5)).astype(np.uint8),
+        "uint8-channel-last": rng.integers(0, 256, (50, 6, 5, 3)).astype(np.uint8),
+        "float-rows": rng.normal(size=(50, 7)),
+        "float-images": rng.normal(size=(50, 2, 6, 5)).astype(np.float32),
+    }[kind]
+    np.save(tmp_path / "x.npy", arr)
+    rows = open_rows(tmp_path / "x.npy")
+    eager = load_dataset(str(tmp_path / "x.npy")).rows_in_source_order()
+    assert rows.shape == tuple(eager.shape)
+    got = rows[0:50]
+    assert got.dtype == eager.dtype
+    torch.testing.assert_close(got, eager, rtol=0, atol=0)
+    torch.testing.assert_close(rows[np.array([7, 3])], eager[[7, 3]], rtol=0, atol=0)
+    torch.testing.assert_close(rows.materialize(), eager, rtol=0, atol=0)
+
+
+def test_scores_of_npy_memmap_and_lazy_rows_equal_the_arrays(tmp_path, fitted, digits_u8):
+    np.save(tmp_path / "x.npy", digits_u8)
+    want = fitted.score_samples(digits_u8)
+    np.testing.assert_array_equal(fitted.score_samples(open_rows(tmp_path / "x.npy")), want)
+    np.testing.assert_array_equal(fitted.score_samples(np.load(tmp_path / "x.npy", mmap_mode="r")), want)
+    np.testing.assert_array_equal(fitted.predict(open_rows(tmp_path / "x.npy")), fitted.predict(digits_u8))
+    np.testing.assert_allclose(fitted.anomaly_map(open_rows(tmp_path / "x.npy").subset(np.arange(40))),
+                               fitted.anomaly_map(digits_u8[:40]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_image_folder_rows_equal_the_in_memory_folder(tmp_path, fitted, digits_u8, workers, monkeypatch):
+    monkeypatch.setenv("ANOMALYKIT_DATA_WORKERS", workers)
+    folder = _folder(tmp_path, digits_u8[:150])
+    rows = open_rows(folder)
+    assert isinstance(rows, ImageFileRows) and rows.shape == (150, 1, 8, 8)
+    eager = load_dataset(str(folder)).rows_in_source_order()
+    np.testing.assert_array_equal(fitted.score_samples(rows), fitted.score_samples(eager))
+    # class sub-folders sorted, files sorted within each: the in-memory loader's order
+    assert rows.labels.tolist() == [0] * 75 + [1] * 75
+
+
+def test_scoring_reads_one_batch_at_a_time(tmp_path, fitted, digits_u8):
+    np.save(tmp_path / "x.npy", digits_u8)
+    reads = []
+
+    class Counting(NpyRows):
+        def _read(self, rows):
+            reads.append(len(rows))
+            return super()._read(rows)
+
+    fitted.score_samples(Counting(str(tmp_path / "x.npy")))
+    assert sum(reads) == len(digits_u8)
+    assert max(reads) <= fitted.hp.score_batch_size
+
+
+def test_fit_on_lazy_rows_equals_fit_on_the_array(tmp_path, digits_u8):
+    np.save(tmp_path / "x.npy", digits_u8[:200])
+    a = anomalykit.load_method("ama", epochs=1, width=8, n_critic=1).fit(digits_u8[:200])
+    b = anomalykit.load_method("ama", epochs=1, width=8, n_critic=1).fit(open_rows(tmp_path / "x.npy"))
+    assert b.fit_input_ == a.fit_input_ == ((8, 8), "uint8")
+    np.testing.assert_array_equal(b.score_samples(digits_u8), a.score_samples(digits_u8))
+
+
+def test_nan_in_a_lazy_npy_names_the_row(tmp_path, fitted, digits_u8):
+    bad = digits_u8.astype(np.float64)
+    bad[300, 2, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(InputError, match=r"NaN/inf values \(first in row 300\)"):
+        fitted.score_samples(open_rows(tmp_path / "bad.npy"))
+
+
+def test_bad_image_folders_fail_with_one_line(tmp_path, fitted, digits_u8, monkeypatch):
+    monkeypatch.setenv("ANOMALYKIT_DATA_WORKERS", "1")
+    folder = _folder(tmp_path, digits_u8[:100])
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(folder / "a" / "0099x.png")
+    with pytest.raises(DatasetError, match="images have different sizes") as err:
+        fitted.score_samples(open_rows(folder))
+    assert "\n" not in str(err.value)
+    (folder / "a" / "0099x.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="is not a readable image") as err:
+        fitted.score_samples(open_rows(folder))
+    assert "\n" not in str(err.value)
+
+
+def test_wrong_sample_shape_and_bad_worker_count_are_one_line_errors(tmp_path, fitted, monkeypatch):
+    np.save(tmp_path / "x.npy", np.zeros((5, 9, 9), np.uint8))
+    with pytest.raises(InputError, match=r"sample shape \(1, 9, 9\) but the detector was fitted on \(1, 8, 8\)"):
+        fitted.score_samples(open_rows(tmp_path / "x.npy"))
+    monkeypatch.setenv("ANOMALYKIT_DATA_WORKERS", "two")
+    with pytest.raises(InputError, match="ANOMALYKIT_DATA_WORKERS"):
+        from anomalykit.data.lazy import data_workers
+
+        data_workers()
