@@ -15,7 +15,7 @@ load are in ``extra_info``. Numbers and the command used: docs/methods/adgan.md.
 
 ``test_fmnist_scoring_eager_vs_speedups``: one ADGAN model on Fashion-MNIST class 0 (28x28, the
 paper's d' = 256, the default g_width; trained briefly: speed does not depend on how well), the
-``small`` budget's n_seed = 8 and k = 5, the same ``ANOMALYKIT_BENCH_ADGAN_ROWS`` (default 256) test
+``small`` budget's n_seed = 8 (``ANOMALYKIT_BENCH_ADGAN_N_SEED`` overrides, e.g. 2) and k = 5, the same ``ANOMALYKIT_BENCH_ADGAN_ROWS`` (default 256) test
 images scored with the plain eager batched search (``anomalykit.speedups.speedups(False)``) and with
 the speed-ups, interleaved (ABBA) over ``ANOMALYKIT_BENCH_ROUNDS`` (default 3) rounds: seconds per
 1,000 images for both, the speed-up (median of the per-round ratios; wall and CPU time) and the
@@ -109,6 +109,8 @@ def fmnist_model():
         pytest.skip(f"Fashion-MNIST not available: {exc}")
     params = dict(type(anomalykit.load_method("adgan")).budgets["small"])
     params.update(epochs=2)  # the search's cost does not depend on the training length
+    if os.environ.get("ANOMALYKIT_BENCH_ADGAN_N_SEED"):
+        params.update(n_seed=int(os.environ["ANOMALYKIT_BENCH_ADGAN_N_SEED"]))
     det = anomalykit.load_method("adgan", **params).fit(split.X_train, progress=False)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(split.y_test), FMNIST_ROWS, replace=False))

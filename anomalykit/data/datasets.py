@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, first_line
+from .lazy import IMAGE_SUFFIXES, decode_image, image_files
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
 #: method sees the same train/test rows.
@@ -317,27 +318,19 @@ def _is_number(s: str) -> bool:
 
 
 def _read_images(files: list[Path], mode: str | None = None) -> list[np.ndarray]:
-    from PIL import Image
-
+    """Decoded uint8 arrays, as :func:`anomalykit.data.lazy.decode_image` decodes one (``mode``
+    forces "L" or "RGB")."""
     out = []
     for f in files:
-        try:
-            with Image.open(f) as im:
-                if mode is None:
-                    mode_f = "L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"
-                else:
-                    mode_f = mode
-                out.append(np.asarray(im.convert(mode_f)))
-        except OSError as exc:
-            raise DatasetError(f"{f} is not a readable image ({exc})") from None
+        image = decode_image(str(f), mode)
+        if isinstance(image, str):
+            raise DatasetError(image)
+        out.append(image)
     return out
 
 
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-
-
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _read_mvtec(path: Path) -> Dataset:
@@ -371,20 +364,16 @@ def _read_mvtec(path: Path) -> Dataset:
 
 
 def _read_image_folder(path: Path):
-    classes = sorted(p.name for p in path.iterdir() if p.is_dir())
-    if not classes:
+    files, labels, classes = image_files(path)
+    if labels is None:
         raise DatasetError(f"{path}: an image folder needs one sub-folder per class (e.g. {path}/normal/*.png)")
-    images, labels = [], []
-    for ci, cname in enumerate(classes):
-        found = _read_images(_images_in(path / cname))
-        images += found
-        labels += [ci] * len(found)
-    if not images:
+    if not files:
         raise DatasetError(f"{path}: no images found in its class sub-folders")
+    images = _read_images(files)
     shapes = {a.shape for a in images}
     if len(shapes) > 1:
         raise DatasetError(f"{path}: images have different sizes {sorted(shapes)[:3]}; resize them to one size")
-    return _uint8_images(np.stack(images)), np.asarray(labels, dtype=np.int64), classes
+    return _uint8_images(np.stack(images)), labels, classes
 
 
 def fingerprint(*arrays) -> str:

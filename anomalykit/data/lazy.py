@@ -178,7 +178,7 @@ class ImageFileRows(LazyRows):
         self.files = [str(f) for f in files]
         self.labels = labels
         self.classes = classes or []
-        first = _decode(self.files[0])
+        first = decode_image(self.files[0])
         if isinstance(first, str):
             raise DatasetError(first)
         self._first_shape = first.shape
@@ -186,7 +186,7 @@ class ImageFileRows(LazyRows):
         super().__init__(len(files), sample, sample, True, name)
 
     def _read(self, rows) -> np.ndarray:
-        return self._stack([_decode(self.files[i]) for i in np.asarray(rows).reshape(-1)], rows)
+        return self._stack([decode_image(self.files[i]) for i in np.asarray(rows).reshape(-1)], rows)
 
     def _stack(self, images: list, rows) -> np.ndarray:
         for image, i in zip(images, np.asarray(rows).reshape(-1)):
@@ -223,17 +223,18 @@ class _DecodeFiles(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        return _decode(self.files[i])
+        return decode_image(self.files[i])
 
 
-def _decode(path: str):
-    """(H, W) or (H, W, 3) uint8, as the in-memory loader decodes (grayscale kinds stay one
-    channel, the rest RGB); a one-line message instead of an exception for an unreadable file."""
+def decode_image(path: str, mode: str | None = None):
+    """One image file as (H, W) or (H, W, 3) uint8 (grayscale kinds stay one channel, the rest
+    RGB; ``mode`` "L"/"RGB" forces one), or a one-line message for an unreadable file (so a
+    DataLoader worker hands it back instead of raising a multi-line traceback)."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB"))
+            return np.asarray(im.convert(mode or ("L" if im.mode in ("L", "1", "I", "I;16", "P") else "RGB")))
     except OSError as exc:
         return f"{path} is not a readable image ({first_line(exc)})"
 
