@@ -41,6 +41,13 @@ def as_streamed_input(X, *, name: str = "X"):
     return as_input_tensor(X, name=name)
 
 
+def looks_channel_last(shape: tuple[int, ...], uint8: bool) -> bool:
+    """The one rule for uint8 images stored channel-last, (N, H, W, C) with C in 1, 3, 4 and H
+    not: they are moved to (N, C, H, W) by every entry point (the API, the loaders, lazy rows),
+    so a PIL/OpenCV-style array is never read as H channels of W x C images."""
+    return uint8 and len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4)
+
+
 def source_sample_shape(t: torch.Tensor) -> tuple[int, ...]:
     """The sample shape the user's array had before :func:`as_input_tensor` added a channel
     axis, e.g. (28, 28) for (N, 28, 28) images; ``t``'s own sample shape otherwise."""
@@ -53,7 +60,8 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
     float32 batch by batch, so scoring 70,000 uint8 images never holds a float copy of all of them).
 
     Accepted shapes: (N, F) tabular rows, (N, H, W) grayscale images (a channel axis is
-    added), (N, C, H, W) images. Other integer, boolean and float inputs are converted to float32.
+    added), (N, C, H, W) images; uint8 (N, H, W, C) images move their channels first
+    (:func:`looks_channel_last`). Other integer, boolean and float inputs are converted to float32.
     Raises :class:`InputError` for anything else: other ranks, zero rows or features,
     complex/object/string dtypes, NaN/inf, or values beyond float32's range.
 
@@ -99,6 +107,8 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
         raise InputError(f"{name} is empty (0 rows); pass at least one sample")
     if any(s == 0 for s in t.shape[1:]):
         raise InputError(f"{name} has an empty feature axis {tuple(t.shape)}")
+    if looks_channel_last(tuple(t.shape), uint8):
+        t = t.permute(0, 3, 1, 2)
     source_shape = tuple(int(s) for s in t.shape[1:])
     if t.ndim == 3:
         t = t.unsqueeze(1)

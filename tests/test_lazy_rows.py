@@ -125,3 +125,26 @@ def test_wrong_sample_shape_and_bad_worker_count_are_one_line_errors(tmp_path, f
         from anomalykit.data.lazy import data_workers
 
         data_workers()
+
+
+def test_channel_last_uint8_images_mean_the_same_through_every_entry_point(tmp_path):
+    """(N, H, W, 3) uint8 (PIL/OpenCV layout): the API, the .npy loader, lazy rows and the CLI
+    all read it as (N, 3, H, W), so a model fitted on it scores the file as the API scores the array."""
+    from click.testing import CliRunner
+
+    from anomalykit.cli import cli
+
+    rng = np.random.default_rng(1)
+    hwc = rng.integers(0, 256, size=(120, 8, 8, 3)).astype(np.uint8)
+    chw = np.ascontiguousarray(hwc.transpose(0, 3, 1, 2))
+    a = anomalykit.load_method("ama", epochs=1, width=8, n_critic=1).fit(hwc)
+    b = anomalykit.load_method("ama", epochs=1, width=8, n_critic=1).fit(chw)
+    assert a.input_shape_ == (3, 8, 8) and a.fit_input_ == ((3, 8, 8), "uint8")
+    want = b.score_samples(chw)
+    np.testing.assert_array_equal(a.score_samples(hwc), want)
+    np.save(tmp_path / "hwc.npy", hwc)
+    np.testing.assert_array_equal(a.score_samples(open_rows(tmp_path / "hwc.npy")), want)
+    a.save(tmp_path / "m.pt")
+    res = CliRunner().invoke(cli, ["score", str(tmp_path / "m.pt"), str(tmp_path / "hwc.npy"), "--out", str(tmp_path / "s.npy")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), want)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, first_line
+from ..validation import looks_channel_last
 from .lazy import IMAGE_SUFFIXES, decode_image, image_files
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
@@ -74,7 +75,7 @@ def _uint8_images(arr: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(np.array(arr, dtype=np.uint8))
     if t.ndim == 3:
         t = t.unsqueeze(1)
-    elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+    elif looks_channel_last(tuple(t.shape), True):
         t = t.permute(0, 3, 1, 2).contiguous()
     return t
 

@@ -134,6 +134,8 @@ class NpyRows(LazyRows):
     moves them."""
 
     def __init__(self, source, name: str | None = None):
+        from ..validation import looks_channel_last
+
         if isinstance(source, (str, Path)):
             name = name or str(source)
             try:
@@ -149,7 +151,7 @@ class NpyRows(LazyRows):
         if arr.shape[0] == 0 or any(s == 0 for s in arr.shape[1:]):
             raise InputError(f"{name} is empty {arr.shape}; pass at least one sample")
         uint8 = arr.dtype == np.uint8
-        self._channel_last = uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4)
+        self._channel_last = looks_channel_last(tuple(arr.shape), uint8)
         source_shape = tuple(arr.shape[1:])
         if self._channel_last:
             sample = (arr.shape[3], arr.shape[1], arr.shape[2])
