@@ -171,8 +171,9 @@ class Detector(BaseEstimator):
         there too (``log``: "csv", or "csv,tensorboard"; :mod:`anomalykit.training_log`). Returns ``self``.
         """
         uint8 = source_is_uint8(X)
-        X = as_input_tensor(X, name="X")
-        raw_shape = source_sample_shape(X)
+        X = as_streamed_input(X, name="X")  # lazy rows (and np.memmap) stay lazy: read per batch
+        lazy = isinstance(X, LazyRows)
+        raw_shape = X.source_shape if lazy else source_sample_shape(X)
         labels = None if y is None else as_label_tensor(y, X.shape[0])
         if labels is not None and int((labels == 0).sum()) == 0:
             raise InputError("y marks every row as an anomaly; fit needs normal rows (y == 0)")
@@ -185,12 +186,15 @@ class Detector(BaseEstimator):
         self.input_shape_ = tuple(X.shape[1:])
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
         self.decision_scores_ = self.threshold_ = self.labels_ = None
-        normal = X if labels is None else X[labels == 0]
+        if labels is None:
+            normal = X
+        else:
+            normal = X.subset(np.flatnonzero(labels.numpy() == 0)) if lazy else X[labels == 0]
         # the core's policy: scaling is fitted on the normal rows; only methods with a
         # semi-supervised mode ever see the labelled anomalies
         self.preprocessor_ = Preprocessor.fit(normal, self.hp.preprocess, uint8=uint8)
-        normal = self.preprocessor_.transform(normal)
-        X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform(X)
+        normal = self.preprocessor_.transform_rows(normal)
+        X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
         labels = labels if self.supports_labels else None
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)

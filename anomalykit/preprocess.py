@@ -43,6 +43,10 @@ class Preprocessor:
         """
         if kind not in KINDS:
             raise ConfigError(f"preprocess must be one of {', '.join(KINDS)}; got {kind!r}")
+        from .data.lazy import LazyRows
+
+        if isinstance(X, LazyRows):
+            return cls._fit_streaming(X, kind, uint8=uint8)
         image = X.dim() == 4
         if kind == "auto":
             kind = ("uint8" if uint8 else "range") if image else "robust"
@@ -64,6 +68,38 @@ class Preprocessor:
             scale = torch.where(scale > 0, scale, std)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant channel maps to 0
         return cls(kind, shift.float(), scale.float())
+
+    @classmethod
+    def _fit_streaming(cls, rows, kind: str, *, uint8: bool) -> "Preprocessor":
+        """``fit`` on lazy rows in one pass of batches: ``uint8`` and ``none`` need no statistics,
+        ``range`` keeps a running minimum and maximum per channel (the same values as on the whole
+        array); float rows are validated on the way. ``robust`` needs exact quantiles, so it reads
+        the rows whole (tabular rows: small next to images)."""
+        image = len(rows.shape) == 4
+        if kind == "auto":
+            kind = ("uint8" if uint8 else "range") if image else "robust"
+        if kind == "robust":
+            return cls.fit(rows.materialize().reshape(rows.shape), kind, uint8=uint8)
+        channels = rows.shape[1]
+        lo = torch.full((channels,), float("inf"), dtype=torch.float64)
+        hi = torch.full((channels,), float("-inf"), dtype=torch.float64)
+        if not uint8 or kind == "range":  # a pass: validates float rows, and the range statistics
+            for batch in rows.iter_batches(0, len(rows), 4096):
+                cols = batch.transpose(0, 1).reshape(channels, -1).double()
+                lo, hi = torch.minimum(lo, cols.min(1).values), torch.maximum(hi, cols.max(1).values)
+        if kind == "none":
+            return cls("none")
+        if kind == "uint8":
+            return cls(kind, torch.full((channels,), 127.5), torch.full((channels,), 127.5))
+        shift, scale = (hi + lo) / 2, (hi - lo) / 2
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return cls(kind, shift.float(), scale.float())
+
+    def transform_rows(self, X):
+        """:meth:`transform` of a tensor, or a lazy view of lazy rows that transforms each batch read."""
+        from .data.lazy import LazyRows, TransformedRows
+
+        return TransformedRows(X, self.transform) if isinstance(X, LazyRows) else self.transform(X)
 
     # -- applying ----------------------------------------------------------------------------
     def _view(self, t: torch.Tensor, X: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,10 @@ images (a channel axis added to (N, H, W) files, channel-last uint8 files transp
 in-memory loaders do) or (N, F) rows; slicing it, ``rows[lo:hi]``, reads those rows and returns
 them validated (uint8 stays uint8; other numbers as float32, NaN/inf a one-line
 :class:`~anomalykit.errors.InputError` naming the row). ``Detector.score_samples``, ``predict``,
-``anomaly_map`` and ``anomalykit score`` stream through it; ``fit`` and exported scorers read all
-of it (:meth:`LazyRows.materialize`).
+``anomaly_map`` and ``anomalykit score`` stream through it, and so does ``fit``: the
+preprocessor is fitted in one streaming pass (which also validates float rows), and the plugin
+trains on a :class:`TransformedRows` view whose batches are read as the trainer draws them.
+Exported scorers read all of it (:meth:`LazyRows.materialize`).
 
     rows = open_rows("images/")          # a folder of class sub-folders, or a flat folder
     rows = open_rows("x.npy")            # memory-mapped
@@ -126,6 +128,33 @@ class LazyRows:
                 row = first + int(bad.nonzero()[0, 0])
                 raise InputError(f"{self.name} contains NaN/inf values (first in row {row}); clean or impute them first")
         return t.reshape(t.shape[0], *self.sample_shape)
+
+
+class TransformedRows(LazyRows):
+    """``base`` rows with ``fn`` applied to every batch read (the fitted preprocessor: user space ->
+    model space), still read lazily: what ``fit`` hands a plugin for lazy training rows. Reads
+    return float32 model-space tensors; ``subset`` views the base."""
+
+    def __init__(self, base: LazyRows, fn):
+        self.base, self.fn = base, fn
+        self.positions = np.arange(len(base))
+        self.sample_shape, self.source_shape = base.sample_shape, base.sample_shape
+        self.uint8, self.name = False, base.name
+
+    def subset(self, index) -> "TransformedRows":
+        return TransformedRows(self.base.subset(index), self.fn)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, (int, np.integer)):
+            return self[int(key) : int(key) + 1][0]
+        return self.fn(self.base[key])
+
+    def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
+        for batch in self.base.iter_batches(start, stop, size):
+            yield self.fn(batch)
+
+    def materialize(self) -> torch.Tensor:
+        return self.fn(self.base.materialize().reshape(self.base.shape))
 
 
 class NpyRows(LazyRows):
