@@ -24,9 +24,11 @@ from .errors import (  # noqa: E402
     PluginError,
 )
 from .hookspecs import hookimpl  # noqa: E402
+from .lazy_rows import open_rows  # noqa: E402
 from .params import Param  # noqa: E402
 
 __all__ = [
+    "open_rows",
     "Detector", "Dataset", "Param", "hookimpl", "load_method", "load", "list_methods", "COMMON_PARAMS",
     "AnomalyKitError", "CheckpointError", "ConfigError", "DatasetError", "DivergenceError",
     "InputError", "NotFittedError", "PluginError", "ExportError", "__version__",

@@ -263,7 +263,7 @@ def score_cmd(model, data, split, out):
     from .export import is_exported_scorer, load_scorer
 
     from .data.datasets import looks_like_path
-    from .data.lazy import open_rows, streams
+    from .lazy_rows import open_rows, streams
 
     det = load_scorer(model) if is_exported_scorer(model) else load(model)
     if split == "all" and looks_like_path(data) and streams(data):

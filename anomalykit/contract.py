@@ -58,8 +58,9 @@ MEMBERS: tuple[Member, ...] = (
            "epochs, batch_size, score_batch_size, seed, device, contamination, preprocess; redeclare one to change its default)"),
     Member("_build", "hook", True, "", "_build(input_shape): create the networks in self.nets for samples of shape (C, H, W) or "
            "(F,); called by fit and by load (so it must not train)"),
-    Member("_fit", "hook", True, "", "_fit(X, y): train on the normal rows X (float32, model space); y the labels of known "
-           "anomalies when supports_labels, else None; use self.trainer(...) for the loop"),
+    Member("_fit", "hook", True, "", "_fit(X, y): train on the normal rows X (float32, model space; a tensor, or a view read "
+           "per batch when streams_training_rows); y the labels of known anomalies when supports_labels, else None; use "
+           "self.trainer(...) for the loop"),
     Member("_score", "hook", True, "", "_score(X) -> (N,) float tensor for a batch X (model space, on self.device); higher = "
            "more anomalous; one fixed sequence of tensor ops (no branch on values or batch size) if it is to export"),
     # -- optional ---------------------------------------------------------------------------
@@ -68,6 +69,9 @@ MEMBERS: tuple[Member, ...] = (
            "nearest-neighbour score, out-of-fold for a fitted density); decision_scores_ and the threshold come from it"),
     Member("budgets", "attribute", False, "{}", "{'small': {...}, 'paper': {...}}: parameter overrides per "
            "`anomalykit bench --budget` (small: a 2-core CPU; paper: the paper's schedule); checked against params"),
+    Member("streams_training_rows", "attribute", False, "False", "True if _fit and _training_scores only index, slice, "
+           "read .shape of and map_batches their X: lazy training rows (a .npy, an image folder) then stay on disk, read "
+           "per batch; otherwise the core reads them whole into a tensor first"),
     Member("supports_labels", "attribute", False, "False", "True if _fit uses labelled anomalies (y == 1); otherwise the core "
            "passes only the normal rows and y=None"),
     Member("_reconstruct", "hook", False, "None (no reconstructions)", "_reconstruct(x) -> reconstructions of a batch "
@@ -120,7 +124,7 @@ def check_method_class(cls) -> str | None:
             return f"{label} does not implement {m.name}()"
         if m.kind == "hook" and not callable(getattr(cls, m.name)):
             return f"{label}.{m.name} must be a method"
-    for attr in ("supports_labels", "score_needs_grad"):
+    for attr in ("supports_labels", "score_needs_grad", "streams_training_rows"):
         if not isinstance(getattr(cls, attr), bool):
             return f"{label}.{attr} must be True or False"
     reason = cls.__dict__.get("export_unsupported", None)

@@ -60,7 +60,7 @@ from .training import FitOptions, Trainer
 from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
-from .data.lazy import LazyRows
+from .lazy_rows import LazyRows
 from .validation import as_input_tensor, as_label_tensor, as_streamed_input, source_is_uint8, source_sample_shape
 
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
@@ -92,6 +92,9 @@ class Detector(BaseEstimator):
     #: True if ``_fit`` uses labelled anomalies (``y == 1``); otherwise the core passes only the
     #: normal rows and ``y=None``.
     supports_labels: ClassVar[bool] = False
+    #: True if ``_fit``/``_training_scores`` only index, slice and ``map_batches`` their rows, so
+    #: lazy training rows are read per batch (anomalykit.contract); else they are read whole first.
+    streams_training_rows: ClassVar[bool] = False
     #: Export (:meth:`export`): True if ``_score`` takes gradient steps (autograd inside scoring)
     #: and scores each row independently of the others; the exporter then records the
     #: computation, gradients included, for a block of rows (TorchScript only).
@@ -195,6 +198,10 @@ class Detector(BaseEstimator):
         self.preprocessor_ = Preprocessor.fit(normal, self.hp.preprocess, uint8=uint8)
         normal = self.preprocessor_.transform_rows(normal)
         X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
+        if lazy and not self.streams_training_rows:  # a plugin that needs a tensor: read the rows whole
+            same = X is normal
+            X = X.materialize()
+            normal = X if same else normal.materialize()
         labels = labels if self.supports_labels else None
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)
@@ -372,7 +379,7 @@ class Detector(BaseEstimator):
         Returns the concatenated CPU outputs in input order. Under torchrun each rank handles a
         contiguous shard and the results are all-gathered, so every rank gets the full result.
         Memory stays bounded by one batch of ``fn``'s intermediates plus the outputs; a
-        :class:`~anomalykit.data.lazy.LazyRows` ``X`` is read a batch at a time (each rank its shard).
+        :class:`~anomalykit.lazy_rows.LazyRows` ``X`` is read a batch at a time (each rank its shard).
         """
         n = X.shape[0]
         start, stop = D.shard_bounds(n)

@@ -43,7 +43,7 @@ class Preprocessor:
         """
         if kind not in KINDS:
             raise ConfigError(f"preprocess must be one of {', '.join(KINDS)}; got {kind!r}")
-        from .data.lazy import LazyRows
+        from .lazy_rows import LazyRows
 
         if isinstance(X, LazyRows):
             return cls._fit_streaming(X, kind, uint8=uint8)
@@ -97,7 +97,7 @@ class Preprocessor:
 
     def transform_rows(self, X):
         """:meth:`transform` of a tensor, or a lazy view of lazy rows that transforms each batch read."""
-        from .data.lazy import LazyRows, TransformedRows
+        from .lazy_rows import LazyRows, TransformedRows
 
         return TransformedRows(X, self.transform) if isinstance(X, LazyRows) else self.transform(X)
 

@@ -175,6 +175,16 @@ def check_method(method, *, params: dict[str, Any] | None = None, kinds=KINDS, m
             assert np.array_equal(again.score_samples(X_test), det.score_samples(X_test)), \
                 "two fits with the same seed score differently"
 
+        def lazy_rows():
+            from .lazy_rows import NpyRows
+
+            with tempfile.TemporaryDirectory() as tmp:
+                np.save(Path(tmp) / "x.npy", np.asarray(X_train))
+                lazy = cls(**params).fit(NpyRows(str(Path(tmp) / "x.npy")))
+                assert np.array_equal(lazy.score_samples(X_test), det.score_samples(X_test)), (
+                    "fit on lazy rows (a memory-mapped .npy) trains a different model: _fit may only index, slice and "
+                    "map_batches its X (anomalykit.contract, _fit)")
+
         def save_load():
             from .checkpoint import safe_load
             from .registry import get_registry
@@ -227,7 +237,7 @@ def check_method(method, *, params: dict[str, Any] | None = None, kinds=KINDS, m
                     assert dev <= 1e-4, f"{fmt} graph differs from score_samples by {dev:.1e} of the largest score"
 
         for name, fn in (("fitted state", fitted_state), ("scores", scores), ("contamination", contamination),
-                         ("reconstruct", reconstruct), ("determinism", determinism), ("save/load", save_load),
+                         ("reconstruct", reconstruct), ("determinism", determinism), ("lazy rows", lazy_rows), ("save/load", save_load),
                          ("bad input", bad_input)) + ((("export", exported),) if export else ()):
             check(f"{name} {tag}", fn)
     if not worked:

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .lazy_rows import LazyRows, NpyRows, looks_channel_last
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _VALIDATED = "_anomalykit_validated"
@@ -23,29 +24,18 @@ def source_is_uint8(X) -> bool:
 
 
 def _is_lazy(X) -> bool:
-    from .data.lazy import LazyRows
-
     return isinstance(X, LazyRows)
 
 
 def as_streamed_input(X, *, name: str = "X"):
-    """What the scoring path takes: a :class:`~anomalykit.data.lazy.LazyRows` as it is, an
+    """What the scoring path takes: a :class:`~anomalykit.lazy_rows.LazyRows` as it is, an
     ``np.memmap`` (e.g. ``np.load(f, mmap_mode="r")``) wrapped as one, both read and validated a
     batch at a time; anything else through :func:`as_input_tensor`."""
-    from .data.lazy import NpyRows
-
     if _is_lazy(X):
         return X
     if isinstance(X, np.memmap):
         return NpyRows(X, name)
     return as_input_tensor(X, name=name)
-
-
-def looks_channel_last(shape: tuple[int, ...], uint8: bool) -> bool:
-    """The one rule for uint8 images stored channel-last, (N, H, W, C) with C in 1, 3, 4 and H
-    not: they are moved to (N, C, H, W) by every entry point (the API, the loaders, lazy rows),
-    so a PIL/OpenCV-style array is never read as H channels of W x C images."""
-    return uint8 and len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4)
 
 
 def source_sample_shape(t: torch.Tensor) -> tuple[int, ...]:
@@ -73,7 +63,7 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
     if isinstance(X, torch.Tensor) and getattr(X, _VALIDATED, False):
         return X
     if _is_lazy(X):
-        return X.materialize()
+        return as_input_tensor(X.read_all(), name=name)
     uint8 = source_is_uint8(X)
     if isinstance(X, torch.Tensor):
         t = X.detach()

@@ -3,6 +3,13 @@
 (`score_samples(load_dataset(folder).rows_in_source_order())`, the in-memory loader).
 
     python benchmarks/lazy_memory.py --work /tmp/lazy-memory --out benchmarks/results/lazy-memory/score-64x64x3.json
+    python benchmarks/lazy_memory.py --work /tmp/lazy-memory --fit --out benchmarks/results/lazy-memory/fit-64x64x3.json
+
+With ``--fit`` it times training instead: one epoch of a narrow AMA (width 4, hidden 16,
+feature_dim 16, batch 256; the model's size does not change what the data path holds) on the
+whole folder, streamed (``fit(open_rows(folder))``) at every size, and loaded first (the
+in-memory loader) at ``--fit-loaded-sizes`` only (default 10,000: at 100,000 the loaded copy is
+1.2 GB of uint8 plus 4.9 GB of float32 model-space rows, and the epoch takes a quarter of an hour).
 
 Writes the PNG folders under --work (about 1.3 GB for 100,000 images; kept for reruns), fits one
 AMA model (small budget widths, 1 epoch) on 1,000 generated images, then runs each command in a
@@ -91,12 +98,32 @@ def measure(cmd: list[str]) -> dict:
     return {"peak_tree_mb": peak / 2**20, "maxrss_mb": maxrss_kb / 1024, "seconds": time.perf_counter() - t}
 
 
+FIT = ("import sys, torch, anomalykit; from anomalykit.data import load_dataset; from anomalykit.lazy_rows import open_rows; "
+       "torch.set_num_threads(int(sys.argv[3])); "
+       "X = open_rows(sys.argv[1]) if sys.argv[2] == 'lazy' else load_dataset(sys.argv[1]).rows_in_source_order(); "
+       "anomalykit.load_method('ama', epochs=1, width=4, hidden=16, feature_dim=16, n_critic=1, batch_size=256).fit(X, progress=False)")
+
+
+def fit_rows(n: int, folder: Path, args, env) -> list[list[str]]:
+    out = []
+    loaded = {int(s) for s in args.fit_loaded_sizes.split(",") if s}
+    for how, mode in (("`fit(open_rows(FOLDER))` (batches read as drawn)", "lazy"), ("all loaded first (in-memory loader)", "eager")):
+        if mode == "eager" and n not in loaded:
+            continue
+        m = measure([sys.executable, "-c", FIT, str(folder), mode, str(args.threads)])
+        print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
+        out.append([f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fit", action="store_true", help="measure fit (one epoch) instead of score")
+    ap.add_argument("--fit-loaded-sizes", default="10000")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -115,6 +142,9 @@ def main() -> None:
         t = time.perf_counter()
         write_folder(folder, n)
         print(f"{n} images ready in {time.perf_counter() - t:.0f} s", flush=True)
+        if args.fit:
+            rows += fit_rows(n, folder, args, env)
+            continue
         lazy_out, eager_out = args.work / f"scores-{n}-lazy.npy", args.work / f"scores-{n}-eager.npy"
         for how, cmd in (("`anomalykit score MODEL FOLDER` (a batch at a time)", [*ak, str(folder), "--out", str(lazy_out)]),
                          ("all loaded first (in-memory loader)", [sys.executable, "-c", eager, str(model), str(folder), str(eager_out)])):
@@ -124,10 +154,11 @@ def main() -> None:
         if not np.array_equal(np.load(lazy_out), np.load(eager_out)):
             raise SystemExit(f"{n} images: the lazy and in-memory scores differ")
     out = {
-        "command": "python benchmarks/lazy_memory.py --work WORK --out " + str(args.out) + f" --threads {args.threads}",
+        "command": "python benchmarks/lazy_memory.py --work WORK " + ("--fit " if args.fit else "") + "--out " + str(args.out)
+                   + f" --threads {args.threads}",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at the end "
                    f"{os.getloadavg()[0]:.1f}",
-        "columns": ["images (64x64x3 PNG)", "how they are scored", "peak RSS, tree (MB)",
+        "columns": ["images (64x64x3 PNG)", "how they are trained on" if args.fit else "how they are scored", "peak RSS, tree (MB)",
                     "peak RSS, largest process (MB)", "wall s"],
         "rows": rows,
     }

@@ -21,7 +21,7 @@ dist.all_gather(gathered, flat)
 scores = det.score_samples(split.X_test)
 
 # the same rows from a memory-mapped .npy: each rank reads only its own shard
-from anomalykit.data.lazy import NpyRows  # noqa: E402
+from anomalykit.lazy_rows import NpyRows  # noqa: E402
 
 npy = out / "x_test.npy"
 if D.rank() == 0:

@@ -1,4 +1,4 @@
-"""Lazy rows (anomalykit.data.lazy): .npy memory-mapped and image folders decoded per batch give
+"""Lazy rows (anomalykit.lazy_rows): .npy memory-mapped and image folders decoded per batch give
 the values and scores of the in-memory loaders, read one batch at a time, and fail on bad data
 with one line."""
 import numpy as np
@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 import anomalykit
 from anomalykit import DatasetError, InputError
 from anomalykit.data import load_dataset
-from anomalykit.data.lazy import ImageFileRows, NpyRows, open_rows
+from anomalykit.lazy_rows import ImageFileRows, NpyRows, open_rows
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_wrong_sample_shape_and_bad_worker_count_are_one_line_errors(tmp_path, f
         fitted.score_samples(open_rows(tmp_path / "x.npy"))
     monkeypatch.setenv("ANOMALYKIT_DATA_WORKERS", "two")
     with pytest.raises(InputError, match="ANOMALYKIT_DATA_WORKERS"):
-        from anomalykit.data.lazy import data_workers
+        from anomalykit.lazy_rows import data_workers
 
         data_workers()
 
@@ -148,3 +148,68 @@ def test_channel_last_uint8_images_mean_the_same_through_every_entry_point(tmp_p
     res = CliRunner().invoke(cli, ["score", str(tmp_path / "m.pt"), str(tmp_path / "hwc.npy"), "--out", str(tmp_path / "s.npy")])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), want)
+
+
+SMALL = {"ama": dict(epochs=1, width=8, n_critic=1), "mae-simplex": dict(epochs=1, width=8),
+         "adgan": dict(epochs=1, n_seed=2, k=1), "csi-aae": dict(epochs=1)}
+
+
+@pytest.mark.parametrize("method", sorted(SMALL))
+def test_fit_on_lazy_rows_trains_the_same_model_for_every_method(tmp_path, digits_u8, method):
+    X = digits_u8[:160]
+    np.save(tmp_path / "x.npy", X)
+    a = anomalykit.load_method(method, **SMALL[method]).fit(X, progress=False)
+    b = anomalykit.load_method(method, **SMALL[method]).fit(open_rows(tmp_path / "x.npy"), progress=False)
+    np.testing.assert_array_equal(b.decision_scores_, a.decision_scores_)
+    np.testing.assert_array_equal(b.score_samples(X), a.score_samples(X))
+
+
+def test_fit_reads_batches_not_the_whole_file(tmp_path, digits_u8):
+    np.save(tmp_path / "x.npy", digits_u8[:600])
+    reads = []
+
+    class Counting(NpyRows):
+        def _read(self, rows):
+            reads.append(len(rows))
+            return super()._read(rows)
+
+    det = anomalykit.load_method("ama", epochs=2, width=8, n_critic=1, batch_size=32, score_batch_size=50)
+    det.fit(Counting(str(tmp_path / "x.npy")), progress=False)
+    assert max(reads) <= 50  # uint8 images: no statistics pass; training batches and the threshold pass
+    assert sum(reads) >= 2 * 600  # every row read in each epoch (and again for the threshold)
+
+
+def test_streamed_range_statistics_equal_the_whole_array(tmp_path):
+    from anomalykit.preprocess import Preprocessor
+
+    X = np.random.default_rng(3).normal(3.0, 5.0, size=(9000, 2, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    streamed = Preprocessor.fit(open_rows(tmp_path / "x.npy"), "auto")
+    whole = Preprocessor.fit(torch.from_numpy(X), "auto")
+    assert streamed.kind == whole.kind == "range"
+    torch.testing.assert_close(streamed.shift, whole.shift, rtol=0, atol=0)
+    torch.testing.assert_close(streamed.scale, whole.scale, rtol=0, atol=0)
+
+
+def test_semi_supervised_fit_on_lazy_rows_equals_the_array(tmp_path, digits_u8):
+    X = digits_u8[:200]
+    y = np.zeros(200, int)
+    y[::10] = 1
+    np.save(tmp_path / "x.npy", X)
+    a = anomalykit.load_method("ama", **SMALL["ama"]).fit(X, y, progress=False)
+    b = anomalykit.load_method("ama", **SMALL["ama"]).fit(open_rows(tmp_path / "x.npy"), y, progress=False)
+    np.testing.assert_array_equal(b.score_samples(X), a.score_samples(X))
+
+
+def test_nan_in_lazy_training_rows_fails_before_training(tmp_path, digits_u8, monkeypatch):
+    bad = digits_u8[:200].astype(np.float32)
+    bad[150, 0, 0] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    det = anomalykit.load_method("ama", **SMALL["ama"])
+
+    def training_started(*args, **kwargs):
+        raise AssertionError("training started on rows with inf")
+
+    monkeypatch.setattr(type(det), "_fit", training_started)
+    with pytest.raises(InputError, match=r"first in row 150"):
+        det.fit(open_rows(tmp_path / "bad.npy"), progress=False)

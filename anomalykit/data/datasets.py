@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, first_line
-from ..validation import looks_channel_last
-from .lazy import IMAGE_SUFFIXES, decode_image, image_files
+from ..lazy_rows import IMAGE_SUFFIXES, decode_image, image_files, looks_channel_last
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
 #: method sees the same train/test rows.
@@ -319,7 +318,7 @@ def _is_number(s: str) -> bool:
 
 
 def _read_images(files: list[Path], mode: str | None = None) -> list[np.ndarray]:
-    """Decoded uint8 arrays, as :func:`anomalykit.data.lazy.decode_image` decodes one (``mode``
+    """Decoded uint8 arrays, as :func:`anomalykit.lazy_rows.decode_image` decodes one (``mode``
     forces "L" or "RGB")."""
     out = []
     for f in files:

@@ -57,6 +57,7 @@ class ADGANDetector(Detector):
     """Anomaly detection with GANs by latent search (see the module docstring)."""
 
     name = "adgan"
+    streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "ADGAN: WGAN generator; score = loss after k Adam steps on latents and a copy of θ from n_seed starts"
     params = (
         Param("epochs", 300, "training epochs (one critic step per minibatch)", low=0),

@@ -55,6 +55,7 @@ class AMADetector(Detector):
 
     name = "ama"
     supports_labels = True  # semi-supervised mode: labelled anomalies replace the synthetic negatives
+    streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "Adversarial Mirrored AutoEncoder: mirrored Wasserstein critic, simplex interpolation, atypical negatives, A-score"
     params = (
         Param("epochs", 100, "training epochs (paper: 100)", low=0),

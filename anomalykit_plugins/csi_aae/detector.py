@@ -69,6 +69,7 @@ class CSIAAE(Detector):
     """
 
     name = "csi-aae"
+    streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "CSI contrastive learning on shifted instances + adversarial autoencoder (Yu & Chiu)"
     params = (
         Param("epochs", 40, "training epochs (passes over the normal training images)", low=0),

@@ -56,6 +56,7 @@ class MAESimplex(Detector):
     """Mirrored adversarial autoencoder + m-point simplex interpolation (see module docstring)."""
 
     name = "mae-simplex"
+    streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "Mirrored adversarial autoencoder with m-point simplex interpolation critic (Wu et al. 2020)"
     params = (
         Param("epochs", 60, "training epochs", low=0),

@@ -25,12 +25,19 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import DatasetError, InputError, first_line
+from .errors import DatasetError, InputError, first_line
 
 #: Image files decoded per batch of scoring by this many DataLoader worker processes (0: in the
 #: calling process). ``ANOMALYKIT_DATA_WORKERS`` overrides; default: half the CPU cores, at most 4.
 WORKERS_ENV = "ANOMALYKIT_DATA_WORKERS"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def looks_channel_last(shape: tuple[int, ...], uint8: bool) -> bool:
+    """The one rule for uint8 images stored channel-last, (N, H, W, C) with C in 1, 3, 4 and H
+    not: they are moved to (N, C, H, W) by every entry point (the API, the loaders, lazy rows),
+    so a PIL/OpenCV-style array is never read as H channels of W x C images."""
+    return uint8 and len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4)
 
 
 def data_workers() -> int:
@@ -101,18 +108,18 @@ class LazyRows:
         for lo in range(start, stop, size):
             yield self[lo : min(lo + size, stop)]
 
-    def materialize(self) -> torch.Tensor:
-        """Every row in one validated tensor (what ``fit`` trains on)."""
-        from ..validation import as_input_tensor
-
+    def read_all(self) -> torch.Tensor:
+        """Every row in one tensor of the source's sample shape (e.g. (N, H, W) for an (N, H, W)
+        file), read and validated batch by batch; ``as_input_tensor`` takes it from here."""
         n = len(self)
-        if n == 0:
-            raise InputError(f"{self.name} is empty (0 rows); pass at least one sample")
         out = torch.empty(self.shape, dtype=torch.uint8 if self.uint8 else torch.float32)
         for lo in range(0, n, 4096):
             out[lo : lo + 4096] = self[lo : min(lo + 4096, n)]
-        return as_input_tensor(out if self.sample_shape == self.source_shape else out.reshape(n, *self.source_shape),
-                               name=self.name)
+        return out.reshape(n, *self.source_shape)
+
+    def materialize(self) -> torch.Tensor:
+        """Every row in one tensor as the detectors take it ((N, C, H, W) or (N, F))."""
+        return self.read_all().reshape(self.shape)
 
     def _validated(self, arr: np.ndarray, first: int) -> torch.Tensor:
         """A batch as the detectors take it: channel axis, uint8 kept, other numbers float32 and finite."""
@@ -153,8 +160,11 @@ class TransformedRows(LazyRows):
         for batch in self.base.iter_batches(start, stop, size):
             yield self.fn(batch)
 
+    def read_all(self) -> torch.Tensor:
+        return self.materialize()
+
     def materialize(self) -> torch.Tensor:
-        return self.fn(self.base.materialize().reshape(self.base.shape))
+        return self.fn(self.base.materialize())
 
 
 class NpyRows(LazyRows):
@@ -163,8 +173,6 @@ class NpyRows(LazyRows):
     moves them."""
 
     def __init__(self, source, name: str | None = None):
-        from ..validation import looks_channel_last
-
         if isinstance(source, (str, Path)):
             name = name or str(source)
             try:
