@@ -52,12 +52,17 @@ step() {
         val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
         val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
         # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
-        # rows vs MNIST-5k training rows), 3 seeds, with the default score and the paper's A-score
+        # rows vs MNIST-5k training rows), 3 seeds, with the default score and the paper's A-score;
+        # ROW full, no-mirrored, no-simplex, no-atypical, each optionally with -lneg5 (e.g. ablation-no-atypical-lneg5-score-a)
         ablation-*)
             local row=${1#ablation-} score=${1##*-score-} sets=()
             row=${row%-score-*}
             [ "$score" = "default" ] || sets+=(--set "ama.score=$score")
-            case "$row" in
+            case "$row" in  # a -lneg5 suffix: the authors' code's lambda_neg = 5 instead of 0.1
+                *-lneg5) sets+=(--set ama.lambda_neg=5) ; row_base=${row%-lneg5} ;;
+                *) row_base=$row ;;
+            esac
+            case "$row_base" in
                 full) ;;
                 no-mirrored) sets+=(--set ama.mirrored=false) ;;
                 no-simplex) sets+=(--set ama.simplex=false) ;;
