@@ -49,6 +49,8 @@ step() {
         val-adgan-default-s12) $VAL --methods adgan --seeds 1-2 --out $R/fmnist-val/adgan-default-seeds12 ;;
         val-adgan-n2-s12)   $VAL --methods adgan --set adgan.n_seed=2 --seeds 1-2 --out $R/fmnist-val/adgan-prior-n2-seeds12 ;;
         val-adgan-e30-n2)   $VAL --methods adgan --set adgan.epochs=30 --set adgan.n_seed=2 --out $R/fmnist-val/adgan-prior-e30-n2 ;;
+        val-adgan-e30-n2-s1) $VAL --methods adgan --set adgan.epochs=30 --set adgan.n_seed=2 --seeds 1 --out $R/fmnist-val/adgan-prior-e30-n2-seed1 ;;
+        val-adgan-e30-n2-s2) $VAL --methods adgan --set adgan.epochs=30 --set adgan.n_seed=2 --seeds 2 --out $R/fmnist-val/adgan-prior-e30-n2-seed2 ;;
         val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
         val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
         # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
