@@ -10,6 +10,35 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS / "plugins" / "pca_plugin"))
 
 
+def _compiler() -> str | None:
+    """The C++ compiler torch.utils.cpp_extension would build the native ops with, if any."""
+    import os
+    import shutil
+
+    return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "native(op): needs the native CPU kernel of op; skipped only without a C++ compiler")
+
+
+def pytest_runtest_setup(item):
+    """``@pytest.mark.native("op")``: a missing native kernel is a skip only where it cannot be
+    built (no C++ compiler: the documented pure-PyTorch fallback); with a compiler on PATH it is a
+    broken build, and the test fails naming why the extension did not load."""
+    for mark in item.iter_markers("native"):
+        from anomalykit.ops import _native
+
+        op = mark.args[0]
+        if _native.has_kernel(op, "cpu"):
+            continue
+        if _compiler() is None:
+            pytest.skip(f"no C++ compiler, so the native {op} kernel cannot be built (the reference ops are used)")
+        pytest.fail(f"a C++ compiler is here ({_compiler()}) but the native {op} kernel did not load: "
+                    f"{_native.LOAD_ERROR or 'the extension lacks the kernel'}; rebuild with "
+                    "pip install --no-build-isolation -e .", pytrace=False)
+
+
 @pytest.fixture
 def registry():
     from anomalykit.registry import get_registry

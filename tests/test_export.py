@@ -352,12 +352,9 @@ def test_untraceable_scores_are_refused_with_one_line(cls, fmt, fragment, blobs,
     assert not path.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.native("pair_feature_l1")
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_a_native_op_in_the_graph_is_refused(fmt, blobs, tmp_path):
-    from anomalykit.ops import _native
-
-    if not _native.has_kernel("pair_feature_l1", "cpu"):
-        pytest.skip("native extension not built")
     X, _ = blobs
     det = _NativeOp().fit(X[:50])
     with pytest.raises(ExportError) as err:

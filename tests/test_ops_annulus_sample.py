@@ -12,11 +12,8 @@ import torch
 
 from anomalykit import ops
 from anomalykit.errors import InputError
-from anomalykit.ops import _native
 
-native_cpu = pytest.mark.skipif(
-    not _native.has_kernel("annulus_sample", "cpu"), reason=f"native extension not built: {_native.LOAD_ERROR}"
-)
+native_cpu = pytest.mark.native("annulus_sample")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 P_MIN = 1e-3  # fixed seeds: these p-values are deterministic, the threshold only guards real bias
 

@@ -6,8 +6,7 @@ from anomalykit import ops
 from anomalykit.errors import ConfigError
 from anomalykit.ops import _native
 
-built = _native.has_kernel("pair_feature_l1", "cpu")
-native_cpu = pytest.mark.skipif(not built, reason=f"native extension not built: {_native.LOAD_ERROR}")
+native_cpu = pytest.mark.native("pair_feature_l1")
 OP_NAMES = {"pair_feature_l1", "simplex_mix", "annulus_sample"}
 
 

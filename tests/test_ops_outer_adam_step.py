@@ -7,11 +7,9 @@ import torch
 
 from anomalykit import ops
 from anomalykit.errors import InputError
-from anomalykit.ops import _native, reference
+from anomalykit.ops import reference
 
-native_cpu = pytest.mark.skipif(
-    not _native.has_kernel("outer_adam_step_", "cpu"), reason=f"native extension not built: {_native.LOAD_ERROR}"
-)
+native_cpu = pytest.mark.native("outer_adam_step_")
 
 
 @pytest.fixture(params=["reference", pytest.param("native", marks=native_cpu)])
@@ -59,11 +57,10 @@ def test_without_input_grad_returns_none_and_empty_steps_change_nothing(kernels)
     torch.testing.assert_close(q, p, rtol=0, atol=0)
 
 
+@native_cpu
 def test_subnormal_second_moments_give_the_same_step():
     """The native kernel flushes v below the smallest normal number (√v is then invisible next to
     eps); the reference does not: same parameters, bit for bit in float32."""
-    if not _native.has_kernel("outer_adam_step_", "cpu"):
-        pytest.skip("native extension not built")
     p = torch.randn(2, 3, 40)
     left = torch.full((1, 2, 3), 1e-20)
     right = torch.randn(1, 2, 40) * 1e-20  # gradient 1e-40: v subnormal

@@ -3,11 +3,9 @@ import pytest
 import torch
 
 from anomalykit.errors import InputError
-from anomalykit.ops import _native, reference
+from anomalykit.ops import reference
 
-native_cpu = pytest.mark.skipif(
-    not _native.has_kernel("pair_feature_l1", "cpu"), reason=f"native extension not built: {_native.LOAD_ERROR}"
-)
+native_cpu = pytest.mark.native("pair_feature_l1")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 

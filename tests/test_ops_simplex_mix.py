@@ -5,11 +5,9 @@ import scipy.stats
 import torch
 
 from anomalykit.errors import InputError
-from anomalykit.ops import _native, reference
+from anomalykit.ops import reference
 
-native_cpu = pytest.mark.skipif(
-    not _native.has_kernel("simplex_mix", "cpu"), reason=f"native extension not built: {_native.LOAD_ERROR}"
-)
+native_cpu = pytest.mark.native("simplex_mix")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
