@@ -262,8 +262,8 @@ def score_cmd(model, data, split, out):
     from .data import load_dataset
     from .export import is_exported_scorer, load_scorer
 
-    from .data.datasets import looks_like_path
-    from .lazy_rows import open_rows, streams
+    from .data.datasets import looks_like_path, streams
+    from .lazy_rows import open_rows
 
     det = load_scorer(model) if is_exported_scorer(model) else load(model)
     if split == "all" and looks_like_path(data) and streams(data):

@@ -174,7 +174,9 @@ class Detector(BaseEstimator):
         there too (``log``: "csv", or "csv,tensorboard"; :mod:`anomalykit.training_log`). Returns ``self``.
         """
         uint8 = source_is_uint8(X)
-        X = as_streamed_input(X, name="X")  # lazy rows (and np.memmap) stay lazy: read per batch
+        # lazy rows (and np.memmap) stay lazy, read per batch, for a plugin that streams them;
+        # any other plugin gets them read whole into a validated tensor
+        X = as_streamed_input(X, name="X") if self.streams_training_rows else as_input_tensor(X, name="X")
         lazy = isinstance(X, LazyRows)
         raw_shape = X.source_shape if lazy else source_sample_shape(X)
         labels = None if y is None else as_label_tensor(y, X.shape[0])
@@ -198,10 +200,6 @@ class Detector(BaseEstimator):
         self.preprocessor_ = Preprocessor.fit(normal, self.hp.preprocess, uint8=uint8)
         normal = self.preprocessor_.transform_rows(normal)
         X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
-        if lazy and not self.streams_training_rows:  # a plugin that needs a tensor: read the rows whole
-            same = X is normal
-            X = X.materialize()
-            normal = X if same else normal.materialize()
         labels = labels if self.supports_labels else None
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)

@@ -18,6 +18,7 @@ Exported scorers read all of it (:meth:`LazyRows.materialize`).
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Iterator
@@ -89,8 +90,7 @@ class LazyRows:
 
     def subset(self, index) -> "LazyRows":
         """A view of some of the rows (positions within this view), nothing read."""
-        view = object.__new__(type(self))
-        view.__dict__.update(self.__dict__)
+        view = copy.copy(self)
         view.positions = self.positions[np.asarray(index)]
         return view
 
@@ -99,9 +99,14 @@ class LazyRows:
             key = key.numpy()
         if isinstance(key, (int, np.integer)):
             return self[int(key) : int(key) + 1][0]
-        rows = self.positions[key]
-        first = key.indices(len(self.positions))[0] if isinstance(key, slice) else int(np.asarray(key).reshape(-1)[:1].sum())
-        return self._validated(self._read(rows), first)
+        return self._validated(self._read(self.positions[key]), self._view_rows(key))
+
+    def _view_rows(self, key) -> np.ndarray:
+        """The row numbers (within this view) that ``key`` reads, for error messages."""
+        if isinstance(key, slice):
+            return np.arange(*key.indices(len(self.positions)))
+        key = np.asarray(key)
+        return np.flatnonzero(key) if key.dtype == bool else key.reshape(-1)
 
     def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
         """Rows [start, stop) in batches of ``size``, validated."""
@@ -121,7 +126,7 @@ class LazyRows:
         """Every row in one tensor as the detectors take it ((N, C, H, W) or (N, F))."""
         return self.read_all().reshape(self.shape)
 
-    def _validated(self, arr: np.ndarray, first: int) -> torch.Tensor:
+    def _validated(self, arr: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         """A batch as the detectors take it: channel axis, uint8 kept, other numbers float32 and finite."""
         if self.uint8:
             t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8))
@@ -132,7 +137,7 @@ class LazyRows:
             t = torch.from_numpy(np.ascontiguousarray(wide, dtype=np.float32))
             bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
             if bool(bad.any()):
-                row = first + int(bad.nonzero()[0, 0])
+                row = int(rows[int(bad.nonzero()[0, 0])])
                 raise InputError(f"{self.name} contains NaN/inf values (first in row {row}); clean or impute them first")
         return t.reshape(t.shape[0], *self.sample_shape)
 
@@ -159,12 +164,6 @@ class TransformedRows(LazyRows):
     def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
         for batch in self.base.iter_batches(start, stop, size):
             yield self.fn(batch)
-
-    def read_all(self) -> torch.Tensor:
-        return self.materialize()
-
-    def materialize(self) -> torch.Tensor:
-        return self.fn(self.base.materialize())
 
 
 class NpyRows(LazyRows):
@@ -249,7 +248,8 @@ class ImageFileRows(LazyRows):
             persistent_workers=False, multiprocessing_context="fork" if os.name == "posix" else None,
         )
         for b, images in enumerate(loader):
-            yield self._validated(self._stack(images, rows[b * size : b * size + len(images)]), start + b * size)
+            lo = start + b * size
+            yield self._validated(self._stack(images, rows[b * size : b * size + len(images)]), np.arange(lo, lo + len(images)))
 
 
 class _DecodeFiles(torch.utils.data.Dataset):
@@ -306,11 +306,3 @@ def open_rows(path: str | Path) -> LazyRows:
         return NpyRows(path)
     raise DatasetError(f"{path}: only .npy files and image folders are read lazily; load .npz/.csv with load_dataset")
 
-
-def streams(path: str | Path) -> bool:
-    """Whether :func:`open_rows` reads this dataset path lazily (a .npy file or an image folder
-    that is not in the MVTec layout)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return not ((path / "train" / "good").is_dir() and (path / "test").is_dir())
-    return path.suffix.lower() == ".npy" and path.is_file()

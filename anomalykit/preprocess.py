@@ -36,29 +36,40 @@ class Preprocessor:
 
     # -- fitting -----------------------------------------------------------------------------
     @classmethod
-    def fit(cls, X: torch.Tensor, kind: str = "auto", *, uint8: bool = False) -> "Preprocessor":
-        """Fit on validated float32 training rows ``X`` ((N, F) or (N, C, H, W)).
+    def fit(cls, X, kind: str = "auto", *, uint8: bool = False) -> "Preprocessor":
+        """Fit on validated float32 training rows ``X`` ((N, F) or (N, C, H, W)), a tensor or
+        :class:`~anomalykit.lazy_rows.LazyRows` (read in one streaming pass of batches, which also
+        validates float rows; ``robust`` needs exact quantiles, so lazy rows are read whole for it:
+        tabular rows, small next to images).
 
         ``uint8`` says the user's array was uint8 before conversion (``auto`` then picks ``uint8``).
         """
-        if kind not in KINDS:
-            raise ConfigError(f"preprocess must be one of {', '.join(KINDS)}; got {kind!r}")
         from .lazy_rows import LazyRows
 
-        if isinstance(X, LazyRows):
-            return cls._fit_streaming(X, kind, uint8=uint8)
-        image = X.dim() == 4
+        if kind not in KINDS:
+            raise ConfigError(f"preprocess must be one of {', '.join(KINDS)}; got {kind!r}")
+        image = len(X.shape) == 4
         if kind == "auto":
             kind = ("uint8" if uint8 else "range") if image else "robust"
+        lazy = isinstance(X, LazyRows)
+        if lazy and kind == "robust":
+            X, lazy = X.materialize(), False
+        channels = X.shape[1]
+        if lazy and (kind == "range" or not uint8):  # one pass: the range statistics; validates float rows
+            lo = torch.full((channels,), float("inf"), dtype=torch.float64)
+            hi = torch.full((channels,), float("-inf"), dtype=torch.float64)
+            for batch in X.iter_batches(0, len(X), 4096):
+                cols = batch.transpose(0, 1).reshape(channels, -1).double()
+                lo, hi = torch.minimum(lo, cols.min(1).values), torch.maximum(hi, cols.max(1).values)
         if kind == "none":
             return cls("none")
-        channels = X.shape[1]
         if kind == "uint8":
             return cls(kind, torch.full((channels,), 127.5), torch.full((channels,), 127.5))
-        # per channel (images) or per feature (rows): one column per channel
-        cols = X.transpose(0, 1).reshape(channels, -1).double()
+        if not lazy:  # per channel (images) or per feature (rows): one column per channel
+            cols = X.transpose(0, 1).reshape(channels, -1).double()
         if kind == "range":
-            lo, hi = cols.min(1).values, cols.max(1).values
+            if not lazy:
+                lo, hi = cols.min(1).values, cols.max(1).values
             shift, scale = (hi + lo) / 2, (hi - lo) / 2
         else:  # robust
             q = torch.quantile(cols, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1) if cols.shape[1] <= 16_000_000 \
@@ -67,32 +78,6 @@ class Preprocessor:
             std = cols.std(1, unbiased=False) if cols.shape[1] > 1 else torch.zeros(channels, dtype=torch.float64)
             scale = torch.where(scale > 0, scale, std)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # a constant channel maps to 0
-        return cls(kind, shift.float(), scale.float())
-
-    @classmethod
-    def _fit_streaming(cls, rows, kind: str, *, uint8: bool) -> "Preprocessor":
-        """``fit`` on lazy rows in one pass of batches: ``uint8`` and ``none`` need no statistics,
-        ``range`` keeps a running minimum and maximum per channel (the same values as on the whole
-        array); float rows are validated on the way. ``robust`` needs exact quantiles, so it reads
-        the rows whole (tabular rows: small next to images)."""
-        image = len(rows.shape) == 4
-        if kind == "auto":
-            kind = ("uint8" if uint8 else "range") if image else "robust"
-        if kind == "robust":
-            return cls.fit(rows.materialize().reshape(rows.shape), kind, uint8=uint8)
-        channels = rows.shape[1]
-        lo = torch.full((channels,), float("inf"), dtype=torch.float64)
-        hi = torch.full((channels,), float("-inf"), dtype=torch.float64)
-        if not uint8 or kind == "range":  # a pass: validates float rows, and the range statistics
-            for batch in rows.iter_batches(0, len(rows), 4096):
-                cols = batch.transpose(0, 1).reshape(channels, -1).double()
-                lo, hi = torch.minimum(lo, cols.min(1).values), torch.maximum(hi, cols.max(1).values)
-        if kind == "none":
-            return cls("none")
-        if kind == "uint8":
-            return cls(kind, torch.full((channels,), 127.5), torch.full((channels,), 127.5))
-        shift, scale = (hi + lo) / 2, (hi - lo) / 2
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         return cls(kind, shift.float(), scale.float())
 
     def transform_rows(self, X):

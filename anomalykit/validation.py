@@ -18,20 +18,16 @@ def source_is_uint8(X) -> bool:
     :func:`as_input_tensor` made from one (the dtype the ``auto`` input scaling looks at)."""
     if isinstance(X, torch.Tensor):
         return X.dtype == torch.uint8 or bool(getattr(X, _UINT8, False))
-    if _is_lazy(X):
+    if isinstance(X, LazyRows):
         return X.uint8
     return getattr(X, "dtype", None) == np.uint8
-
-
-def _is_lazy(X) -> bool:
-    return isinstance(X, LazyRows)
 
 
 def as_streamed_input(X, *, name: str = "X"):
     """What the scoring path takes: a :class:`~anomalykit.lazy_rows.LazyRows` as it is, an
     ``np.memmap`` (e.g. ``np.load(f, mmap_mode="r")``) wrapped as one, both read and validated a
     batch at a time; anything else through :func:`as_input_tensor`."""
-    if _is_lazy(X):
+    if isinstance(X, LazyRows):
         return X
     if isinstance(X, np.memmap):
         return NpyRows(X, name)
@@ -62,7 +58,7 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
     """
     if isinstance(X, torch.Tensor) and getattr(X, _VALIDATED, False):
         return X
-    if _is_lazy(X):
+    if isinstance(X, LazyRows):
         return as_input_tensor(X.read_all(), name=name)
     uint8 = source_is_uint8(X)
     if isinstance(X, torch.Tensor):

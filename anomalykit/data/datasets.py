@@ -218,13 +218,27 @@ def looks_like_path(name: str) -> bool:
     return os.sep in name or name.endswith((".npy", ".npz", ".csv")) or Path(name).exists()
 
 
+def is_mvtec_layout(path: Path) -> bool:
+    """A folder with ``train/good`` and ``test`` (the MVTec AD layout, read by :func:`_read_mvtec`)."""
+    return path.is_dir() and (path / "train" / "good").is_dir() and (path / "test").is_dir()
+
+
+def streams(path_str: str) -> bool:
+    """Whether a dataset path is read lazily by :func:`anomalykit.lazy_rows.open_rows` (a ``.npy``
+    file, or an image folder not in the MVTec layout) rather than loaded whole."""
+    path = Path(path_str).expanduser()
+    if path.is_dir():
+        return not is_mvtec_layout(path)
+    return path.suffix.lower() == ".npy" and path.is_file()
+
+
 def load_path(path_str: str, seed: int = 0) -> Dataset:
     """A user dataset from a file or folder (see module docstring)."""
     path = Path(path_str).expanduser()
     if not path.exists():
         raise DatasetError(f"dataset path {path} does not exist")
     name = path.name
-    if path.is_dir() and (path / "train" / "good").is_dir() and (path / "test").is_dir():
+    if is_mvtec_layout(path):
         return _read_mvtec(path)
     if path.is_dir():
         X, y, classes = _read_image_folder(path)
