@@ -22,6 +22,14 @@ step() {
         ood-baselines) $OOD --methods '' --baselines iforest,autoencoder --seeds 0 --out $R/fmnist-vs-mnist-full/baselines-seed0 ;;
         ood-ama)      $OOD --methods ama --seeds 0 --out $R/fmnist-vs-mnist-full/ama-seed0 ;;
         ood-csi)      $OOD --methods csi-aae --seeds 0 --out $R/fmnist-vs-mnist-full/csi-aae-seed0 ;;
+        # issue 25, round 3: ADGAN's new small budget (30 epochs, n_seed 2) on test seeds 1-2 at 2,000
+        # images, at full data and on OOD; AMA's OOD fall at 60,000 images checked on the validation split
+        oc2k-adgan-s1) $OC --max-train 2000 --methods adgan --seeds 1 --out $R/fmnist-oc-2k/adgan-e30-n2-seed1 ;;
+        oc2k-adgan-s2) $OC --max-train 2000 --methods adgan --seeds 2 --out $R/fmnist-oc-2k/adgan-e30-n2-seed2 ;;
+        oc-adgan-e30-n2) $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-e30-n2-seed0 ;;
+        ood-adgan-e30-n2) $OOD --methods adgan --seeds 0 --out $R/fmnist-vs-mnist-full/adgan-e30-n2-seed0 ;;
+        val-ood-ama-e*) local e=${1#val-ood-ama-e}
+            $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
         val-csi-default)    $VAL --methods csi-aae --out $R/fmnist-val/csi-aae-score-default ;;
         val-csi-norm)       $VAL --methods csi-aae --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-norm ;;
