@@ -181,7 +181,7 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
       anomalykit run mae-simplex --data breast-cancer --protocol tabular-topk
     """
     from . import distributed as D
-    from .params import parse_assignments
+    from .params import cli_params
     from .pipeline import RunConfig, run_experiment
 
     if nproc > 1 and not D.launched_by_torchrun():
@@ -191,7 +191,7 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
         method=method, config_file=config_file, resume=resume,
         fields=dict(data=data, protocol=protocol, normal_class=normal_class, ood_data=ood_data, max_train=max_train,
                     eval_split=eval_split, checkpoint_every=checkpoint_every),
-        params=dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device, **parse_assignments(assignments)),
+        params=cli_params(dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device), assignments),
     )
     if resume is not None and out is not None:
         from .errors import ConfigError

@@ -129,6 +129,16 @@ def validate_params(schema: Mapping[str, Param], given: Mapping[str, Any], *, ow
     return out
 
 
+def cli_params(options: dict[str, object], items: Iterable[str]) -> dict[str, object]:
+    """A command's parameter options (``--epochs`` ...; None when not given) together with its
+    ``--set key=value`` items; a parameter given both ways is a ConfigError, not a guess."""
+    sets = parse_assignments(items)
+    for key, value in options.items():
+        if value is not None and key in sets:
+            raise ConfigError(f"--{key.replace('_', '-')} {value} and --set {key}={sets[key]} both set {key}; give it once")
+    return {**options, **sets}
+
+
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     """Parse CLI ``key=value`` strings into a dict (values stay strings; the schema coerces)."""
     out: dict[str, str] = {}

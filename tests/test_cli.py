@@ -65,6 +65,7 @@ def test_run_writes_a_complete_report(runner, pca_method, tmp_path):
         (["run", "pca-recon", "--set", "n_compnents=3"], "unknown parameter 'n_compnents'"),
         (["run", "pca-recon", "--set", "n_components=many"], "expects int"),
         (["run", "pca-recon", "--set", "oops"], "--set expects key=value"),
+        (["run", "pca-recon", "--seed", "2", "--set", "seed=1"], "--seed 2 and --set seed=1 both set seed; give it once"),
         (["run", "pca-recon", "--epochs", "-3"], "must be >= 0"),
         (["run", "pca-recon", "--protocol", "ood"], "needs --ood-data"),
         (["run", "pca-recon", "--device", "cuda:7"], "cuda"),
