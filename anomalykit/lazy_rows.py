@@ -61,6 +61,10 @@ class LazyRows:
     shape a row has in the file (e.g. (H, W)); ``uint8``: whether the values are uint8.
     """
 
+    #: Worker processes that read ahead in :func:`read_batches` (0: read in the calling process).
+    #: Memory-mapped files are cheap to read; decoding image files is not.
+    read_workers = 0
+
     def __init__(self, n: int, sample_shape: tuple[int, ...], source_shape: tuple[int, ...], uint8: bool, name: str):
         self.positions = np.arange(n)
         self.sample_shape = tuple(int(s) for s in sample_shape)
@@ -77,6 +81,11 @@ class LazyRows:
     @property
     def shape(self) -> tuple[int, ...]:
         return (len(self.positions), *self.sample_shape)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype reads return: uint8 for uint8 files, float32 otherwise."""
+        return torch.uint8 if self.uint8 else torch.float32
 
     @property
     def ndim(self) -> int:
@@ -99,19 +108,12 @@ class LazyRows:
             key = key.numpy()
         if isinstance(key, (int, np.integer)):
             return self[int(key) : int(key) + 1][0]
-        return self._validated(self._read(self.positions[key]), self._view_rows(key))
-
-    def _view_rows(self, key) -> np.ndarray:
-        """The row numbers (within this view) that ``key`` reads, for error messages."""
-        if isinstance(key, slice):
-            return np.arange(*key.indices(len(self.positions)))
-        key = np.asarray(key)
-        return np.flatnonzero(key) if key.dtype == bool else key.reshape(-1)
+        rows = self.positions[key]
+        return self._validated(self._read(rows), np.asarray(rows).reshape(-1))
 
     def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
-        """Rows [start, stop) in batches of ``size``, validated."""
-        for lo in range(start, stop, size):
-            yield self[lo : min(lo + size, stop)]
+        """Rows [start, stop) in batches of ``size``, validated, in order (:func:`read_batches`)."""
+        return read_batches(self, [slice(lo, min(lo + size, stop)) for lo in range(start, stop, size)])
 
     def read_all(self) -> torch.Tensor:
         """Every row in one tensor of the source's sample shape (e.g. (N, H, W) for an (N, H, W)
@@ -122,12 +124,20 @@ class LazyRows:
             out[lo : lo + 4096] = self[lo : min(lo + 4096, n)]
         return out.reshape(n, *self.source_shape)
 
+    def check_values(self) -> None:
+        """Read every row once for its checks (NaN/inf, float32 range) where the values can fail
+        them: float rows. uint8 rows cannot, and are not read."""
+        if not self.uint8:
+            for _ in self.iter_batches(0, len(self), 4096):
+                pass
+
     def materialize(self) -> torch.Tensor:
         """Every row in one tensor as the detectors take it ((N, C, H, W) or (N, F))."""
         return self.read_all().reshape(self.shape)
 
     def _validated(self, arr: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-        """A batch as the detectors take it: channel axis, uint8 kept, other numbers float32 and finite."""
+        """A batch as the detectors take it: channel axis, uint8 kept, other numbers float32 and
+        finite (a NaN/inf names its row in the file, ``rows`` being the file rows read)."""
         if self.uint8:
             t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8))
         else:
@@ -152,6 +162,7 @@ class TransformedRows(LazyRows):
         self.positions = np.arange(len(base))
         self.sample_shape, self.source_shape = base.sample_shape, base.sample_shape
         self.uint8, self.name = False, base.name
+        self.read_workers = base.read_workers  # the transform runs in the reading worker too
 
     def subset(self, index) -> "TransformedRows":
         return TransformedRows(self.base.subset(index), self.fn)
@@ -160,10 +171,6 @@ class TransformedRows(LazyRows):
         if isinstance(key, (int, np.integer)):
             return self[int(key) : int(key) + 1][0]
         return self.fn(self.base[key])
-
-    def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
-        for batch in self.base.iter_batches(start, stop, size):
-            yield self.fn(batch)
 
 
 class NpyRows(LazyRows):
@@ -236,33 +243,101 @@ class ImageFileRows(LazyRows):
         batch = np.stack(images) if images else np.empty((0, *self._first_shape), np.uint8)
         return batch[:, None] if batch.ndim == 3 else np.moveaxis(batch, -1, 1)
 
-    def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
-        """Rows [start, stop) decoded by :func:`data_workers` worker processes, in order."""
-        workers = data_workers()
-        if workers == 0 or stop - start <= size:
-            yield from super().iter_batches(start, stop, size)
-            return
-        rows = self.positions[start:stop]
-        loader = torch.utils.data.DataLoader(
-            _DecodeFiles([self.files[i] for i in rows]), batch_size=size, num_workers=workers, collate_fn=list,
-            persistent_workers=False, multiprocessing_context="fork" if os.name == "posix" else None,
-        )
-        for b, images in enumerate(loader):
-            lo = start + b * size
-            yield self._validated(self._stack(images, rows[b * size : b * size + len(images)]), np.arange(lo, lo + len(images)))
+    @property
+    def read_workers(self) -> int:
+        return data_workers()
 
 
-class _DecodeFiles(torch.utils.data.Dataset):
-    """Files -> decoded uint8 arrays, in a DataLoader worker (errors come back as their one line)."""
+class TensorRows(LazyRows):
+    """Rows already in memory (a validated tensor) with the lazy face, so they can be
+    concatenated with rows on disk (:func:`concat_rows`)."""
 
-    def __init__(self, files: list[str]):
-        self.files = files
+    def __init__(self, t: torch.Tensor, name: str = "X"):
+        super().__init__(t.shape[0], tuple(t.shape[1:]), tuple(t.shape[1:]), t.dtype == torch.uint8, name)
+        self._tensor = t
+
+    def _read(self, rows) -> np.ndarray:
+        return self._tensor[torch.as_tensor(np.asarray(rows).reshape(-1))].numpy()
+
+
+class ConcatRows(LazyRows):
+    """``parts`` one after the other, nothing read: what :func:`concat_rows` gives when a part is
+    lazy. uint8 only if every part is (else float32, as ``torch.cat`` promotes); a read routes
+    each row to its part and keeps the order asked for."""
+
+    def __init__(self, parts: list[LazyRows]):
+        shapes = {p.sample_shape for p in parts}
+        if len(shapes) > 1:
+            raise InputError(f"cannot put together rows of sample shapes {sorted(shapes)}; use datasets of one shape")
+        sources = {p.source_shape for p in parts}
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        super().__init__(int(self.offsets[-1]), parts[0].sample_shape,
+                         sources.pop() if len(sources) == 1 else parts[0].sample_shape,
+                         all(p.uint8 for p in parts), " + ".join(p.name for p in parts))
+        self.read_workers = max(p.read_workers for p in parts)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, torch.Tensor):
+            key = key.numpy()
+        if isinstance(key, (int, np.integer)):
+            return self[int(key) : int(key) + 1][0]
+        rows = np.asarray(self.positions[key]).reshape(-1)
+        part_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = torch.empty((len(rows), *self.sample_shape), dtype=torch.uint8 if self.uint8 else torch.float32)
+        for i in np.unique(part_of):
+            at = np.flatnonzero(part_of == i)
+            out[torch.from_numpy(at)] = self.parts[i][rows[at] - self.offsets[i]].to(out.dtype)
+        return out
+
+
+def take_rows(X, index):
+    """The rows ``index`` (positions) of a tensor (a copy) or of lazy rows (a view, nothing read)."""
+    index = np.asarray(index)
+    return X.subset(index) if isinstance(X, LazyRows) else X[torch.from_numpy(index)]
+
+
+def concat_rows(parts: list):
+    """Tensors concatenated (``torch.cat``), or, where any part is lazy, a :class:`ConcatRows` view."""
+    if not any(isinstance(p, LazyRows) for p in parts):
+        return torch.cat(parts)
+    return ConcatRows([p if isinstance(p, LazyRows) else TensorRows(p) for p in parts])
+
+
+def read_batches(X, index_batches: list) -> Iterator[torch.Tensor]:
+    """``X[idx]`` for each ``idx`` of ``index_batches`` (slices or index arrays), in order. Lazy rows
+    with ``read_workers`` are read ahead by that many DataLoader worker processes (image files
+    decode while the model trains or scores the batch before); anything else is read in turn."""
+    workers = getattr(X, "read_workers", 0) if len(index_batches) > 1 else 0
+    if workers == 0:
+        for idx in index_batches:
+            yield X[idx]
+        return
+    loader = torch.utils.data.DataLoader(
+        _ReadBatches(X, index_batches), batch_size=None, num_workers=workers,
+        multiprocessing_context="fork" if os.name == "posix" else None,
+    )
+    for batch in loader:
+        if isinstance(batch, Exception):  # a one-line error raised in the worker, raised here as itself
+            raise batch
+        yield batch
+
+
+class _ReadBatches(torch.utils.data.Dataset):
+    """Item i = ``rows[index_batches[i]]``, read in a DataLoader worker; an InputError/DatasetError
+    comes back as a value (raised by :func:`read_batches`), not as a worker traceback."""
+
+    def __init__(self, rows: LazyRows, index_batches: list):
+        self.rows, self.index_batches = rows, index_batches
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.index_batches)
 
     def __getitem__(self, i: int):
-        return decode_image(self.files[i])
+        try:
+            return self.rows[self.index_batches[i]]
+        except (InputError, DatasetError) as exc:
+            return exc
 
 
 def decode_image(path: str, mode: str | None = None):

@@ -37,7 +37,8 @@ from .errors import ConfigError
 from .metrics import detection_metrics, topk_metrics
 from .registry import MethodInfo, get_registry
 from .training import RESUMABLE_CHANGES
-from .validation import as_input_tensor
+from .lazy_rows import LazyRows, take_rows
+from .validation import as_streamed_input
 
 try:
     import tomllib
@@ -142,13 +143,18 @@ def build_detector(method: str, params: dict[str, Any]) -> tuple[Detector, Metho
 
 
 def load_split(cfg: RunConfig, *, seed: int) -> Split:
-    """The dataset split of a run, its arrays validated (NaN/inf, empty, rank) before anything is written."""
+    """The dataset split of a run, its rows validated (NaN/inf, empty, rank) before anything is
+    written. Lazy rows (a ``.npy`` file, an image folder) stay lazy: float rows are read once for
+    the check, a batch at a time; an image file that cannot be decoded fails when it is read."""
     split = make_split(
         cfg.protocol, cfg.data, normal_class=cfg.normal_class, ood_data=cfg.ood_data,
         seed=seed, max_train=cfg.max_train, eval_split=cfg.eval_split,
     )
-    split.X_train = as_input_tensor(split.X_train, name=f"{cfg.data} training data")
-    split.X_test = as_input_tensor(split.X_test, name=f"{cfg.data} test data")
+    split.X_train = as_streamed_input(split.X_train, name=f"{cfg.data} training data")
+    split.X_test = as_streamed_input(split.X_test, name=f"{cfg.data} test data")
+    for X in (split.X_train, split.X_test):
+        if isinstance(X, LazyRows):
+            X.check_values()
     return split
 
 
@@ -184,7 +190,7 @@ def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> np
     if split.masks_test is None and limit is not None:
         rows = np.flatnonzero(split.y_test == 1)[:limit]
     try:
-        maps = det.anomaly_map(split.X_test[torch.from_numpy(rows)])
+        maps = det.anomaly_map(take_rows(split.X_test, rows))
     except ConfigError:
         return None
     full = np.zeros((split.X_test.shape[0], *maps.shape[1:]))

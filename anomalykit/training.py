@@ -39,6 +39,7 @@ from .seeds import stream_seed
 from .training_log import TrainingLog
 from .checkpoint import atomic_torch_save, safe_load, stamp
 from .errors import CheckpointError, DivergenceError, first_line
+from .lazy_rows import read_batches
 
 
 #: Parameters that may differ between a run and its resumption (they do not change what was learnt).
@@ -291,11 +292,12 @@ class Trainer:
                     m.train()
                 chunks = self.batches(n, epoch)
                 first = start_batch if epoch == start_epoch else 0
-                for b in range(first, len(chunks)):
+                # lazy rows of image files are decoded ahead by worker processes while this one trains
+                for b, batch in enumerate(read_batches(X, chunks[first:]), start=first):
                     idx = chunks[b]
                     ctx.batch_index, ctx.step = b, step
                     ctx.labels = None if labels is None else labels[idx].to(self.device, non_blocking=True)
-                    batch = X[idx].to(self.device, non_blocking=True)
+                    batch = batch.to(self.device, non_blocking=True)
                     logged = step_fn(batch, ctx) or {}
                     values = self._record(logged, ctx)
                     if log is not None and values:

@@ -1,15 +1,23 @@
 """Peak memory of scoring image folders of 10,000 and 100,000 64x64x3 PNGs: `anomalykit score`
 (which reads a folder a batch at a time) against the same rows loaded into memory first
-(`score_samples(load_dataset(folder).rows_in_source_order())`, the in-memory loader).
+(`score_samples(open_rows(folder).materialize())`; the committed score and fit files were
+measured when this mode was the in-memory folder loader, which `load_dataset` then was).
 
     python benchmarks/lazy_memory.py --work /tmp/lazy-memory --out benchmarks/results/lazy-memory/score-64x64x3.json
     python benchmarks/lazy_memory.py --work /tmp/lazy-memory --fit --out benchmarks/results/lazy-memory/fit-64x64x3.json
+    python benchmarks/lazy_memory.py --work /tmp/lazy-memory --run --out benchmarks/results/lazy-memory/run-64x64x3.json
 
 With ``--fit`` it times training instead: one epoch of a narrow AMA (width 4, hidden 16,
 feature_dim 16, batch 256; the model's size does not change what the data path holds) on the
 whole folder, streamed (``fit(open_rows(folder))``) at every size, and loaded first (the
 in-memory loader) at ``--fit-loaded-sizes`` only (default 10,000: at 100,000 the loaded copy is
 1.2 GB of uint8 plus 4.9 GB of float32 model-space rows, and the epoch takes a quarter of an hour).
+
+With ``--run`` it measures the whole `anomalykit run` (OOD protocol, the folder against itself:
+70% of the images the training pool, the other 30% plus 20% of that drawn again the evaluation
+rows), training the narrow AMA for one epoch on ``--max-train`` (default 2,000) of the pool, then
+scoring every evaluation image and writing the report. The split is lazy views, so what grows
+with the folder is the index and one score per evaluation row.
 
 Writes the PNG folders under --work (about 1.3 GB for 100,000 images; kept for reruns), fits one
 AMA model (small budget widths, 1 epoch) on 1,000 generated images, then runs each command in a
@@ -98,22 +106,39 @@ def measure(cmd: list[str]) -> dict:
     return {"peak_tree_mb": peak / 2**20, "maxrss_mb": maxrss_kb / 1024, "seconds": time.perf_counter() - t}
 
 
-FIT = ("import sys, torch, anomalykit; from anomalykit.data import load_dataset; from anomalykit.lazy_rows import open_rows; "
+FIT = ("import sys, torch, anomalykit; from anomalykit.lazy_rows import open_rows; "
        "torch.set_num_threads(int(sys.argv[3])); "
-       "X = open_rows(sys.argv[1]) if sys.argv[2] == 'lazy' else load_dataset(sys.argv[1]).rows_in_source_order(); "
+       "X = open_rows(sys.argv[1]) if sys.argv[2] == 'lazy' else open_rows(sys.argv[1]).materialize(); "
        "anomalykit.load_method('ama', epochs=1, width=4, hidden=16, feature_dim=16, n_critic=1, batch_size=256).fit(X, progress=False)")
 
 
 def fit_rows(n: int, folder: Path, args, env) -> list[list[str]]:
     out = []
     loaded = {int(s) for s in args.fit_loaded_sizes.split(",") if s}
-    for how, mode in (("`fit(open_rows(FOLDER))` (batches read as drawn)", "lazy"), ("all loaded first (in-memory loader)", "eager")):
+    for how, mode in (("`fit(open_rows(FOLDER))` (batches read as drawn)", "lazy"), ("all loaded first", "eager")):
         if mode == "eager" and n not in loaded:
             continue
         m = measure([sys.executable, "-c", FIT, str(folder), mode, str(args.threads)])
         print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
         out.append([f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"])
     return out
+
+
+def run_row(n: int, folder: Path, args) -> list[str]:
+    """One `anomalykit run` on the folder (OOD against itself), its report in WORK/run-N."""
+    import shutil
+
+    out = args.work / f"run-{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "anomalykit.cli", "run", "ama", "--data", str(folder), "--protocol", "ood", "--ood-data",
+           str(folder), "--max-train", str(args.max_train), "--epochs", "1", "--set", "width=4", "--set", "hidden=16",
+           "--set", "feature_dim=16", "--set", "n_critic=1", "--batch-size", "256", "--threads", str(args.threads),
+           "--out", str(out), "-q"]
+    m = measure(cmd)
+    metrics = json.loads((out / "metrics.json").read_text())
+    how = f"`anomalykit run` (train {metrics['n_train']:,}, score {metrics['n_test']:,})"
+    print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
+    return [f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"]
 
 
 def main() -> None:
@@ -124,6 +149,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fit", action="store_true", help="measure fit (one epoch) instead of score")
     ap.add_argument("--fit-loaded-sizes", default="10000")
+    ap.add_argument("--run", action="store_true", help="measure `anomalykit run` (OOD, the folder against itself)")
+    ap.add_argument("--max-train", type=int, default=2000, help="training images of --run")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -134,8 +161,8 @@ def main() -> None:
                ".save(sys.argv[1])")
         subprocess.run([sys.executable, "-c", fit, str(model), str(Path(__file__).parent)], check=True, env=env)
     ak = [sys.executable, "-m", "anomalykit.cli", "score", str(model)]
-    eager = ("import sys, numpy as np, anomalykit; from anomalykit.data import load_dataset; "
-             "np.save(sys.argv[3], anomalykit.load(sys.argv[1]).score_samples(load_dataset(sys.argv[2]).rows_in_source_order()))")
+    eager = ("import sys, numpy as np, anomalykit; from anomalykit.lazy_rows import open_rows; "
+             "np.save(sys.argv[3], anomalykit.load(sys.argv[1]).score_samples(open_rows(sys.argv[2]).materialize()))")
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         folder = args.work / f"png-{n}"
@@ -145,20 +172,25 @@ def main() -> None:
         if args.fit:
             rows += fit_rows(n, folder, args, env)
             continue
+        if args.run:
+            rows.append(run_row(n, folder, args))
+            continue
         lazy_out, eager_out = args.work / f"scores-{n}-lazy.npy", args.work / f"scores-{n}-eager.npy"
         for how, cmd in (("`anomalykit score MODEL FOLDER` (a batch at a time)", [*ak, str(folder), "--out", str(lazy_out)]),
-                         ("all loaded first (in-memory loader)", [sys.executable, "-c", eager, str(model), str(folder), str(eager_out)])):
+                         ("all loaded first", [sys.executable, "-c", eager, str(model), str(folder), str(eager_out)])):
             m = measure(cmd)
             print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
             rows.append([f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"])
         if not np.array_equal(np.load(lazy_out), np.load(eager_out)):
             raise SystemExit(f"{n} images: the lazy and in-memory scores differ")
     out = {
-        "command": "python benchmarks/lazy_memory.py --work WORK " + ("--fit " if args.fit else "") + "--out " + str(args.out)
+        "command": "python benchmarks/lazy_memory.py --work WORK " + ("--fit " if args.fit else "")
+                   + (f"--run --max-train {args.max_train} " if args.run else "") + "--out " + str(args.out)
                    + f" --threads {args.threads}",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at the end "
                    f"{os.getloadavg()[0]:.1f}",
-        "columns": ["images (64x64x3 PNG)", "how they are trained on" if args.fit else "how they are scored", "peak RSS, tree (MB)",
+        "columns": ["images (64x64x3 PNG)", "how they are trained on" if args.fit else "what runs" if args.run else "how they are scored",
+                    "peak RSS, tree (MB)",
                     "peak RSS, largest process (MB)", "wall s"],
         "rows": rows,
     }

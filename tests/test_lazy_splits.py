@@ -162,7 +162,3 @@ def test_nan_in_a_lazy_npy_fails_the_run_before_it_writes_a_folder(tmp_path):
     assert "first in row 250)" in res.stderr  # the row of the file, not of the split
     assert not (tmp_path / "run").exists()
 
-
-def test_a_parameter_given_as_option_and_as_set_is_refused(tmp_path):
-    res = CliRunner().invoke(cli, ["run", "ama", "--epochs", "2", "--set", "epochs=1", "--out", str(tmp_path / "run")])
-    assert res.exit_code == 2 and "--epochs 2 and --set epochs=1 both set epochs" in res.stderr, res.output

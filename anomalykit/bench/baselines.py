@@ -67,7 +67,7 @@ def baseline_inputs(X_train: torch.Tensor, X_test: torch.Tensor) -> tuple[np.nda
     """What the PyOD baselines see, scaled by the same fitted preprocessor (``preprocess=auto``)
     our detectors use: images onto [-1, 1] (uint8 pixels x/127.5 - 1, other images their training
     range), then flattened to [0, 1] pixels (what the PyOD reference numbers used); rows by
-    median / IQR of the training rows."""
+    median / IQR of the training rows. Lazy rows are read whole here: the estimators take arrays."""
     prep = Preprocessor.fit(as_input_tensor(X_train), "auto", uint8=source_is_uint8(X_train))
     scaled = lambda X: prep.transform(as_input_tensor(X)).reshape(X.shape[0], -1).numpy().astype(np.float64)  # noqa: E731
     if X_train.ndim == 4:

