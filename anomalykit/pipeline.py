@@ -178,10 +178,10 @@ def fit_and_score(det: Detector, split: Split, **fit_options: Any) -> Outcome:
     return Outcome(scores, det.threshold_, train_seconds, time.perf_counter() - t1)
 
 
-def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> np.ndarray | None:
-    """The detector's anomaly maps of the split's evaluation images (all of them when the split has
-    masks, else the first ``limit`` anomalous ones for the report), or None when the method gives no
-    map or the data are not images."""
+def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(rows, maps)``: the detector's anomaly maps (len(rows), H, W) of the split's evaluation
+    images ``rows`` (all of them when the split has masks, else the first ``limit`` anomalous ones
+    for the report), or None when the method gives no map or the data are not images."""
     from .errors import ConfigError
 
     if split.X_test.ndim != 4:
@@ -190,16 +190,14 @@ def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> np
     if split.masks_test is None and limit is not None:
         rows = np.flatnonzero(split.y_test == 1)[:limit]
     try:
-        maps = det.anomaly_map(take_rows(split.X_test, rows))
+        return rows, det.anomaly_map(take_rows(split.X_test, rows))
     except ConfigError:
         return None
-    full = np.zeros((split.X_test.shape[0], *maps.shape[1:]))
-    full[rows] = maps
-    return full
 
 
 def pixel_metrics(maps: np.ndarray, split: Split) -> dict[str, float]:
-    """Pixel AUROC and AUPRO (up to FPR 0.3) of the maps against the split's masks."""
+    """Pixel AUROC and AUPRO (up to FPR 0.3) of the maps of every evaluation image (N, H, W)
+    against the split's masks."""
     from .metrics import aupro, pixel_auroc
 
     return {"pixel_auroc": pixel_auroc(maps, split.masks_test), "aupro": aupro(maps, split.masks_test)}
@@ -251,7 +249,7 @@ def run_experiment(
     record = _record(cfg, info, det, split, outcome)
     maps = anomaly_maps(det, split, limit=8)  # every rank: map_batches shards and gathers under torchrun
     if maps is not None and split.masks_test is not None:
-        record.update(pixel_metrics(maps, split))
+        record.update(pixel_metrics(maps[1], split))  # maps of every row: the split has masks
     if main:
         record["files"] = write_report(out, det, split, outcome.scores, f"{cfg.method}: {desc.split(' on ', 1)[1]}", maps)
         atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=_json_default) + "\n")
@@ -296,7 +294,8 @@ def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outco
     }
 
 
-def write_report(out: Path, det: Detector, split: Split, scores: np.ndarray, title: str, maps: np.ndarray | None = None) -> list[str]:
+def write_report(out: Path, det: Detector, split: Split, scores: np.ndarray, title: str,
+                 maps: tuple[np.ndarray, np.ndarray] | None = None) -> list[str]:
     """Plots, scores.npy and model.pt of a finished run (rank 0); returns the file names."""
     from .report import write_plots
 

@@ -124,9 +124,9 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str) -> Non
     plt.close(fig)
 
 
-def write_plots(out: Path, det, split, scores: np.ndarray, title: str, maps: np.ndarray | None = None) -> list[str]:
+def write_plots(out: Path, det, split, scores: np.ndarray, title: str, maps: tuple | None = None) -> list[str]:
     """Write roc.png, scores.png, recon.png (if the method reconstructs), maps.png (anomaly-map
-    overlays of anomalous test images, if given) and training.png."""
+    overlays of anomalous test images, if ``maps`` = (test rows, their maps) is given) and training.png."""
     labels = split.y_test
     written = []
     plot_roc(out / "roc.png", scores, labels, title)
@@ -149,8 +149,10 @@ def write_plots(out: Path, det, split, scores: np.ndarray, title: str, maps: np.
             )
             written.append("recon.png")
     if maps is not None:
-        shown = np.flatnonzero(labels == 1)[:8]
-        plot_maps(out / "maps.png", det.preprocessor_.transform(split.X_test[torch.from_numpy(shown)].float()), maps[shown],
+        rows, values = maps
+        pick = np.flatnonzero(labels[rows] == 1)[:8]
+        shown = rows[pick]
+        plot_maps(out / "maps.png", det.preprocessor_.transform(split.X_test[torch.from_numpy(shown)].float()), values[pick],
                   None if split.masks_test is None else split.masks_test[shown], title)
         written.append("maps.png")
     if det.history_:

@@ -16,8 +16,9 @@ in-memory loader) at ``--fit-loaded-sizes`` only (default 10,000: at 100,000 the
 With ``--run`` it measures the whole `anomalykit run` (OOD protocol, the folder against itself:
 70% of the images the training pool, the other 30% plus 20% of that drawn again the evaluation
 rows), training the narrow AMA for one epoch on ``--max-train`` (default 2,000) of the pool, then
-scoring every evaluation image and writing the report. The split is lazy views, so what grows
-with the folder is the index and one score per evaluation row.
+scoring every evaluation image and writing the report, ``--repeats`` times per size (median and
+range). The split is lazy views, so what grows with the folder is the index and one score per
+evaluation row.
 
 Writes the PNG folders under --work (about 1.3 GB for 100,000 images; kept for reruns), fits one
 AMA model (small budget widths, 1 epoch) on 1,000 generated images, then runs each command in a
@@ -90,12 +91,12 @@ def tree_rss(root: int) -> int:
     return total
 
 
-def measure(cmd: list[str]) -> dict:
+def measure(cmd: list[str], env: dict | None = None) -> dict:
     """Run ``cmd`` in a wrapper process; peak tree RSS sampled here, ru_maxrss from the wrapper."""
     wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", wrapper, *cmd], stdout=subprocess.PIPE, text=True, env=env)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
@@ -115,10 +116,12 @@ FIT = ("import sys, torch, anomalykit; from anomalykit.lazy_rows import open_row
 def fit_rows(n: int, folder: Path, args, env) -> list[list[str]]:
     out = []
     loaded = {int(s) for s in args.fit_loaded_sizes.split(",") if s}
-    for how, mode in (("`fit(open_rows(FOLDER))` (batches read as drawn)", "lazy"), ("all loaded first", "eager")):
+    ways = [(f"`fit(open_rows(FOLDER))` (batches read as drawn, {w} decoding worker{'s' * (w != '1')})", "lazy", w)
+            for w in args.workers.split(",")] + [("all loaded first", "eager", "0")]
+    for how, mode, workers in ways:
         if mode == "eager" and n not in loaded:
             continue
-        m = measure([sys.executable, "-c", FIT, str(folder), mode, str(args.threads)])
+        m = measure([sys.executable, "-c", FIT, str(folder), mode, str(args.threads)], dict(env, ANOMALYKIT_DATA_WORKERS=workers))
         print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
         out.append([f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"])
     return out
@@ -134,11 +137,18 @@ def run_row(n: int, folder: Path, args) -> list[str]:
            str(folder), "--max-train", str(args.max_train), "--epochs", "1", "--set", "width=4", "--set", "hidden=16",
            "--set", "feature_dim=16", "--set", "n_critic=1", "--batch-size", "256", "--threads", str(args.threads),
            "--out", str(out), "-q"]
-    m = measure(cmd)
+    runs = []
+    for _ in range(args.repeats):  # the training peak varies by about 100 MB from run to run
+        runs.append(measure(cmd))
+        print(n, runs[-1], flush=True)
     metrics = json.loads((out / "metrics.json").read_text())
-    how = f"`anomalykit run` (train {metrics['n_train']:,}, score {metrics['n_test']:,})"
-    print(n, how, {k: round(v, 1) for k, v in m.items()}, flush=True)
-    return [f"{n:,}", how, f"{m['peak_tree_mb']:.0f}", f"{m['maxrss_mb']:.0f}", f"{m['seconds']:.0f}"]
+    how = f"`anomalykit run` (train {metrics['n_train']:,}, score {metrics['n_test']:,}), {args.repeats} runs"
+
+    def spread(key: str) -> str:
+        v = sorted(r[key] for r in runs)
+        return f"{v[len(v) // 2]:.0f}" + (f" ({v[0]:.0f}-{v[-1]:.0f})" if len(v) > 1 else "")
+
+    return [f"{n:,}", how, spread("peak_tree_mb"), spread("maxrss_mb"), spread("seconds")]
 
 
 def main() -> None:
@@ -149,8 +159,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fit", action="store_true", help="measure fit (one epoch) instead of score")
     ap.add_argument("--fit-loaded-sizes", default="10000")
+    ap.add_argument("--workers", default="1", help="--fit: streamed fits with these ANOMALYKIT_DATA_WORKERS counts (e.g. 0,1)")
     ap.add_argument("--run", action="store_true", help="measure `anomalykit run` (OOD, the folder against itself)")
     ap.add_argument("--max-train", type=int, default=2000, help="training images of --run")
+    ap.add_argument("--repeats", type=int, default=3, help="--run: runs per size (the median, and the range, are reported)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -184,8 +196,8 @@ def main() -> None:
         if not np.array_equal(np.load(lazy_out), np.load(eager_out)):
             raise SystemExit(f"{n} images: the lazy and in-memory scores differ")
     out = {
-        "command": "python benchmarks/lazy_memory.py --work WORK " + ("--fit " if args.fit else "")
-                   + (f"--run --max-train {args.max_train} " if args.run else "") + "--out " + str(args.out)
+        "command": "python benchmarks/lazy_memory.py --work WORK " + (f"--fit --workers {args.workers} " if args.fit else "")
+                   + (f"--run --max-train {args.max_train} --repeats {args.repeats} " if args.run else "") + "--out " + str(args.out)
                    + f" --threads {args.threads}",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average at the end "
                    f"{os.getloadavg()[0]:.1f}",

@@ -246,6 +246,26 @@ def test_fixed_batch_size(fitted, digits, tmp_path):
     close(scorer.score_samples(held_out[:13]), det.score_samples(held_out[:13]))  # 8 + 5 padded rows
 
 
+def test_exported_scorer_reads_lazy_rows_a_batch_at_a_time(fitted, exported, digits, tmp_path):
+    from anomalykit.lazy_rows import NpyRows
+
+    _, held_out = digits
+    np.save(tmp_path / "x.npy", held_out)
+    reads = []
+
+    class Counting(NpyRows):
+        def _read(self, rows):
+            reads.append(len(rows))
+            return super()._read(rows)
+
+    scorer = load_scorer(exported("mae-simplex", "torchscript"))
+    scorer.score_batch_size = 16
+    want = scorer.score_samples(held_out)
+    np.testing.assert_array_equal(scorer.score_samples(Counting(tmp_path / "x.npy")), want)
+    np.testing.assert_array_equal(scorer.score_samples(np.load(tmp_path / "x.npy", mmap_mode="r")), want)
+    assert sum(reads) == len(held_out) and max(reads) == 16
+
+
 def test_uint8_images_keep_their_preprocessor_inside(registry_with_pca, digits, tmp_path):
     train, held_out = digits
     to_uint8 = lambda a: (a * 15).astype(np.uint8)  # noqa: E731

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..errors import AnomalyKitError, ConfigError, ExportError, InputError, first_line
-from ..validation import as_input_tensor, source_is_uint8
+from ..lazy_rows import LazyRows
+from ..validation import as_streamed_input, source_is_uint8
 
 #: Name of the metadata entry (TorchScript: an extra file in the archive; ONNX: a
 #: ``metadata_props`` key).
@@ -102,22 +103,24 @@ class ExportedScorer:
         """Anomaly scores (N,), float64, higher = more anomalous, in batches of the model's
         ``score_batch_size`` (or of the fixed batch size, the last batch padded). ``X`` as for the
         detector's ``score_samples``: the sample shape given to ``fit`` (or the same with its
-        channel axis, e.g. (N, 1, 8, 8) for (N, 8, 8)), uint8 or float values."""
+        channel axis, e.g. (N, 1, 8, 8) for (N, 8, 8)), uint8 or float values; lazy rows
+        (:func:`anomalykit.open_rows`, ``np.memmap``) are read a batch at a time."""
         uint8 = source_is_uint8(X)
-        X = as_input_tensor(X, name="X")
+        X = as_streamed_input(X, name="X")
         if tuple(X.shape[1:]) not in (self._model_shape, self.input_shape_):
             raise InputError(f"X has sample shape {tuple(X.shape[1:])} but the model was fitted on {self.input_shape_}")
-        X = X.reshape(X.shape[0], *self.input_shape_)
-        if self.input_dtype == "uint8":
-            if not uint8 and not bool(((X >= 0) & (X <= 255) & (X == X.round())).all()):
-                raise InputError("this scorer was exported from a model fitted on uint8 images; pass integer pixel values 0..255")
-            X = X.to(torch.uint8)
-        elif not X.is_floating_point():  # uint8 rows for a float32 graph: converted batch by batch below
-            X = X.contiguous()
         step = self.batch_size or self.score_batch_size
+        n_rows = X.shape[0]
+        batches = (X.iter_batches(0, n_rows, step) if isinstance(X, LazyRows)
+                   else (X[lo : lo + step] for lo in range(0, n_rows, step)))
         outs = []
-        for lo in range(0, X.shape[0], step):
-            batch = X[lo : lo + step]
+        for batch in batches:
+            batch = batch.reshape(batch.shape[0], *self.input_shape_)
+            if self.input_dtype == "uint8":
+                if not uint8 and not bool(((batch >= 0) & (batch <= 255) & (batch == batch.round())).all()):
+                    raise InputError("this scorer was exported from a model fitted on uint8 images; "
+                                     "pass integer pixel values 0..255")
+                batch = batch.to(torch.uint8)
             n = batch.shape[0]
             if self.batch_size and n < self.batch_size:  # a fixed-size graph: pad with copies of the last row
                 batch = torch.cat([batch, batch[-1:].expand(self.batch_size - n, *batch.shape[1:])])
