@@ -132,13 +132,13 @@ def run_row(n: int, folder: Path, args) -> list[str]:
     import shutil
 
     out = args.work / f"run-{n}"
-    shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "anomalykit.cli", "run", "ama", "--data", str(folder), "--protocol", "ood", "--ood-data",
            str(folder), "--max-train", str(args.max_train), "--epochs", "1", "--set", "width=4", "--set", "hidden=16",
            "--set", "feature_dim=16", "--set", "n_critic=1", "--batch-size", "256", "--threads", str(args.threads),
            "--out", str(out), "-q"]
     runs = []
     for _ in range(args.repeats):  # the training peak varies by about 100 MB from run to run
+        shutil.rmtree(out, ignore_errors=True)
         runs.append(measure(cmd))
         print(n, runs[-1], flush=True)
     metrics = json.loads((out / "metrics.json").read_text())

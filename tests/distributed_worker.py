@@ -39,6 +39,21 @@ class CountingRows(NpyRows):
 lazy_scores = det.score_samples(CountingRows(str(npy)))
 (out / f"rows-read-{D.rank()}.json").write_text(json.dumps({"rows": read_rows, "shard": D.shard_bounds(split.X_test.shape[0]),
                                                            "lazy_scores": lazy_scores.tolist()}))
+# training on lazy uint8 rows: each rank reads its own batches (and its shard of the training
+# scores), and the model equals the one trained on the same array in memory
+u8_train, u8_test = (split.X_train.numpy() * 15).astype(np.uint8), (split.X_test.numpy() * 15).astype(np.uint8)
+npy_train = out / "x_train_u8.npy"
+if D.rank() == 0:
+    np.save(npy_train, u8_train)
+D.barrier()
+read_rows.clear()
+small = dict(epochs=2, batch_size=32, width=8, feature_dim=16, n_critic=2)
+in_memory = anomalykit.load_method("ama", **small).fit(u8_train)
+lazy = anomalykit.load_method("ama", **small).fit(CountingRows(str(npy_train)))
+(out / f"train-rows-read-{D.rank()}.json").write_text(json.dumps({
+    "rows": read_rows, "n": len(u8_train), "epochs": small["epochs"],
+    "same_scores": bool(np.array_equal(lazy.score_samples(u8_test), in_memory.score_samples(u8_test))),
+}))
 if D.rank() == 0:
     det.save(out / "model.pt")
     (out / "worker.json").write_text(json.dumps({

@@ -61,6 +61,28 @@ def test_lazy_rows_each_rank_reads_only_its_shard(worker):
     assert reads[0]["shard"][1] == reads[1]["shard"][0] and reads[1]["shard"][1] == n
 
 
+def test_training_on_lazy_rows_each_rank_reads_its_own_batches(worker):
+    from anomalykit.lazy_rows import NpyRows
+
+    out, _ = worker
+    reads = [json.loads((out / f"train-rows-read-{r}.json").read_text()) for r in (0, 1)]
+    one_process = []
+
+    class CountingRows(NpyRows):
+        def _read(self, rows):
+            one_process.extend(int(i) for i in rows)
+            return super()._read(rows)
+
+    anomalykit.load_method("ama", epochs=reads[0]["epochs"], batch_size=32, width=8, feature_dim=16, n_critic=2).fit(
+        CountingRows(str(out / "x_train_u8.npy")), progress=False)
+    for r in reads:
+        assert r["same_scores"]  # the lazily trained model is the model trained on the array
+        # half the reads of one process (its half of each epoch's batches, its shard of each
+        # scoring pass), give or take a row per pass: no rank reads every row
+        assert abs(len(r["rows"]) - len(one_process) / 2) <= 2 * r["epochs"] + 2, (len(r["rows"]), len(one_process))
+    assert set(reads[0]["rows"]) | set(reads[1]["rows"]) == set(range(reads[0]["n"]))
+
+
 def test_cli_under_torchrun_writes_one_report(tmp_path):
     """`anomalykit run --nproc 2`: rank 0 alone writes one report, whose scores.npy holds the saved
     model's scores of every test row in input order with the test labels (not one rank's shard, not
