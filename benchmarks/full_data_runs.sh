@@ -28,6 +28,9 @@ step() {
         oc2k-adgan-s2) $OC --max-train 2000 --methods adgan --seeds 2 --out $R/fmnist-oc-2k/adgan-e30-n2-seed2 ;;
         oc-adgan-e30-n2) $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-e30-n2-seed0 ;;
         ood-adgan-e30-n2) $OOD --methods adgan --seeds 0 --out $R/fmnist-vs-mnist-full/adgan-e30-n2-seed0 ;;
+        val-adgan-e60-n2)    $VAL --methods adgan --set adgan.epochs=60 --set adgan.n_seed=2 --out $R/fmnist-val/adgan-prior-e60-n2 ;;
+        val-adgan-e60-n2-s1) $VAL --methods adgan --set adgan.epochs=60 --set adgan.n_seed=2 --seeds 1 --out $R/fmnist-val/adgan-prior-e60-n2-seed1 ;;
+        val-adgan-e60-n2-s2) $VAL --methods adgan --set adgan.epochs=60 --set adgan.n_seed=2 --seeds 2 --out $R/fmnist-val/adgan-prior-e60-n2-seed2 ;;
         val-ood-ama-e*) local e=${1#val-ood-ama-e}
             $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
