@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import DatasetError, InputError, first_line
+from .value_checks import check_finite, check_float32_range
 
 #: Image files decoded per batch of scoring by this many DataLoader worker processes (0: in the
 #: calling process). ``ANOMALYKIT_DATA_WORKERS`` overrides; default: half the CPU cores, at most 4.
@@ -141,14 +142,12 @@ class LazyRows:
         if self.uint8:
             t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8))
         else:
-            wide = np.asarray(arr)
-            if wide.dtype.kind == "f" and wide.size and np.abs(wide[np.isfinite(wide)]).max(initial=0) > np.finfo(np.float32).max:
-                raise InputError(f"{self.name} has values beyond float32 range; rescale the data")
-            t = torch.from_numpy(np.ascontiguousarray(wide, dtype=np.float32))
-            bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
-            if bool(bad.any()):
-                row = int(rows[int(bad.nonzero()[0, 0])])
-                raise InputError(f"{self.name} contains NaN/inf values (first in row {row}); clean or impute them first")
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if t.is_floating_point():  # the checks of in-memory arrays (as_input_tensor), on this batch
+                check_finite(t, self.name, rows)
+                if t.dtype == torch.float64:
+                    check_float32_range(t, self.name)
+            t = t.to(torch.float32)
         return t.reshape(t.shape[0], *self.sample_shape)
 
 
@@ -162,7 +161,7 @@ class TransformedRows(LazyRows):
         self.positions = np.arange(len(base))
         self.sample_shape, self.source_shape = base.sample_shape, base.sample_shape
         self.uint8, self.name = False, base.name
-        self.read_workers = base.read_workers  # the transform runs in the reading worker too
+        self.read_workers = base.read_workers  # its base's batches are read ahead, then transformed
 
     def subset(self, index) -> "TransformedRows":
         return TransformedRows(self.base.subset(index), self.fn)
@@ -308,6 +307,10 @@ def read_batches(X, index_batches: list) -> Iterator[torch.Tensor]:
     """``X[idx]`` for each ``idx`` of ``index_batches`` (slices or index arrays), in order. Lazy rows
     with ``read_workers`` are read ahead by that many DataLoader worker processes (image files
     decode while the model trains or scores the batch before); anything else is read in turn."""
+    if isinstance(X, TransformedRows):  # workers read the stored values (uint8: a quarter of the bytes
+        for batch in read_batches(X.base, index_batches):  # to pass back); the transform runs here
+            yield X.fn(batch)
+        return
     workers = getattr(X, "read_workers", 0) if len(index_batches) > 1 else 0
     if workers == 0:
         for idx in index_batches:

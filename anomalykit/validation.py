@@ -6,8 +6,8 @@ import torch
 
 from .errors import InputError
 from .lazy_rows import LazyRows, NpyRows, looks_channel_last
+from .value_checks import check_finite, check_float32_range
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _VALIDATED = "_anomalykit_validated"
 _UINT8 = "_anomalykit_source_uint8"
 _SOURCE_SHAPE = "_anomalykit_source_sample_shape"
@@ -68,8 +68,8 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
         if t.device.type != "cpu":
             t = t.cpu()
         if t.dtype == torch.float64:
-            _check_finite(t, name)
-            _check_range(t, name)
+            check_finite(t, name)
+            check_float32_range(t, name)
     else:
         try:
             arr = np.asarray(X)
@@ -81,8 +81,8 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
             raise InputError(f"{name} has complex dtype {arr.dtype}; pass real-valued data")
         if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
             t64 = torch.from_numpy(np.ascontiguousarray(arr))
-            _check_finite(t64, name)
-            _check_range(t64, name)
+            check_finite(t64, name)
+            check_float32_range(t64, name)
         keep = np.uint8 if uint8 else np.float32
         t = torch.from_numpy(np.array(arr, dtype=keep, copy=True)) if arr.dtype != keep else torch.from_numpy(arr.copy())
     if t.ndim not in (2, 3, 4):
@@ -102,7 +102,7 @@ def as_input_tensor(X, *, name: str = "X") -> torch.Tensor:
         t = t.contiguous()
     else:
         t = t.to(torch.float32).contiguous()
-        _check_finite(t, name)
+        check_finite(t, name)
     setattr(t, _VALIDATED, True)  # views and copies made later are new objects without the marks
     if uint8:
         setattr(t, _UINT8, True)
@@ -121,21 +121,3 @@ def as_label_tensor(y, n: int, *, name: str = "y") -> torch.Tensor:
     if not values <= {0, 1}:
         raise InputError(f"{name} must contain only 0 (normal) and 1 (anomaly); found {sorted(values)[:5]}")
     return t.to(torch.int64)
-
-
-def _check_finite(t: torch.Tensor, name: str, chunk_elements: int = 1 << 22) -> None:
-    """NaN/inf check in row chunks, so the temporary mask stays small for large inputs."""
-    if t.numel() == 0:
-        return
-    rows = max(1, chunk_elements // max(1, t[0].numel()))
-    for start in range(0, t.shape[0], rows):
-        bad = ~torch.isfinite(t[start : start + rows])
-        if bool(bad.any()):
-            count = sum(int((~torch.isfinite(t[s : s + rows])).sum()) for s in range(0, t.shape[0], rows))
-            first = start + bad.reshape(bad.shape[0], -1).any(1).nonzero()[0, 0].item()
-            raise InputError(f"{name} contains {count} NaN/inf value(s) (first in row {first}); clean or impute them first")
-
-
-def _check_range(t: torch.Tensor, name: str) -> None:
-    if t.numel() and float(t.abs().max()) > _FLOAT32_MAX:
-        raise InputError(f"{name} has values beyond float32 range (|x| > {_FLOAT32_MAX:.3g}); rescale the data")
