@@ -33,6 +33,8 @@ step() {
         val-adgan-e60-n2-s2) $VAL --methods adgan --set adgan.epochs=60 --set adgan.n_seed=2 --seeds 2 --out $R/fmnist-val/adgan-prior-e60-n2-seed2 ;;
         # the same number of steps as val-ood-ama-e3 (50,000 images x 3 epochs) on 2,000 images: steps or data?
         val-ood-ama-2k-e75) $OOD --eval-split val --max-train 2000 --methods ama --seeds 0 --set ama.epochs=75 --out $R/fmnist-vs-mnist-full-val/ama-2k-epochs75 ;;
+        # the test split once with the epochs the validation split chose for 60,000 images (1: the steps of ~2,500 x 10)
+        ood-ama-e1) $OOD --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full/ama-epochs1-seed0 ;;
         val-ood-ama-e*) local e=${1#val-ood-ama-e}
             $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
