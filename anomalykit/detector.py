@@ -60,7 +60,7 @@ from .training import FitOptions, Trainer
 from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
-from .lazy_rows import LazyRows
+from .lazy_rows import LazyRows, row_batches
 from .validation import as_input_tensor, as_label_tensor, as_streamed_input, source_is_uint8, source_sample_shape
 
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
@@ -384,8 +384,7 @@ class Detector(BaseEstimator):
         bs = self.hp.score_batch_size
         outs = []
         show = self._fit_options.show_progress and (stop - start) > bs
-        batches = (X.iter_batches(start, stop, bs) if isinstance(X, LazyRows)
-                   else (X[lo : min(lo + bs, stop)] for lo in range(start, stop, bs)))
+        batches = row_batches(X, start, stop, bs)
         for batch in tqdm(batches, total=-(-(stop - start) // bs), desc=f"{self.name} {desc}", unit="batch",
                           disable=not show, leave=False):
             out = fn(batch.to(self.device, non_blocking=True))

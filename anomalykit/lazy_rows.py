@@ -108,13 +108,35 @@ class LazyRows:
         if isinstance(key, torch.Tensor):
             key = key.numpy()
         if isinstance(key, (int, np.integer)):
-            return self[int(key) : int(key) + 1][0]
+            return self._rows(slice(int(key), int(key) + 1))[0]
+        return self._rows(key)
+
+    def _rows(self, key) -> torch.Tensor:
+        """The rows ``key`` (a slice or an index array of this view) as the detectors take them."""
         rows = self.positions[key]
         return self._validated(self._read(rows), np.asarray(rows).reshape(-1))
 
     def iter_batches(self, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
-        """Rows [start, stop) in batches of ``size``, validated, in order (:func:`read_batches`)."""
-        return read_batches(self, [slice(lo, min(lo + size, stop)) for lo in range(start, stop, size)])
+        """Rows [start, stop) in batches of ``size``, validated, in order (:func:`row_batches`)."""
+        return row_batches(self, start, stop, size)
+
+    def read_batches(self, index_batches: list) -> Iterator[torch.Tensor]:
+        """``self[idx]`` for each ``idx`` of ``index_batches``, in order; with ``read_workers``, read
+        ahead by that many DataLoader worker processes (image files decode while the model trains
+        or scores the batch before)."""
+        workers = self.read_workers if len(index_batches) > 1 else 0
+        if workers == 0:
+            for idx in index_batches:
+                yield self[idx]
+            return
+        loader = torch.utils.data.DataLoader(
+            _ReadBatches(self, index_batches), batch_size=None, num_workers=workers,
+            multiprocessing_context="fork" if os.name == "posix" else None,
+        )
+        for batch in loader:
+            if isinstance(batch, Exception):  # a one-line error raised in the worker, raised here as itself
+                raise batch
+            yield batch
 
     def read_all(self) -> torch.Tensor:
         """Every row in one tensor of the source's sample shape (e.g. (N, H, W) for an (N, H, W)
@@ -161,15 +183,22 @@ class TransformedRows(LazyRows):
         self.positions = np.arange(len(base))
         self.sample_shape, self.source_shape = base.sample_shape, base.sample_shape
         self.uint8, self.name = False, base.name
-        self.read_workers = base.read_workers  # its base's batches are read ahead, then transformed
+
+    @property
+    def read_workers(self) -> int:  # its base's batches are read ahead, then transformed
+        return self.base.read_workers
 
     def subset(self, index) -> "TransformedRows":
         return TransformedRows(self.base.subset(index), self.fn)
 
-    def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, (int, np.integer)):
-            return self[int(key) : int(key) + 1][0]
+    def _rows(self, key) -> torch.Tensor:
         return self.fn(self.base[key])
+
+    def read_batches(self, index_batches: list) -> Iterator[torch.Tensor]:
+        """The base's batches, read ahead as the base reads them (uint8 images: a quarter of the
+        bytes to pass back from a worker), transformed here."""
+        for batch in self.base.read_batches(index_batches):
+            yield self.fn(batch)
 
 
 class NpyRows(LazyRows):
@@ -255,8 +284,8 @@ class TensorRows(LazyRows):
         super().__init__(t.shape[0], tuple(t.shape[1:]), tuple(t.shape[1:]), t.dtype == torch.uint8, name)
         self._tensor = t
 
-    def _read(self, rows) -> np.ndarray:
-        return self._tensor[torch.as_tensor(np.asarray(rows).reshape(-1))].numpy()
+    def _rows(self, key) -> torch.Tensor:  # validated when it was loaded: no second check
+        return self._tensor[torch.from_numpy(np.asarray(self.positions[key]).reshape(-1))]
 
 
 class ConcatRows(LazyRows):
@@ -276,11 +305,7 @@ class ConcatRows(LazyRows):
                          all(p.uint8 for p in parts), " + ".join(p.name for p in parts))
         self.read_workers = max(p.read_workers for p in parts)
 
-    def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, torch.Tensor):
-            key = key.numpy()
-        if isinstance(key, (int, np.integer)):
-            return self[int(key) : int(key) + 1][0]
+    def _rows(self, key) -> torch.Tensor:
         rows = np.asarray(self.positions[key]).reshape(-1)
         part_of = np.searchsorted(self.offsets, rows, side="right") - 1
         out = torch.empty((len(rows), *self.sample_shape), dtype=torch.uint8 if self.uint8 else torch.float32)
@@ -304,26 +329,16 @@ def concat_rows(parts: list):
 
 
 def read_batches(X, index_batches: list) -> Iterator[torch.Tensor]:
-    """``X[idx]`` for each ``idx`` of ``index_batches`` (slices or index arrays), in order. Lazy rows
-    with ``read_workers`` are read ahead by that many DataLoader worker processes (image files
-    decode while the model trains or scores the batch before); anything else is read in turn."""
-    if isinstance(X, TransformedRows):  # workers read the stored values (uint8: a quarter of the bytes
-        for batch in read_batches(X.base, index_batches):  # to pass back); the transform runs here
-            yield X.fn(batch)
-        return
-    workers = getattr(X, "read_workers", 0) if len(index_batches) > 1 else 0
-    if workers == 0:
-        for idx in index_batches:
-            yield X[idx]
-        return
-    loader = torch.utils.data.DataLoader(
-        _ReadBatches(X, index_batches), batch_size=None, num_workers=workers,
-        multiprocessing_context="fork" if os.name == "posix" else None,
-    )
-    for batch in loader:
-        if isinstance(batch, Exception):  # a one-line error raised in the worker, raised here as itself
-            raise batch
-        yield batch
+    """``X[idx]`` for each ``idx`` of ``index_batches`` (slices or index arrays), in order: a
+    tensor indexed in turn, lazy rows by :meth:`LazyRows.read_batches` (read ahead where it can)."""
+    if isinstance(X, LazyRows):
+        return X.read_batches(index_batches)
+    return (X[idx] for idx in index_batches)
+
+
+def row_batches(X, start: int, stop: int, size: int) -> Iterator[torch.Tensor]:
+    """Rows [start, stop) of a tensor or of lazy rows in batches of ``size``, in order."""
+    return read_batches(X, [slice(lo, min(lo + size, stop)) for lo in range(start, stop, size)])
 
 
 class _ReadBatches(torch.utils.data.Dataset):

@@ -10,6 +10,21 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS / "plugins" / "pca_plugin"))
 
 
+def counting_npy_rows(path):
+    """``NpyRows`` of the ``.npy`` at ``path`` that record the file rows of every read in
+    ``rows.reads`` (one array per read; views made from it share the list)."""
+    from anomalykit.lazy_rows import NpyRows
+
+    class CountingNpyRows(NpyRows):
+        def _read(self, rows):
+            self.reads.append(np.asarray(rows).reshape(-1).copy())
+            return super()._read(rows)
+
+    rows = CountingNpyRows(str(path))
+    rows.reads = []
+    return rows
+
+
 def _compiler() -> str | None:
     """The C++ compiler torch.utils.cpp_extension would build the native ops with, if any."""
     import os

@@ -11,7 +11,7 @@ import torch
 import anomalykit
 from anomalykit.data import make_split
 
-from conftest import model_space
+from conftest import counting_npy_rows, model_space
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -62,19 +62,12 @@ def test_lazy_rows_each_rank_reads_only_its_shard(worker):
 
 
 def test_training_on_lazy_rows_each_rank_reads_its_own_batches(worker):
-    from anomalykit.lazy_rows import NpyRows
-
     out, _ = worker
     reads = [json.loads((out / f"train-rows-read-{r}.json").read_text()) for r in (0, 1)]
-    one_process = []
-
-    class CountingRows(NpyRows):
-        def _read(self, rows):
-            one_process.extend(int(i) for i in rows)
-            return super()._read(rows)
-
+    rows = counting_npy_rows(out / "x_train_u8.npy")
     anomalykit.load_method("ama", epochs=reads[0]["epochs"], batch_size=32, width=8, feature_dim=16, n_critic=2).fit(
-        CountingRows(str(out / "x_train_u8.npy")), progress=False)
+        rows, progress=False)
+    one_process = np.concatenate(rows.reads)
     for r in reads:
         assert r["same_scores"]  # the lazily trained model is the model trained on the array
         # half the reads of one process (its half of each epoch's batches, its shard of each

@@ -247,22 +247,17 @@ def test_fixed_batch_size(fitted, digits, tmp_path):
 
 
 def test_exported_scorer_reads_lazy_rows_a_batch_at_a_time(fitted, exported, digits, tmp_path):
-    from anomalykit.lazy_rows import NpyRows
+    from conftest import counting_npy_rows
 
     _, held_out = digits
     np.save(tmp_path / "x.npy", held_out)
-    reads = []
-
-    class Counting(NpyRows):
-        def _read(self, rows):
-            reads.append(len(rows))
-            return super()._read(rows)
-
+    rows = counting_npy_rows(tmp_path / "x.npy")
     scorer = load_scorer(exported("mae-simplex", "torchscript"))
     scorer.score_batch_size = 16
     want = scorer.score_samples(held_out)
-    np.testing.assert_array_equal(scorer.score_samples(Counting(tmp_path / "x.npy")), want)
+    np.testing.assert_array_equal(scorer.score_samples(rows), want)
     np.testing.assert_array_equal(scorer.score_samples(np.load(tmp_path / "x.npy", mmap_mode="r")), want)
+    reads = [len(r) for r in rows.reads]
     assert sum(reads) == len(held_out) and max(reads) == 16
 
 

@@ -9,8 +9,10 @@ from sklearn.datasets import load_digits
 
 import anomalykit
 from anomalykit import DatasetError, InputError
-from anomalykit.lazy_rows import ImageFileRows, NpyRows, open_rows
+from anomalykit.lazy_rows import ImageFileRows, open_rows
 from anomalykit.validation import as_input_tensor
+
+from conftest import counting_npy_rows
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +86,9 @@ def test_image_folder_rows_hold_the_decoded_files(tmp_path, fitted, digits_u8, w
 
 def test_scoring_reads_one_batch_at_a_time(tmp_path, fitted, digits_u8):
     np.save(tmp_path / "x.npy", digits_u8)
-    reads = []
-
-    class Counting(NpyRows):
-        def _read(self, rows):
-            reads.append(len(rows))
-            return super()._read(rows)
-
-    fitted.score_samples(Counting(str(tmp_path / "x.npy")))
+    rows = counting_npy_rows(tmp_path / "x.npy")
+    fitted.score_samples(rows)
+    reads = [len(r) for r in rows.reads]
     assert sum(reads) == len(digits_u8)
     assert max(reads) <= fitted.hp.score_batch_size
 
@@ -175,15 +172,10 @@ def test_fit_on_lazy_rows_trains_the_same_model_for_every_method(tmp_path, digit
 
 def test_fit_reads_batches_not_the_whole_file(tmp_path, digits_u8):
     np.save(tmp_path / "x.npy", digits_u8[:600])
-    reads = []
-
-    class Counting(NpyRows):
-        def _read(self, rows):
-            reads.append(len(rows))
-            return super()._read(rows)
-
+    rows = counting_npy_rows(tmp_path / "x.npy")
     det = anomalykit.load_method("ama", epochs=2, width=8, n_critic=1, batch_size=32, score_batch_size=50)
-    det.fit(Counting(str(tmp_path / "x.npy")), progress=False)
+    det.fit(rows, progress=False)
+    reads = [len(r) for r in rows.reads]
     assert max(reads) <= 50  # uint8 images: no statistics pass; training batches and the threshold pass
     assert sum(reads) >= 2 * 600  # every row read in each epoch (and again for the threshold)
 

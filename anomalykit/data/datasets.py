@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DatasetError, InputError, first_line
-from ..lazy_rows import IMAGE_SUFFIXES, LazyRows, concat_rows, decode_image, image_files, looks_channel_last, open_rows, take_rows
+from ..lazy_rows import IMAGE_SUFFIXES, LazyRows, concat_rows, decode_image, looks_channel_last, open_rows, take_rows
 
 #: Datasets without an official split are split once, with this seed, so every run, seed and
 #: method sees the same train/test rows.
@@ -95,10 +95,12 @@ def _split_positions(n: int, y: np.ndarray | None, seed: int = SPLIT_SEED) -> tu
     return np.sort(tr), np.sort(te)
 
 
-def _split(X: torch.Tensor, y: np.ndarray | None, seed: int = SPLIT_SEED):
+def _split(X, y: np.ndarray | None, seed: int = SPLIT_SEED):
+    """Rows (a tensor, or lazy rows: views) and labels split by :func:`_split_positions`:
+    (X_train, y_train, X_test, y_test, the source positions of the train then the test rows)."""
     tr, te = _split_positions(X.shape[0], y, seed)
     pick = lambda a, i: None if a is None else a[i]  # noqa: E731
-    return X[tr], pick(y, tr), X[te], pick(y, te)
+    return take_rows(X, tr), pick(y, tr), take_rows(X, te), pick(y, te), np.concatenate([tr, te])
 
 
 # -- built-in datasets -------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def load_digits(seed: int = 0) -> Dataset:
     d = sk_digits()
     X = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)
     y = d.target.astype(np.int64)
-    Xtr, ytr, Xte, yte = _split(X, y)
+    Xtr, ytr, Xte, yte, _ = _split(X, y)
     return Dataset("digits", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], "sklearn.datasets.load_digits")
 
 
@@ -175,13 +177,13 @@ def load_mnist_5k(seed: int = 0) -> Dataset:
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     X = _uint8_images(table[:, :-1].reshape(-1, 28, 28))
     y = table[:, -1].astype(np.int64)
-    Xtr, ytr, Xte, yte = _split(X, y)
+    Xtr, ytr, Xte, yte, _ = _split(X, y)
     return Dataset("mnist-5k", "image", Xtr, ytr, Xte, yte, [str(i) for i in range(10)], str(path))
 
 
 def _tabular(name: str, X: np.ndarray, y: np.ndarray, source: str) -> Dataset:
     Xt = torch.from_numpy(X.astype(np.float32))
-    Xtr, ytr, Xte, yte = _split(Xt, y)
+    Xtr, ytr, Xte, yte, _ = _split(Xt, y)
     return Dataset(name, "tabular", Xtr, ytr, Xte, yte, ["normal", "anomaly"], source)
 
 
@@ -303,10 +305,7 @@ def load_path(path_str: str, seed: int = 0) -> Dataset:
         Xall, yall = convert(X), labels(y)
         if yall is not None and len(yall) != Xall.shape[0]:
             raise DatasetError(f"{path}: {Xall.shape[0]} rows but {len(yall)} labels")
-        tr, te = _split_positions(Xall.shape[0], yall)
-        positions = np.concatenate([tr, te])
-        pick = lambda a, i: None if a is None else a[i]  # noqa: E731
-        Xtr, ytr, Xte, yte = Xall[tr], pick(yall, tr), Xall[te], pick(yall, te)
+        Xtr, ytr, Xte, yte, positions = _split(Xall, yall)
     kind = "tabular" if Xtr.ndim == 2 else "image"
     n_classes = 0 if ytr is None else int(max(ytr.max(), yte.max() if yte is not None and len(yte) else 0)) + 1
     return Dataset(name, kind, Xtr, ytr, Xte, yte, [str(i) for i in range(n_classes)], str(path), positions)
@@ -323,14 +322,12 @@ def _lazy_dataset(path: Path) -> Dataset:
     else:
         try:
             rows = open_rows(path)
-        except InputError as exc:  # the in-memory loader's wording: the file, not an argument, is wrong
+        except InputError as exc:  # a dataset file that cannot be used: the file is wrong, not an argument
             raise DatasetError(str(exc)) from None
         y, classes = None, []
-    tr, te = _split_positions(len(rows), y)
-    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    Xtr, ytr, Xte, yte, positions = _split(rows, y)
     kind = "tabular" if len(rows.sample_shape) == 1 else "image"
-    return Dataset(path.name, kind, rows.subset(tr), pick(y, tr), rows.subset(te), pick(y, te), classes, str(path),
-                   np.concatenate([tr, te]))
+    return Dataset(path.name, kind, Xtr, ytr, Xte, yte, classes, str(path), positions)
 
 
 def _read_csv(path: Path):

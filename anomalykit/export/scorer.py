@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import AnomalyKitError, ConfigError, ExportError, InputError, first_line
-from ..lazy_rows import LazyRows
+from ..lazy_rows import row_batches
 from ..validation import as_streamed_input, source_is_uint8
 
 #: Name of the metadata entry (TorchScript: an extra file in the archive; ONNX: a
@@ -111,8 +111,7 @@ class ExportedScorer:
             raise InputError(f"X has sample shape {tuple(X.shape[1:])} but the model was fitted on {self.input_shape_}")
         step = self.batch_size or self.score_batch_size
         n_rows = X.shape[0]
-        batches = (X.iter_batches(0, n_rows, step) if isinstance(X, LazyRows)
-                   else (X[lo : lo + step] for lo in range(0, n_rows, step)))
+        batches = row_batches(X, 0, n_rows, step)
         outs = []
         for batch in batches:
             batch = batch.reshape(batch.shape[0], *self.input_shape_)
