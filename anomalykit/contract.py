@@ -55,7 +55,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("name", "attribute", True, "", "the method name, lowercase [a-z0-9_-], unique among installed methods"),
     Member("summary", "attribute", True, "", "one line for `anomalykit list`"),
     Member("params", "attribute", True, "()", "tuple of anomalykit.Param: the schema with defaults (the core adds "
-           "epochs, batch_size, score_batch_size, seed, device, contamination, preprocess; redeclare one to change its default)"),
+           "epochs, max_steps, batch_size, score_batch_size, seed, device, contamination, preprocess; redeclare one to change its "
+           "default; a schedule over epochs reads self.epochs_, the epochs fit trains: epochs, or fewer under max_steps)"),
     Member("_build", "hook", True, "", "_build(input_shape): create the networks in self.nets for samples of shape (C, H, W) or "
            "(F,); called by fit and by load (so it must not train)"),
     Member("_fit", "hook", True, "", "_fit(X, y): train on the normal rows X (float32, model space; a tensor, or a view read "

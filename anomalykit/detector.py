@@ -56,7 +56,7 @@ from .outlier_probability import check_proba_method, outlier_probability, predic
 from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
 from .preprocess import Preprocessor
-from .training import FitOptions, Trainer
+from .training import FitOptions, Trainer, capped_epochs
 from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
@@ -66,6 +66,8 @@ from .validation import as_input_tensor, as_label_tensor, as_streamed_input, sou
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("epochs", 10, "training epochs", low=0),
+    Param("max_steps", None, "cap on training steps: fewer whole epochs when epochs x batches per epoch would take more "
+          "(at least one epoch; the fitted epochs_ says how many ran); None: no cap", type=int, low=1),
     Param("batch_size", 64, "training batch size", low=1),
     Param("score_batch_size", 512, "batch size when scoring (bounds memory)", low=1),
     Param("seed", 0, "random seed (weights, shuffling, sampling)"),
@@ -201,6 +203,8 @@ class Detector(BaseEstimator):
         normal = self.preprocessor_.transform_rows(normal)
         X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
         labels = labels if self.supports_labels else None
+        # the core's policy for the training length: the plugin trains self.epochs_ epochs
+        self.epochs_ = capped_epochs(self.hp.epochs, self.hp.max_steps, normal.shape[0], self.hp.batch_size)
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)
         self.nets.to(self.device)
@@ -360,7 +364,7 @@ class Detector(BaseEstimator):
             modules=self.nets if modules is None else modules,
             optimizers=optimizers,
             schedulers=schedulers,
-            epochs=self.hp.epochs if epochs is None else epochs,
+            epochs=self.epochs_ if epochs is None else epochs,
             batch_size=self.hp.batch_size,
             seed=self.hp.seed,
             device=self.device,

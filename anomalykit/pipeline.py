@@ -260,7 +260,7 @@ def run_experiment(
 
 def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outcome: Outcome) -> dict[str, Any]:
     n_train = int(split.X_train.shape[0])
-    epochs = getattr(det.hp, "epochs", None)
+    epochs = det.epochs_
     return {
         "method": cfg.method,
         "dataset": split.info["dataset"],
@@ -276,10 +276,11 @@ def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outco
         "n_test": int(split.X_test.shape[0]),
         "anomaly_ratio": split.anomaly_ratio,
         "train_seconds": round(outcome.train_seconds, 3),
-        # epochs x training rows / train_seconds (all ranks together; includes the post-training
-        # statistics pass); None for methods without an epochs parameter
+        "epochs_trained": epochs,  # epochs, or fewer under max_steps
+        # epochs trained x training rows / train_seconds (all ranks together; includes the
+        # post-training statistics pass)
         "train_samples_per_second": (round(n_train * epochs / outcome.train_seconds, 1)
-                                     if isinstance(epochs, int) and outcome.train_seconds > 0 else None),
+                                     if outcome.train_seconds > 0 else None),
         "score_seconds": round(outcome.score_seconds, 3),
         "device": str(det.device),
         "world_size": D.world_size(),

@@ -43,7 +43,31 @@ from .lazy_rows import read_batches
 
 
 #: Parameters that may differ between a run and its resumption (they do not change what was learnt).
-RESUMABLE_CHANGES = frozenset({"epochs", "device", "score_batch_size", "contamination"})
+RESUMABLE_CHANGES = frozenset({"epochs", "max_steps", "device", "score_batch_size", "contamination"})
+
+
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n`` rows on this rank: what :meth:`Trainer.batches` yields.
+
+    Each rank gets ceil(n / world size) rows (``DistributedSampler`` pads); a last batch of one
+    row is dropped when there are others.
+    """
+    per_rank = math.ceil(n / D.world_size())
+    count = math.ceil(per_rank / batch_size)
+    last = per_rank - (count - 1) * batch_size
+    return count - 1 if count > 1 and last < 2 else count
+
+
+def capped_epochs(epochs: int, max_steps: int | None, n: int, batch_size: int) -> int:
+    """The epochs a fit trains: ``epochs``, lowered to the whole epochs that fit in ``max_steps``.
+
+    ``min(epochs, max(1, max_steps // batches_per_epoch(n, batch_size)))``: whole epochs, so the
+    per-epoch reshuffle and learning-rate schedules stay as they are; at least one epoch, so a
+    dataset with more batches than ``max_steps`` is still seen once. ``max_steps=None``: ``epochs``.
+    """
+    if max_steps is None or epochs == 0:
+        return int(epochs)
+    return min(int(epochs), max(1, int(max_steps) // max(batches_per_epoch(n, batch_size), 1)))
 
 
 @dataclass
@@ -271,7 +295,7 @@ class Trainer:
             D.broadcast_module(m)
         ctx.nets = self._wrap_ddp()
         n = X.shape[0]
-        per_epoch = len(self.batches(n, 0))
+        per_epoch = batches_per_epoch(n, self.batch_size)
         total = per_epoch * self.epochs
         bar = tqdm(
             total=total,

@@ -253,6 +253,19 @@ def test_generator_without_batchnorm_and_cosine_schedule(digits0):
     assert np.isfinite(det.score_samples(digits0.X_test)).all()
 
 
+def test_max_steps_trains_and_anneals_over_the_epochs_that_fit(digits0):
+    # 124 digits, batch 32: 4 batches per epoch; max_steps=9 leaves 2 of the 5 epochs, and the
+    # cosine schedule must anneal over those 2 (as epochs=2 does), not over 5
+    X = digits0.X_train
+    assert X.shape[0] // 32 + 1 == 4
+    capped = anomalykit.load_method("ama", **dict(TINY, epochs=5, max_steps=9, lr_schedule="cosine")).fit(X)
+    two = anomalykit.load_method("ama", **dict(TINY, epochs=2, lr_schedule="cosine")).fit(X)
+    assert capped.epochs_ == 2 and len(capped.history_) == 2
+    np.testing.assert_array_equal(capped.score_samples(digits0.X_test), two.score_samples(digits0.X_test))
+    five = anomalykit.load_method("ama", **dict(TINY, epochs=5, lr_schedule="cosine")).fit(X)
+    assert five.epochs_ == 5 and not np.array_equal(five.score_samples(digits0.X_test), two.score_samples(digits0.X_test))
+
+
 def test_recompute_batchnorm_gives_exact_statistics():
     from anomalykit.sdk import recompute_batchnorm
 

@@ -126,3 +126,36 @@ def test_more_epochs_on_resume_continue_training(X, tmp_path):
     assert len(longer.history_) == 4
     for k, v in state(reference).items():
         assert torch.equal(v, state(longer)[k])
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17, 33, 100])
+@pytest.mark.parametrize("batch_size", [1, 4, 16, 64])
+def test_batches_per_epoch_counts_what_the_trainer_yields(n, batch_size):
+    from anomalykit.training import Trainer, batches_per_epoch
+
+    t = Trainer(method="m", modules={}, optimizers={}, epochs=1, batch_size=batch_size, seed=0, device="cpu")
+    assert batches_per_epoch(n, batch_size) == len(t.batches(n, 0))
+
+
+@pytest.mark.parametrize("epochs, max_steps, n, batch_size, expected", [
+    (10, None, 50_000, 64, 10),   # no cap
+    (10, 320, 2_000, 64, 10),     # 32 batches x 10 epochs = 320 steps: the cap is not reached
+    (10, 320, 6_000, 64, 3),      # 94 batches per epoch: 3 whole epochs = 282 steps
+    (10, 320, 50_000, 64, 1),     # 782 batches: one epoch is more than the cap, still one epoch
+    (2, 320, 6_000, 64, 2),       # the cap never raises epochs
+    (0, 320, 6_000, 64, 0),       # epochs=0 (no training) stays 0
+])
+def test_capped_epochs_by_hand(epochs, max_steps, n, batch_size, expected):
+    from anomalykit.training import capped_epochs
+
+    assert capped_epochs(epochs, max_steps, n, batch_size) == expected
+
+
+def test_max_steps_trains_the_whole_epochs_that_fit_and_only_those(X):
+    # 100 rows, batch 16: 7 batches per epoch; max_steps=15 leaves 2 of the 4 epochs
+    capped = TinyAE(seed=5, max_steps=15).fit(X)
+    assert capped.epochs_ == 2 and capped.seen == list(range(14)) and len(capped.history_) == 2
+    two_epochs = TinyAE(seed=5, epochs=2).fit(X)  # the same training, the scheduler included
+    for k, v in state(two_epochs).items():
+        assert torch.equal(v, state(capped)[k]), k
+    assert TinyAE(seed=5, max_steps=10_000).fit(X).epochs_ == 4  # a cap above epochs x batches: no change

@@ -154,11 +154,12 @@ class AMADetector(Detector):
             "encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=hp.lr, betas=(0.5, 0.9)),
         }
         schedulers = {}
-        if hp.lr_schedule == "step" and hp.epochs > 0:
-            milestones = sorted({max(1, round(hp.epochs * f)) for f in (0.3, 0.6, 0.9)})
+        epochs = self.epochs_  # hp.epochs, or fewer under max_steps
+        if hp.lr_schedule == "step" and epochs > 0:
+            milestones = sorted({max(1, round(epochs * f)) for f in (0.3, 0.6, 0.9)})
             schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in opt.items()}
-        elif hp.lr_schedule == "cosine" and hp.epochs > 0:
-            schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, hp.epochs) for k, o in opt.items()}
+        elif hp.lr_schedule == "cosine" and epochs > 0:
+            schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, epochs) for k, o in opt.items()}
         trainer = self.trainer(optimizers=opt, schedulers=schedulers)
         trainer.run(X, lambda x, ctx: self._train_step(x, ctx, anomalies))
         if hp.bn_refresh:

@@ -206,7 +206,7 @@ class MAESimplex(Detector):
     def _selection_start(self) -> int:
         if self.hp.select_after is not None:
             return self.hp.select_after
-        return int(math.floor(0.6 * self.hp.epochs))
+        return int(math.floor(0.6 * self.epochs_))
 
     def _on_epoch_end(self, X_sel: torch.Tensor):
         def hook(epoch: int, ctx) -> dict[str, float]:
@@ -245,7 +245,7 @@ class MAESimplex(Detector):
             self.nets.load_state_dict(best["state"])
             self.selected_epoch_ = int(best["epoch"])
         else:
-            self.selected_epoch_ = self.hp.epochs - 1 if self.hp.epochs else None
+            self.selected_epoch_ = self.epochs_ - 1 if self.epochs_ else None
         self.nets.eval()
         if self.hp.score == "feature-gaussian":
             self.feature_gaussian_ = FeatureGaussian.fit(self._differences(X))
