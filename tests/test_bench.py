@@ -49,6 +49,8 @@ def test_every_method_sees_the_same_split(finished):
         sizes = {(r["n_train"], r["n_test"]) for r in rows if r["normal_class"] == cls}
         assert len(prints) == 1 and len(sizes) == 1
     assert len({r["split_fingerprint"] for r in rows}) == 2
+    assert {r["epochs_trained"] for r in rows if r["method"] == "ama"} == {"1"}  # ama.epochs=1, no max_steps
+    assert {r["epochs_trained"] for r in rows if r["kind"] == "baseline"} == {""}
 
 
 def test_summary_means_equal_a_direct_computation(finished):
