@@ -35,6 +35,13 @@ step() {
         val-ood-ama-2k-e75) $OOD --eval-split val --max-train 2000 --methods ama --seeds 0 --set ama.epochs=75 --out $R/fmnist-vs-mnist-full-val/ama-2k-epochs75 ;;
         # the test split once with the epochs the validation split chose for 60,000 images (1: the steps of ~2,500 x 10)
         ood-ama-e1) $OOD --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full/ama-epochs1-seed0 ;;
+        # issue 25, round 4: AMA one-class with all the class's images on the validation split, at 10 epochs
+        # (the small budget) and at 3 (the images shown at 2,000 x 10): does the OOD fall with steps hold here?
+        val-oc-ama-e*) local e=${1#val-oc-ama-e}
+            $OC --eval-split val --classes 0,2,4,6,8 --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-val-full/ama-epochs$e ;;
+        # the test split once with the small budget's max_steps (320: 3 epochs at 6,000 images, 1 at 60,000)
+        oc-ama-max-steps)  $OC --methods ama --seeds 0 --out $R/fmnist-oc-full/ama-max-steps-seed0 ;;
+        ood-ama-max-steps) $OOD --methods ama --seeds 0 --out $R/fmnist-vs-mnist-full/ama-max-steps-seed0 ;;
         val-ood-ama-e*) local e=${1#val-ood-ama-e}
             $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
