@@ -110,6 +110,7 @@ def _train_float64(method: str, X: torch.Tensor, on: bool):
             det = anomalykit.load_method(method, epochs=1, batch_size=X.shape[0], preprocess="none", **TINY[method])
             seed_everything(det.hp.seed)
             det.input_shape_ = tuple(X.shape[1:])
+            det.epochs_ = det.hp.epochs  # what fit resolves before _fit (no max_steps here)
             det._build(det.input_shape_)
             det.nets.double()
             det._trainers = []
