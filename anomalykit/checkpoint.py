@@ -128,6 +128,7 @@ def detector_payload(det) -> dict:
             "nets": {k: v.detach().cpu() for k, v in det.nets.state_dict().items()},
             "extra": det._extra_state(),
             "threshold": det.threshold_,
+            "epochs_trained": det.epochs_,
             "decision_scores": torch.from_numpy(np.asarray(det.decision_scores_, dtype=np.float64)),
             "preprocess": det.preprocessor_.state(),
         },
@@ -165,6 +166,7 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} does not match {cls.name!r} networks ({first_line(exc)})") from None
     det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
+    det.epochs_ = ckpt.get("epochs_trained")  # None in models saved before it was recorded
     det.nets.to(det.device).eval()
     det.decision_scores_ = ckpt["decision_scores"].numpy()
     det._set_threshold()

@@ -116,6 +116,8 @@ class Detector(BaseEstimator):
         self.labels_: np.ndarray | None = None
         self.preprocessor_ = Preprocessor("none")
         self.history_: list[dict[str, float]] = []
+        #: The epochs fit trained: ``epochs``, or fewer under ``max_steps`` (None before fit).
+        self.epochs_: int | None = None
         self._fit_options = FitOptions()
 
     # -- schema --------------------------------------------------------------------------

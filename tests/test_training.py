@@ -159,3 +159,10 @@ def test_max_steps_trains_the_whole_epochs_that_fit_and_only_those(X):
     for k, v in state(two_epochs).items():
         assert torch.equal(v, state(capped)[k]), k
     assert TinyAE(seed=5, max_steps=10_000).fit(X).epochs_ == 4  # a cap above epochs x batches: no change
+
+
+def test_saved_model_keeps_the_epochs_it_trained(X, tmp_path):
+    path = TinyAE(seed=5, max_steps=15).fit(X).save(tmp_path / "m.pt")
+    loaded = TinyAE.from_checkpoint(safe_load(path, kind="detector"), path=path)  # what anomalykit.load calls
+    assert loaded.epochs_ == 2 and loaded.hp.max_steps == 15
+    assert TinyAE().epochs_ is None  # not fitted
