@@ -44,6 +44,16 @@ step() {
         ood-ama-max-steps) $OOD --methods ama --seeds 0 --out $R/fmnist-vs-mnist-full/ama-max-steps-seed0 ;;
         val-ood-ama-e*) local e=${1#val-ood-ama-e}
             $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
+        # issue 25, round 5: CSI-AAE with all the class's images on the validation split (5,000 images,
+        # 1,000 held out): the small budget's 10 epochs against 20, and plain CSI (F only) at 20
+        val-oc-csi-e*) local e=${1#val-oc-csi-e}
+            $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --out $R/fmnist-val-full/csi-aae-epochs$e ;;
+        val-oc-csi-plain-e*) local e=${1#val-oc-csi-plain-e}
+            $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --set csi-aae.variant=csi --out $R/fmnist-val-full/csi-aae-plain-csi-epochs$e ;;
+        # AMA OOD at 50,000 images: is it the steps or the data? the same ~300 steps from 20,000 images
+        # (1 epoch), and one epoch of 50,000 at batch 256 (196 steps)
+        val-ood-ama-20k-e1) $OOD --eval-split val --max-train 20000 --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full-val/ama-20k-epochs1 ;;
+        val-ood-ama-bs256) $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=1 --set ama.batch_size=256 --out $R/fmnist-vs-mnist-full-val/ama-epochs1-batch256 ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
         val-csi-default)    $VAL --methods csi-aae --out $R/fmnist-val/csi-aae-score-default ;;
         val-csi-norm)       $VAL --methods csi-aae --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-norm ;;
