@@ -45,11 +45,18 @@ step() {
         val-ood-ama-e*) local e=${1#val-ood-ama-e}
             $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=$e --out $R/fmnist-vs-mnist-full-val/ama-epochs$e ;;
         # issue 25, round 5: CSI-AAE with all the class's images on the validation split (5,000 images,
-        # 1,000 held out): the small budget's 10 epochs against 20, and plain CSI (F only) at 20
-        val-oc-csi-e*) local e=${1#val-oc-csi-e}
+        # 1,000 held out): the small budget's 10 epochs against 20, plain CSI (F only) at 20, and single parameters
+        val-oc-csi-e[0-9]*) local e=${1#val-oc-csi-e}
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --out $R/fmnist-val-full/csi-aae-epochs$e ;;
-        val-oc-csi-plain-e*) local e=${1#val-oc-csi-plain-e}
+        val-oc-csi-plain-e[0-9]*) local e=${1#val-oc-csi-plain-e}
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --set csi-aae.variant=csi --out $R/fmnist-val-full/csi-aae-plain-csi-epochs$e ;;
+        # one or more CSI-AAE parameters at 10 epochs, e.g. val-oc-csi-crop_scale=0.2 or
+        # val-oc-csi-f_width=32+lr_f=0.0005 (folder csi-aae-crop_scale-0.2, csi-aae-f_width-32-lr_f-0.0005)
+        val-oc-csi-*=*) local kv=${1#val-oc-csi-} sets=() name
+            IFS=+ read -ra pairs <<< "$kv"
+            for p in "${pairs[@]}"; do sets+=(--set "csi-aae.$p"); done
+            name=$(echo "$kv" | tr '=+' '--')
+            $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-val-full/csi-aae-$name ;;
         # AMA OOD at 50,000 images: is it the steps or the data? the same ~300 steps from 20,000 images
         # (1 epoch), and one epoch of 50,000 at batch 256 (196 steps)
         val-ood-ama-20k-e1) $OOD --eval-split val --max-train 20000 --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full-val/ama-20k-epochs1 ;;
