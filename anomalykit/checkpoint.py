@@ -129,6 +129,8 @@ def detector_payload(det) -> dict:
             "extra": det._extra_state(),
             "threshold": det.threshold_,
             "epochs_trained": det.epochs_,
+            "epoch_steps": det.epoch_steps_,
+            "steps_trained": det.steps_,
             "decision_scores": torch.from_numpy(np.asarray(det.decision_scores_, dtype=np.float64)),
             "preprocess": det.preprocessor_.state(),
         },
@@ -167,6 +169,7 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
         raise CheckpointError(f"{path} does not match {cls.name!r} networks ({first_line(exc)})") from None
     det.preprocessor_ = Preprocessor.from_state(ckpt.get("preprocess"))
     det.epochs_ = ckpt.get("epochs_trained")  # None in models saved before it was recorded
+    det.epoch_steps_, det.steps_ = ckpt.get("epoch_steps"), ckpt.get("steps_trained")  # likewise
     det.nets.to(det.device).eval()
     det.decision_scores_ = ckpt["decision_scores"].numpy()
     det._set_threshold()

@@ -56,7 +56,7 @@ from .outlier_probability import check_proba_method, outlier_probability, predic
 from .params import Param, merge_schemas, validate_params
 from .preprocess import KINDS as PREPROCESS_KINDS
 from .preprocess import Preprocessor
-from .training import FitOptions, Trainer, capped_epochs
+from .training import FitOptions, Trainer, batches_per_epoch, capped_epoch_steps, capped_epochs
 from .training_log import check_backends
 from .devices import resolve_device
 from .seeds import stream_seed
@@ -66,8 +66,9 @@ from .validation import as_input_tensor, as_label_tensor, as_streamed_input, sou
 #: Parameters every method has. A plugin may redeclare one to change its default or help.
 COMMON_PARAMS: tuple[Param, ...] = (
     Param("epochs", 10, "training epochs", low=0),
-    Param("max_steps", None, "cap on training steps: fewer whole epochs when epochs x batches per epoch would take more "
-          "(at least one epoch; the fitted epochs_ says how many ran); None: no cap", type=int, low=1),
+    Param("max_steps", None, "cap on training steps: fewer whole epochs when epochs x batches per epoch would take more; "
+          "when one epoch alone is longer, that one epoch stops after max_steps batches (a seeded random subset "
+          "of the rows); the fitted epochs_ and steps_ say what ran; None: no cap", type=int, low=1),
     Param("batch_size", 64, "training batch size", low=1),
     Param("score_batch_size", 512, "batch size when scoring (bounds memory)", low=1),
     Param("seed", 0, "random seed (weights, shuffling, sampling)"),
@@ -118,6 +119,10 @@ class Detector(BaseEstimator):
         self.history_: list[dict[str, float]] = []
         #: The epochs fit trained: ``epochs``, or fewer under ``max_steps`` (None before fit).
         self.epochs_: int | None = None
+        #: The batches of each of those epochs when ``max_steps`` cut the one epoch short, else None.
+        self.epoch_steps_: int | None = None
+        #: The optimiser steps of the main training: ``epochs_`` x the batches of an epoch (None before fit).
+        self.steps_: int | None = None
         self._fit_options = FitOptions()
 
     # -- schema --------------------------------------------------------------------------
@@ -206,7 +211,10 @@ class Detector(BaseEstimator):
         X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
         labels = labels if self.supports_labels else None
         # the core's policy for the training length: the plugin trains self.epochs_ epochs
-        self.epochs_ = capped_epochs(self.hp.epochs, self.hp.max_steps, normal.shape[0], self.hp.batch_size)
+        n, hp = normal.shape[0], self.hp
+        self.epochs_ = capped_epochs(hp.epochs, hp.max_steps, n, hp.batch_size)
+        self.epoch_steps_ = capped_epoch_steps(hp.epochs, hp.max_steps, n, hp.batch_size)
+        self.steps_ = self.epochs_ * (self.epoch_steps_ or batches_per_epoch(n, hp.batch_size))
         self.nets = nn.ModuleDict()
         self._build(self.input_shape_)
         self.nets.to(self.device)
@@ -367,6 +375,8 @@ class Detector(BaseEstimator):
             optimizers=optimizers,
             schedulers=schedulers,
             epochs=self.epochs_ if epochs is None else epochs,
+            # max_steps shortens the main training's one epoch, not a phase of its own length
+            epoch_steps=self.epoch_steps_ if epochs is None else None,
             batch_size=self.hp.batch_size,
             seed=self.hp.seed,
             device=self.device,

@@ -261,6 +261,7 @@ def run_experiment(
 def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outcome: Outcome) -> dict[str, Any]:
     n_train = int(split.X_train.shape[0])
     epochs = det.epochs_
+    rows_per_epoch = n_train if det.epoch_steps_ is None else min(n_train, det.epoch_steps_ * det.hp.batch_size * D.world_size())
     return {
         "method": cfg.method,
         "dataset": split.info["dataset"],
@@ -277,9 +278,10 @@ def _record(cfg: RunConfig, info: MethodInfo, det: Detector, split: Split, outco
         "anomaly_ratio": split.anomaly_ratio,
         "train_seconds": round(outcome.train_seconds, 3),
         "epochs_trained": epochs,  # epochs, or fewer under max_steps
-        # epochs trained x training rows / train_seconds (all ranks together; includes the
-        # post-training statistics pass)
-        "train_samples_per_second": (round(n_train * epochs / outcome.train_seconds, 1)
+        "steps_trained": det.steps_,  # optimiser steps (per rank) of the main training
+        # training rows seen / train_seconds (all ranks together; includes the post-training
+        # statistics pass): epochs trained x the rows of an epoch, fewer when max_steps cut it
+        "train_samples_per_second": (round(epochs * rows_per_epoch / outcome.train_seconds, 1)
                                      if outcome.train_seconds > 0 else None),
         "score_seconds": round(outcome.score_seconds, 3),
         "device": str(det.device),

@@ -70,6 +70,18 @@ def capped_epochs(epochs: int, max_steps: int | None, n: int, batch_size: int) -
     return min(int(epochs), max(1, int(max_steps) // max(batches_per_epoch(n, batch_size), 1)))
 
 
+def capped_epoch_steps(epochs: int, max_steps: int | None, n: int, batch_size: int) -> int | None:
+    """The steps of the one epoch a fit trains when that epoch alone is longer than ``max_steps``.
+
+    ``max_steps`` when ``batches_per_epoch(n, batch_size) > max_steps`` (and ``epochs`` >= 1): the
+    epoch stops after ``max_steps`` batches of its seeded shuffle, so it sees a random subset of
+    about ``max_steps x batch_size`` rows; otherwise ``None`` (whole epochs, :func:`capped_epochs`).
+    """
+    if max_steps is None or epochs == 0 or batches_per_epoch(n, batch_size) <= int(max_steps):
+        return None
+    return int(max_steps)
+
+
 @dataclass
 class FitOptions:
     """How ``fit`` runs (not what it learns): checkpoints, resume and progress display.
@@ -159,6 +171,7 @@ class Trainer:
         options: FitOptions | None = None,
         phase: str = "train",
         config: Mapping[str, Any] | None = None,
+        epoch_steps: int | None = None,
     ):
         self.method = method
         self.modules = dict(modules)
@@ -166,6 +179,8 @@ class Trainer:
         self.schedulers = dict(schedulers or {})
         self.epochs = int(epochs)
         self.batch_size = int(batch_size)
+        #: at most this many batches per epoch (the first of its shuffle); None: the whole epoch
+        self.epoch_steps = None if epoch_steps is None else int(epoch_steps)
         self.seed = int(seed)
         self.device = torch.device(device)
         self.options = options or FitOptions()
@@ -265,7 +280,8 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def batches(self, n: int, epoch: int) -> list[torch.Tensor]:
-        """Index batches of one epoch for this rank (seeded reshuffle per epoch)."""
+        """Index batches of one epoch for this rank (seeded reshuffle per epoch; the first
+        ``epoch_steps`` of them when that is set)."""
         sampler = DistributedSampler(
             range(n), num_replicas=D.world_size(), rank=D.rank(), shuffle=True, seed=self.seed, drop_last=False
         )
@@ -274,7 +290,7 @@ class Trainer:
         chunks = list(torch.split(order, self.batch_size))
         if len(chunks) > 1 and len(chunks[-1]) < 2:
             chunks.pop()  # a lone sample breaks batch statistics; it is seen in the next epoch
-        return chunks
+        return chunks if self.epoch_steps is None else chunks[: self.epoch_steps]
 
     def run(
         self,
@@ -296,6 +312,8 @@ class Trainer:
         ctx.nets = self._wrap_ddp()
         n = X.shape[0]
         per_epoch = batches_per_epoch(n, self.batch_size)
+        if self.epoch_steps is not None:
+            per_epoch = min(per_epoch, self.epoch_steps)
         total = per_epoch * self.epochs
         bar = tqdm(
             total=total,

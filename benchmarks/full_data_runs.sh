@@ -61,6 +61,10 @@ step() {
         # (1 epoch), and one epoch of 50,000 at batch 256 (196 steps)
         val-ood-ama-20k-e1) $OOD --eval-split val --max-train 20000 --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full-val/ama-20k-epochs1 ;;
         val-ood-ama-bs256) $OOD --eval-split val --methods ama --seeds 0 --set ama.epochs=1 --set ama.batch_size=256 --out $R/fmnist-vs-mnist-full-val/ama-epochs1-batch256 ;;
+        # max_steps now cuts an epoch longer than the cap: the small budget at 50,000 images trains 320
+        # steps of its one epoch (validation, 3 seeds), then the test split once at 60,000
+        val-ood-ama-cut) $OOD --eval-split val --methods ama --seeds 0-2 --out $R/fmnist-vs-mnist-full-val/ama-max-steps-cut ;;
+        ood-ama-cut) $OOD --methods ama --seeds 0 --out $R/fmnist-vs-mnist-full/ama-max-steps-cut-seed0 ;;
         # issue 24: CSI-AAE's score chosen on the validation split (eq. 11's two departures, alone and together)
         val-csi-default)    $VAL --methods csi-aae --out $R/fmnist-val/csi-aae-score-default ;;
         val-csi-norm)       $VAL --methods csi-aae --set csi-aae.score_norm=true --out $R/fmnist-val/csi-aae-score-norm ;;

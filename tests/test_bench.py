@@ -1,5 +1,6 @@
 """The quality benchmark: identical splits for every method, resumable, honest summaries."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -51,6 +52,11 @@ def test_every_method_sees_the_same_split(finished):
     assert len({r["split_fingerprint"] for r in rows}) == 2
     assert {r["epochs_trained"] for r in rows if r["method"] == "ama"} == {"1"}  # ama.epochs=1, no max_steps
     assert {r["epochs_trained"] for r in rows if r["kind"] == "baseline"} == {""}
+    for r in (r for r in rows if r["method"] == "ama"):  # one epoch: every batch of the training rows
+        n, bs = int(r["n_train"]), json.loads(r["params"])["batch_size"]
+        full, last = divmod(n, bs)
+        assert int(r["steps_trained"]) == full + (last >= 2 or (last == 1 and full == 0)), r["n_train"]
+    assert {r["steps_trained"] for r in rows if r["kind"] == "baseline"} == {""}
 
 
 def test_summary_means_equal_a_direct_computation(finished):

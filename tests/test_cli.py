@@ -44,6 +44,7 @@ def test_run_writes_a_complete_report(runner, pca_method, tmp_path):
         assert key in metrics, key
     assert metrics["params"]["n_components"] == 4 and metrics["normal_class"] == 1
     assert metrics["epochs_trained"] == 0  # the plugin's epochs (PCA: 0, no training loop)
+    assert metrics["steps_trained"] == 0
     scores, labels = np.load(out / "scores.npy")
     assert metrics["auroc"] == pytest.approx(roc_auc_score(labels, scores))
     assert f"auroc={metrics['auroc']:.4f}" in res.stdout

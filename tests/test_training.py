@@ -141,7 +141,7 @@ def test_batches_per_epoch_counts_what_the_trainer_yields(n, batch_size):
     (10, None, 50_000, 64, 10),   # no cap
     (10, 320, 2_000, 64, 10),     # 32 batches x 10 epochs = 320 steps: the cap is not reached
     (10, 320, 6_000, 64, 3),      # 94 batches per epoch: 3 whole epochs = 282 steps
-    (10, 320, 50_000, 64, 1),     # 782 batches: one epoch is more than the cap, still one epoch
+    (10, 320, 50_000, 64, 1),     # 782 batches: one epoch is more than the cap: one (cut short, below)
     (2, 320, 6_000, 64, 2),       # the cap never raises epochs
     (0, 320, 6_000, 64, 0),       # epochs=0 (no training) stays 0
 ])
@@ -161,8 +161,48 @@ def test_max_steps_trains_the_whole_epochs_that_fit_and_only_those(X):
     assert TinyAE(seed=5, max_steps=10_000).fit(X).epochs_ == 4  # a cap above epochs x batches: no change
 
 
+@pytest.mark.parametrize("epochs, max_steps, n, batch_size, expected", [
+    (10, None, 50_000, 64, None),   # no cap
+    (10, 320, 6_000, 64, None),     # 94 batches per epoch: whole epochs (capped_epochs: 3)
+    (10, 320, 20_480, 64, None),    # 320 batches: one whole epoch is exactly the cap
+    (10, 320, 20_481, 64, None),    # a lone last row is dropped: still 320 batches
+    (10, 320, 20_482, 64, 320),     # 321 batches: the one epoch stops after 320
+    (10, 320, 50_000, 64, 320),     # 782 batches: likewise
+    (1, 5, 100, 16, 5),             # 7 batches
+    (0, 5, 100, 16, None),          # epochs=0: no training, nothing to cut
+])
+def test_capped_epoch_steps_by_hand(epochs, max_steps, n, batch_size, expected):
+    from anomalykit.training import capped_epoch_steps
+
+    assert capped_epoch_steps(epochs, max_steps, n, batch_size) == expected
+
+
+def test_a_cut_epoch_is_the_first_batches_of_its_seeded_shuffle():
+    from anomalykit.training import Trainer
+
+    t = Trainer(method="m", modules={}, optimizers={}, epochs=1, batch_size=16, seed=3, device="cpu", epoch_steps=3)
+    # DistributedSampler's shuffle in one process: randperm seeded with seed + epoch
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(3 + 2))
+    got = t.batches(100, 2)
+    assert len(got) == 3 and torch.equal(torch.cat(got), order[:48])
+
+
+def test_max_steps_below_one_epoch_stops_that_epoch(X):
+    # 100 rows, batch 16: 7 batches per epoch, 4 epochs; max_steps=5: one epoch of 5 steps
+    capped = TinyAE(seed=5, max_steps=5).fit(X)
+    assert (capped.epochs_, capped.epoch_steps_, capped.steps_) == (1, 5, 5)
+    assert capped.seen == list(range(5)) and len(capped.history_) == 1
+    whole = TinyAE(seed=5).fit(X)
+    assert (whole.epochs_, whole.epoch_steps_, whole.steps_) == (4, None, 28)
+    assert (TinyAE(seed=5, max_steps=15).fit(X).steps_) == 14  # 2 whole epochs of 7
+
+
 def test_saved_model_keeps_the_epochs_it_trained(X, tmp_path):
     path = TinyAE(seed=5, max_steps=15).fit(X).save(tmp_path / "m.pt")
     loaded = TinyAE.from_checkpoint(safe_load(path, kind="detector"), path=path)  # what anomalykit.load calls
     assert loaded.epochs_ == 2 and loaded.hp.max_steps == 15
+    assert (loaded.epoch_steps_, loaded.steps_) == (None, 14)
+    path = TinyAE(seed=5, max_steps=5).fit(X).save(tmp_path / "cut.pt")
+    loaded = TinyAE.from_checkpoint(safe_load(path, kind="detector"), path=path)
+    assert (loaded.epochs_, loaded.epoch_steps_, loaded.steps_) == (1, 5, 5)
     assert TinyAE().epochs_ is None  # not fitted

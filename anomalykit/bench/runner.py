@@ -55,7 +55,8 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
         det, _ = build_detector(cell.name, method_params(cell.name, cfg, cell.seed))
         outcome = fit_and_score(det, split, progress=progress)
         scores, threshold, fit_s, score_s = outcome.scores, outcome.threshold, outcome.train_seconds, outcome.score_seconds
-        row.update(device=str(det.device), params=json.dumps(det.get_params(), sort_keys=True), epochs_trained=det.epochs_)
+        row.update(device=str(det.device), params=json.dumps(det.get_params(), sort_keys=True), epochs_trained=det.epochs_,
+                   steps_trained=det.steps_)
     m = evaluate(scores, split, threshold, cfg.protocol)
     row.update(auroc=m["auroc"], aupr=m["aupr"], f1=m["f1"], train_seconds=round(fit_s, 2), score_seconds=round(score_s, 2))
     if cfg.protocol == "tabular-topk":

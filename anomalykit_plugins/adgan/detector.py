@@ -144,7 +144,7 @@ class ADGANDetector(Detector):
             lr = 1e-3 if hp.lr is None or hp.lipschitz == "clip" else hp.lr
             enc = self.trainer(modules={"encoder": nets["encoder"]}, phase="encoder",
                                optimizers={"encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=lr, betas=(0.5, 0.9))},
-                               epochs=self.epochs_ if hp.encoder_epochs is None else hp.encoder_epochs)
+                               epochs=hp.encoder_epochs)  # None: the main training's length
             enc.run(X, self._encoder_step)
 
     def _encoder_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
