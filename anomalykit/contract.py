@@ -56,7 +56,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("summary", "attribute", True, "", "one line for `anomalykit list`"),
     Member("params", "attribute", True, "()", "tuple of anomalykit.Param: the schema with defaults (the core adds "
            "epochs, max_steps, batch_size, score_batch_size, seed, device, contamination, preprocess; redeclare one to change its "
-           "default; a schedule over epochs reads self.epochs_, the epochs fit trains: epochs, or fewer under max_steps)"),
+           "default; a schedule over epochs reads self.epochs_, the epochs fit trains: epochs, or fewer under max_steps; when "
+           "max_steps cuts the one epoch short, self.trainer() stops it there and self.epoch_steps_ says after how many batches)"),
     Member("_build", "hook", True, "", "_build(input_shape): create the networks in self.nets for samples of shape (C, H, W) or "
            "(F,); called by fit and by load (so it must not train)"),
     Member("_fit", "hook", True, "", "_fit(X, y): train on the normal rows X (float32, model space; a tensor, or a view read "

@@ -107,7 +107,7 @@ class AMADetector(Detector):
     #: class in a few minutes on 2 CPU cores; ``paper`` is the authors' schedule (for a GPU).
     budgets = {
         # Fashion-MNIST, 2,000 images: 10 epochs of 32 steps, ~1.5-2 min on 2 cores; more images train fewer
-        # epochs (320 steps at most, at least one epoch): AMA's score degrades with the steps, not
+        # epochs (320 steps at most; one epoch longer than that stops after 320): AMA's score degrades with the steps, not
         # the data (validation split, docs/methods/ama.md)
         "small": {"epochs": 10, "batch_size": 64, "max_steps": 320},
         "paper": {"epochs": 100, "batch_size": 256, "width": 64, "latent_dim": 128, "feature_dim": 128,
