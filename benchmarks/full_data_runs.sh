@@ -50,6 +50,7 @@ step() {
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --out $R/fmnist-val-full/csi-aae-epochs$e ;;
         val-oc-csi-plain-e[0-9]*) local e=${1#val-oc-csi-plain-e}
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 --set csi-aae.epochs=$e --set csi-aae.variant=csi --out $R/fmnist-val-full/csi-aae-plain-csi-epochs$e ;;
+        val-oc-csi-seed1) $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 1 --set csi-aae.epochs=10 --out $R/fmnist-val-full/csi-aae-epochs10-seed1 ;;  # the seed noise
         val-oc-baselines) $OC --eval-split val --classes 0,2,4,6,8 --methods '' --baselines iforest,ocsvm,autoencoder --seeds 0 --out $R/fmnist-val-full/baselines-seed0 ;;
         # one or more CSI-AAE parameters at 10 epochs, e.g. val-oc-csi-crop_scale=0.2 or
         # val-oc-csi-f_width=32+lr_f=0.0005 (folder csi-aae-crop_scale-0.2, csi-aae-f_width-32-lr_f-0.0005)
