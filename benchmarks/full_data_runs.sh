@@ -12,6 +12,14 @@ OOD="anomalykit bench --protocol ood --data fashion-mnist --ood-data mnist-5k --
 R=${RESULTS:-benchmarks/results}
 ABL="anomalykit bench --protocol ood --eval-split val --data fashion-mnist --ood-data mnist-5k --max-train 2000 --budget small --threads 1 --seeds 0-2"
 VAL="anomalykit bench --eval-split val --data fashion-mnist --classes 0,2,4,6,8 --max-train 2000 --budget small --threads 1 --seeds 0"
+# set_args METHOD "k1=v1+k2=v2": sets=(--set METHOD.k1=v1 --set METHOD.k2=v2), name=k1-v1-k2-v2
+set_args() {
+    local pairs p
+    sets=()
+    IFS=+ read -ra pairs <<< "$2"
+    for p in "${pairs[@]}"; do sets+=(--set "$1.$p"); done
+    name=$(echo "$2" | tr '=+' '--')
+}
 step() {
     case "$1" in
         oc-baselines) $OC --methods '' --baselines iforest,ocsvm,autoencoder --seeds 0 --out $R/fmnist-oc-full/baselines-seed0 ;;
@@ -54,11 +62,15 @@ step() {
         val-oc-baselines) $OC --eval-split val --classes 0,2,4,6,8 --methods '' --baselines iforest,ocsvm,autoencoder --seeds 0 --out $R/fmnist-val-full/baselines-seed0 ;;
         # one or more CSI-AAE parameters at 10 epochs, e.g. val-oc-csi-crop_scale=0.2 or
         # val-oc-csi-f_width=32+lr_f=0.0005 (folder csi-aae-crop_scale-0.2, csi-aae-f_width-32-lr_f-0.0005)
-        val-oc-csi-*=*) local kv=${1#val-oc-csi-} sets=() name
-            IFS=+ read -ra pairs <<< "$kv"
-            for p in "${pairs[@]}"; do sets+=(--set "csi-aae.$p"); done
-            name=$(echo "$kv" | tr '=+' '--')
+        val-oc-csi-*=*) local kv=${1#val-oc-csi-} sets name
+            set_args csi-aae "$kv"
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-val-full/csi-aae-$name ;;
+        # one or more AMA parameters on the OOD validation split at 2,000 images, seeds 0-2 (the
+        # ablation table's set-up; its full-score-default folder is the default's row), e.g.
+        # val-ood-ama-2k-width=64 (folder ama-ood-val-2k/width-64)
+        val-ood-ama-2k-*=*) local kv=${1#val-ood-ama-2k-} sets name
+            set_args ama "$kv"
+            $ABL --methods ama "${sets[@]}" --out $R/ama-ood-val-2k/$name ;;
         # AMA OOD at 50,000 images: is it the steps or the data? the same ~300 steps from 20,000 images
         # (1 epoch), and one epoch of 50,000 at batch 256 (196 steps)
         val-ood-ama-20k-e1) $OOD --eval-split val --max-train 20000 --methods ama --seeds 0 --set ama.epochs=1 --out $R/fmnist-vs-mnist-full-val/ama-20k-epochs1 ;;
