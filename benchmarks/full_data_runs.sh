@@ -116,6 +116,11 @@ step() {
         val-adgan-e30-n2-s2) $VAL --methods adgan --set adgan.epochs=30 --set adgan.n_seed=2 --seeds 2 --out $R/fmnist-val/adgan-prior-e30-n2-seed2 ;;
         val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
         val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
+        # one or more ADGAN parameters on the one-class validation split at 2,000 images, seeds 0-2,
+        # e.g. val-adgan-score=critic-gaussian (folder fmnist-val/adgan-score-critic-gaussian)
+        val-adgan-*=*) local kv=${1#val-adgan-} sets name
+            set_args adgan "$kv"
+            $VAL --methods adgan "${sets[@]}" --seeds 0-2 --out $R/fmnist-val/adgan-$name ;;
         # issue 25: AMA's Table 1 ablations on the OOD validation split (held-out Fashion-MNIST training
         # rows vs MNIST-5k training rows), 3 seeds, with the default score and the paper's A-score;
         # ROW full, no-mirrored, no-simplex, no-atypical, each optionally with -lneg5 (e.g. ablation-no-atypical-lneg5-score-a)

@@ -36,11 +36,15 @@ import math
 import torch
 
 from anomalykit import Detector, InputError, Param
-from anomalykit.sdk import frozen, gp_weight_param, latent_dim_param, lipschitz_param
+from anomalykit.sdk import FeatureGaussian, frozen, gp_weight_param, latent_dim_param, lipschitz_param
 
 from . import losses
 from .networks import build_networks
 from .search import IMPLEMENTATIONS, THETA_COPIES, SearchConfig, initial_latents, search
+
+
+#: ``score`` choices; the last is not the paper's (see ``_fit_critic_gaussian``)
+SCORES = ("loss", "loss-features", "latent-prior", "critic", "critic-gaussian")
 
 
 def latent_size(input_shape, requested: int | None) -> int:
@@ -90,7 +94,9 @@ class ADGANDetector(Detector):
         Param("theta_copies", "seed", "who owns a θ copy: seed (Algorithm 1), sample (shared by a sample's seeds), none (θ fixed; ablation)", choices=THETA_COPIES),
         Param("score", "loss", "loss (Algorithm 1), loss-features (the search's result scored as f-AnoGAN scores: pixel "
               "residual / n + kappa x critic-feature residual / n_f, mean over seeds), latent-prior (−log p_z of the final "
-              "latents) or critic (−d(x)); sec. 4.3 ablations", choices=("loss", "loss-features", "latent-prior", "critic")),
+              "latents), critic (−d(x); sec. 4.3 ablations) or critic-gaussian (no search: −log density of the critic's "
+              "features f(x) under a Gaussian fitted to the training rows, Ledoit-Wolf; the score AMA and MAE-simplex "
+              "take on their critics)", choices=SCORES),
         Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
         Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
     )
@@ -138,6 +144,7 @@ class ADGANDetector(Detector):
         trainer = self.trainer(modules={k: nets[k] for k in ("generator", "critic")},
                                optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
         trainer.run(X, self._train_step)
+        self._fit_critic_gaussian(X)
         if hp.start == "encoder":
             nets["generator"].eval()  # g_θ and the critic are fixed while E learns to invert g_θ
             nets["critic"].eval()
@@ -221,7 +228,43 @@ class ADGANDetector(Detector):
             implementation=self.hp.scoring, chunk=self.hp.search_chunk, keep_outputs=keep_outputs,
         )
 
+    def critic_features(self, X: torch.Tensor) -> torch.Tensor:
+        """The critic's penultimate features f(x) of rows ``X`` (model space), in batches: (N, F) float64."""
+        critic = self.nets["critic"].eval()
+        with torch.no_grad():
+            return self.map_batches(critic.features, X, desc="critic features").double()
+
+    def _fit_critic_gaussian(self, X: torch.Tensor) -> None:
+        """``score="critic-gaussian"``: fit N(μ, Σ) (Ledoit-Wolf, :class:`~anomalykit.sdk.FeatureGaussian`)
+        to the trained critic's features of the training rows; the score is then −log N(f(x); μ, Σ),
+        with no search. Not in the ADGAN paper (whose score is Algorithm 1's search loss): it is
+        the Gaussian on critic features that AMA (eq. 6 on feature vectors) and MAE-simplex score
+        with, applied to the WGAN critic that ADGAN trains anyway."""
+        self.feature_gaussian_ = None
+        if self.hp.score == "critic-gaussian":
+            f = self.critic_features(X)
+            if not bool(torch.isfinite(f).all()):
+                raise ValueError("the critic's features of the training rows are not finite; the WGAN diverged")
+            self.feature_gaussian_ = FeatureGaussian.fit(f)
+
+    def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
+        """critic-gaussian: each training row under the Gaussian of the other folds (in-sample
+        scores sit too close to the mean and would set too low a threshold); else the core's rule."""
+        if self.hp.score == "critic-gaussian":
+            return FeatureGaussian.cross_fitted_scores(self.critic_features(X))
+        return super()._training_scores(X)
+
+    def _extra_state(self) -> dict:
+        return FeatureGaussian.optional_state(getattr(self, "feature_gaussian_", None))
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score == "critic-gaussian",
+                                                                     score=self.hp.score)
+
     def _score(self, X):
+        if self.hp.score == "critic-gaussian":
+            with torch.no_grad():
+                return self.feature_gaussian_.neg_log_density(self.nets["critic"].eval().features(X))
         if self.hp.score == "critic":
             with torch.no_grad():
                 return losses.critic_score(self.nets["critic"](X))
