@@ -210,6 +210,7 @@ def test_exported_file_keeps_the_fitted_constants(fitted, exported):
     dict(scoring="reference"),
     dict(score="critic"),
     dict(score="critic-gaussian"),
+    dict(score="residual-gaussian"),
 ])
 def test_adgan_scoring_variants_export_to_torchscript(params, registry_with_pca, digits, tmp_path, one_thread):
     train, held_out = digits

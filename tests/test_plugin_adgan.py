@@ -232,40 +232,47 @@ def test_ablation_scores(fitted, digits):
         np.testing.assert_allclose(det.score_samples(x), (-det.nets["critic"](model_space(det, x))).numpy(), rtol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def critic_gaussian(digits):
-    return anomalykit.load_method("adgan", **{**TINY, "score": "critic-gaussian"}).fit(digits.X_train, progress=False)
+@pytest.fixture(scope="module", params=["critic-gaussian", "residual-gaussian"])
+def gaussian_scored(request, digits):
+    return anomalykit.load_method("adgan", **{**TINY, "score": request.param}).fit(digits.X_train, progress=False)
 
 
-def test_critic_gaussian_score_is_the_mahalanobis_distance_of_critic_features(critic_gaussian, digits):
-    """score=critic-gaussian against scikit-learn: ½ × LedoitWolf's squared Mahalanobis distance of
-    the critic's features f(x) from the training rows' Gaussian, plus one constant (½ log|Σ| + F/2 log 2π)."""
+def test_gaussian_scores_are_the_mahalanobis_distance_of_critic_features(gaussian_scored, digits):
+    """score=critic-gaussian / residual-gaussian against scikit-learn: ½ × LedoitWolf's squared
+    Mahalanobis distance of v = f(x) (or f(x) − f(x̂), x̂ the reconstruction ``reconstruct`` returns)
+    from the training rows' Gaussian, plus one constant (½ log|Σ| + F/2 log 2π)."""
     from sklearn.covariance import LedoitWolf
 
-    det = critic_gaussian
+    det = gaussian_scored
     critic = det.nets["critic"].eval()
-    with torch.no_grad():
-        f_train = critic.features(model_space(det, digits.X_train)).double().numpy()
-        f_test = critic.features(model_space(det, digits.X_test)).double().numpy()
-    half_maha = 0.5 * LedoitWolf().fit(f_train).mahalanobis(f_test)
-    offset = det.score_samples(digits.X_test) - half_maha
-    np.testing.assert_allclose(offset, np.full_like(offset, offset[0]), rtol=0, atol=1e-5 * np.abs(half_maha).max())
+
+    def vectors(x):
+        with torch.no_grad():
+            f = critic.features(model_space(det, x))
+            if det.hp.score == "residual-gaussian":
+                f = f - critic.features(model_space(det, det.reconstruct(x)))
+        return f.double().numpy()
+
+    test = digits.X_test[:60]
+    half_maha = 0.5 * LedoitWolf().fit(vectors(digits.X_train)).mahalanobis(vectors(test))
+    offset = det.score_samples(test) - half_maha
+    np.testing.assert_allclose(offset, np.full_like(offset, offset[0]), rtol=0, atol=1e-4 * np.abs(half_maha).max())
     assert np.isfinite(det.threshold_)
 
 
-def test_critic_gaussian_training_scores_are_cross_fitted(critic_gaussian, digits):
+def test_gaussian_training_scores_are_cross_fitted(gaussian_scored, digits):
     """The threshold's training scores: each row under a Gaussian fitted without its fold, so they
-    exceed the in-sample scores (a row pulls its own Gaussian towards it), row by row on average."""
-    in_sample = critic_gaussian.score_samples(digits.X_train)
-    assert critic_gaussian.decision_scores_.shape == in_sample.shape
-    assert (critic_gaussian.decision_scores_ - in_sample).mean() > 0
+    exceed the in-sample scores on average (a row pulls its own Gaussian towards it)."""
+    in_sample = gaussian_scored.score_samples(digits.X_train)
+    assert gaussian_scored.decision_scores_.shape == in_sample.shape
+    assert (gaussian_scored.decision_scores_ - in_sample).mean() > 0
 
 
-def test_critic_gaussian_survives_save_and_load_and_needs_its_state(critic_gaussian, digits, tmp_path):
-    again = anomalykit.load(critic_gaussian.save(tmp_path / "adgan-cg.pt"))
-    np.testing.assert_array_equal(again.score_samples(digits.X_test[:10]), critic_gaussian.score_samples(digits.X_test[:10]))
+def test_gaussian_scores_survive_save_and_load_and_need_their_state(gaussian_scored, digits, tmp_path):
+    again = anomalykit.load(gaussian_scored.save(tmp_path / "adgan-gaussian.pt"))
+    np.testing.assert_array_equal(again.score_samples(digits.X_test[:10]), gaussian_scored.score_samples(digits.X_test[:10]))
     with pytest.raises(ValueError, match="needs the fitted feature Gaussian"):
-        copy.deepcopy(critic_gaussian)._load_extra_state({})
+        copy.deepcopy(gaussian_scored)._load_extra_state({})
 
 
 def test_reconstruct_is_the_best_seed_output(fitted, digits):

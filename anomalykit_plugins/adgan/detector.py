@@ -4,7 +4,10 @@ Training: a WGAN on the normal data. Each trainer step is one critic step on a f
 (maximise E[d(x)] − E[d(g(z))], z ~ N(0, I)) under a gradient penalty (λ = 10, Adam betas
 (0.5, 0.9)) or weight clipping (c = 0.01, RMSprop, as in the original WGAN); every ``n_critic``-th
 step also takes one generator step. All noise comes from the trainer's seeded generator. The
-critic is kept (for the ``score="critic"`` ablation) but the default score never uses it.
+critic is kept: the default score never uses it, the ``score="critic"`` ablation and the Gaussian
+scores (``critic-gaussian``: −log density of its features f(x) under a Gaussian fitted to the training
+rows, no search; ``residual-gaussian``: the same on f(x) − f(x̂) of the search's best x̂; not the
+paper's) do.
 
 Starting point of the search (``start``): ``prior`` is Algorithm 1 (n_seed draws from p_z, the
 same for every sample); ``encoder`` follows the paper's section 5 ("initializing from an
@@ -43,8 +46,9 @@ from .networks import build_networks
 from .search import IMPLEMENTATIONS, THETA_COPIES, SearchConfig, initial_latents, search
 
 
-#: ``score`` choices; the last is not the paper's (see ``_fit_critic_gaussian``)
-SCORES = ("loss", "loss-features", "latent-prior", "critic", "critic-gaussian")
+#: ``score`` choices; the Gaussian ones are not the paper's (see ``ADGANDetector._fit_feature_gaussian``)
+GAUSSIAN_SCORES = ("critic-gaussian", "residual-gaussian")
+SCORES = ("loss", "loss-features", "latent-prior", "critic", *GAUSSIAN_SCORES)
 
 
 def latent_size(input_shape, requested: int | None) -> int:
@@ -94,9 +98,10 @@ class ADGANDetector(Detector):
         Param("theta_copies", "seed", "who owns a θ copy: seed (Algorithm 1), sample (shared by a sample's seeds), none (θ fixed; ablation)", choices=THETA_COPIES),
         Param("score", "loss", "loss (Algorithm 1), loss-features (the search's result scored as f-AnoGAN scores: pixel "
               "residual / n + kappa x critic-feature residual / n_f, mean over seeds), latent-prior (−log p_z of the final "
-              "latents), critic (−d(x); sec. 4.3 ablations) or critic-gaussian (no search: −log density of the critic's "
-              "features f(x) under a Gaussian fitted to the training rows, Ledoit-Wolf; the score AMA and MAE-simplex "
-              "take on their critics)", choices=SCORES),
+              "latents), critic (−d(x); sec. 4.3 ablations); not the paper's: critic-gaussian (no search: −log density of the "
+              "critic's features f(x) under a Gaussian fitted to the training rows, Ledoit-Wolf, the score AMA and "
+              "MAE-simplex take on their critics) or residual-gaussian (the same Gaussian on f(x) − f(x̂), x̂ the search's "
+              "best reconstruction)", choices=SCORES),
         Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
         Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
     )
@@ -144,7 +149,7 @@ class ADGANDetector(Detector):
         trainer = self.trainer(modules={k: nets[k] for k in ("generator", "critic")},
                                optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
         trainer.run(X, self._train_step)
-        self._fit_critic_gaussian(X)
+        self._fit_feature_gaussian(X)
         if hp.start == "encoder":
             nets["generator"].eval()  # g_θ and the critic are fixed while E learns to invert g_θ
             nets["critic"].eval()
@@ -228,43 +233,46 @@ class ADGANDetector(Detector):
             implementation=self.hp.scoring, chunk=self.hp.search_chunk, keep_outputs=keep_outputs,
         )
 
-    def critic_features(self, X: torch.Tensor) -> torch.Tensor:
-        """The critic's penultimate features f(x) of rows ``X`` (model space), in batches: (N, F) float64."""
+    def score_features(self, X: torch.Tensor) -> torch.Tensor:
+        """The vectors the Gaussian scores see, for a batch ``X`` (model space, on ``self.device``):
+        f(x) (``critic-gaussian``) or f(x) − f(x̂) with x̂ = g_{θ_k}(z_k) of the best seed
+        (``residual-gaussian``), f the critic's penultimate features: (N, F) float64."""
         critic = self.nets["critic"].eval()
+        x_hat = self.latent_search(X, keep_outputs=True).best_outputs() if self.hp.score == "residual-gaussian" else None
         with torch.no_grad():
-            return self.map_batches(critic.features, X, desc="critic features").double()
+            f = critic.features(X)
+            return (f if x_hat is None else f - critic.features(x_hat)).double()
 
-    def _fit_critic_gaussian(self, X: torch.Tensor) -> None:
-        """``score="critic-gaussian"``: fit N(μ, Σ) (Ledoit-Wolf, :class:`~anomalykit.sdk.FeatureGaussian`)
-        to the trained critic's features of the training rows; the score is then −log N(f(x); μ, Σ),
-        with no search. Not in the ADGAN paper (whose score is Algorithm 1's search loss): it is
-        the Gaussian on critic features that AMA (eq. 6 on feature vectors) and MAE-simplex score
-        with, applied to the WGAN critic that ADGAN trains anyway."""
+    def _fit_feature_gaussian(self, X: torch.Tensor) -> None:
+        """The Gaussian scores (``score`` critic-gaussian or residual-gaussian): fit N(μ, Σ)
+        (Ledoit-Wolf, :class:`~anomalykit.sdk.FeatureGaussian`) to :meth:`score_features` of the
+        training rows; the score is −log N(v; μ, Σ). Not in the ADGAN paper (whose score is
+        Algorithm 1's search loss): it is AMA's eq. 6 on feature vectors and MAE-simplex's score,
+        applied to the WGAN critic that ADGAN trains anyway."""
         self.feature_gaussian_ = None
-        if self.hp.score == "critic-gaussian":
-            f = self.critic_features(X)
-            if not bool(torch.isfinite(f).all()):
+        if self.hp.score in GAUSSIAN_SCORES:
+            v = self.map_batches(self.score_features, X, desc="score features")
+            if not bool(torch.isfinite(v).all()):
                 raise ValueError("the critic's features of the training rows are not finite; the WGAN diverged")
-            self.feature_gaussian_ = FeatureGaussian.fit(f)
+            self.feature_gaussian_ = FeatureGaussian.fit(v)
 
     def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
-        """critic-gaussian: each training row under the Gaussian of the other folds (in-sample
+        """Gaussian scores: each training row under the Gaussian of the other folds (in-sample
         scores sit too close to the mean and would set too low a threshold); else the core's rule."""
-        if self.hp.score == "critic-gaussian":
-            return FeatureGaussian.cross_fitted_scores(self.critic_features(X))
+        if self.hp.score in GAUSSIAN_SCORES:
+            return FeatureGaussian.cross_fitted_scores(self.map_batches(self.score_features, X, desc="threshold"))
         return super()._training_scores(X)
 
     def _extra_state(self) -> dict:
         return FeatureGaussian.optional_state(getattr(self, "feature_gaussian_", None))
 
     def _load_extra_state(self, state: dict) -> None:
-        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score == "critic-gaussian",
+        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score in GAUSSIAN_SCORES,
                                                                      score=self.hp.score)
 
     def _score(self, X):
-        if self.hp.score == "critic-gaussian":
-            with torch.no_grad():
-                return self.feature_gaussian_.neg_log_density(self.nets["critic"].eval().features(X))
+        if self.hp.score in GAUSSIAN_SCORES:
+            return self.feature_gaussian_.neg_log_density(self.score_features(X))
         if self.hp.score == "critic":
             with torch.no_grad():
                 return losses.critic_score(self.nets["critic"](X))
