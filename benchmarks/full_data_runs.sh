@@ -116,6 +116,11 @@ step() {
         val-adgan-e30-n2-s2) $VAL --methods adgan --set adgan.epochs=30 --set adgan.n_seed=2 --seeds 2 --out $R/fmnist-val/adgan-prior-e30-n2-seed2 ;;
         val-adgan-enc-g16)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.g_width=16 --out $R/fmnist-val/adgan-encoder-n1-k5-g16 ;;
         val-adgan-enc-e30)  $VAL --methods adgan --set adgan.start=encoder --set adgan.n_seed=1 --set adgan.epochs=30 --out $R/fmnist-val/adgan-encoder-n1-k5-e30 ;;
+        # ADGAN with score=critic-gaussian (its default since issue 25), the test split, run once
+        oc2k-adgan-cg)     $OC --max-train 2000 --methods adgan --seeds 0-1 --out $R/fmnist-oc-2k/adgan-critic-gaussian-seeds01 ;;
+        oc2k-adgan-cg-s2)  $OC --max-train 2000 --methods adgan --seeds 2 --out $R/fmnist-oc-2k/adgan-critic-gaussian-seed2 ;;
+        oc-adgan-cg)       $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-critic-gaussian-seed0 ;;
+        ood2k-adgan-cg)    $OOD --max-train 2000 --methods adgan --seeds 0-2 --out $R/fmnist-vs-mnist-adgan-critic-gaussian ;;
         # one or more ADGAN parameters on the one-class validation split at 2,000 images, seeds 0-2,
         # e.g. val-adgan-score=critic-gaussian (folder fmnist-val/adgan-score-critic-gaussian)
         val-adgan-*=*) local kv=${1#val-adgan-} sets name

@@ -35,7 +35,7 @@ ROUNDS = int(os.environ.get("ANOMALYKIT_BENCH_ROUNDS", "3"))
 
 CSI_TINY = dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1)
 CASES = {
-    "adgan-1-epoch": ("adgan", dict(epochs=1), 32),
+    "adgan-1-epoch": ("adgan", dict(epochs=1, score="loss"), 32),
     "csi-aae-tiny": ("csi-aae", dict(CSI_TINY, seed=1), None),
     "mae-simplex-1-epoch": ("mae-simplex", dict(epochs=1, seed=3), 0),
 }

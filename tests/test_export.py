@@ -208,6 +208,7 @@ def test_exported_file_keeps_the_fitted_constants(fitted, exported):
     dict(theta_copies="none", score="latent-prior"),
     dict(scoring="vmap"),
     dict(scoring="reference"),
+    dict(score="loss"),
     dict(score="critic"),
     dict(score="critic-gaussian"),
     dict(score="residual-gaussian"),

@@ -22,7 +22,7 @@ from anomalykit_plugins.adgan.search import (
 from conftest import model_space
 
 # small but real settings: θ adaptation strong enough that a θ leak between samples would show
-TINY = dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, seed=3)
+TINY = dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, seed=3, score="loss")
 
 
 @pytest.fixture(scope="module")

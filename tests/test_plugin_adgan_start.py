@@ -16,7 +16,7 @@ from anomalykit_plugins.adgan.search import SearchConfig, search_batched, search
 
 from conftest import model_space
 
-TINY = dict(epochs=2, batch_size=32, g_width=4, d_width=8, lr_theta=1e-2, seed=3, device="cpu")
+TINY = dict(epochs=2, batch_size=32, g_width=4, d_width=8, lr_theta=1e-2, seed=3, device="cpu", score="loss")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_feature_score_by_hand():
 
 
 def test_loss_features_score_is_the_f_anogan_score_of_g_of_e_of_x(digits):
-    det = anomalykit.load_method("adgan", **TINY, start="encoder", n_seed=1, k=0, score="loss-features", kappa=2.0).fit(
+    det = anomalykit.load_method("adgan", **{**TINY, "score": "loss-features"}, start="encoder", n_seed=1, k=0, kappa=2.0).fit(
         digits.X_train, progress=False)
     x = model_space(det, digits.X_test[:10])
     with torch.no_grad():

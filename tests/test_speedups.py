@@ -169,7 +169,7 @@ def test_adgan_scores_agree_float32_between_paths():
 
     g = torch.Generator().manual_seed(0)
     X = torch.rand(64, 1, 28, 28, generator=g) * 2 - 1
-    det = anomalykit.load_method("adgan", epochs=1, batch_size=32, n_seed=3, k=3, preprocess="none").fit(X[:32], progress=False)
+    det = anomalykit.load_method("adgan", epochs=1, batch_size=32, n_seed=3, k=3, score="loss", preprocess="none").fit(X[:32], progress=False)
     with speedups(False):
         eager = det.score_samples(X[32:])
     with speedups(True):
