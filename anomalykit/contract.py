@@ -86,7 +86,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("_load_extra_state", "hook", False, "refuses any extra state", "_load_extra_state(state): restore what "
            "_extra_state returned; raise ValueError/KeyError for a state that does not fit"),
     Member("score_needs_grad", "attribute", False, "False", "export: True if _score takes gradient steps and scores each row "
-           "independently (TorchScript only, recorded a block of rows at a time)"),
+           "independently (TorchScript only, recorded a block of rows at a time); it may be a property where only some "
+           "parameters' scores do"),
     Member("export_unsupported", "attribute", False, "None", "export: a one-line reason the method (or these parameters: it "
            "may be a property) cannot be exported"),
     Member("_export_params", "hook", False, "{}", "export: parameters set while the score is recorded (e.g. an equivalent "
@@ -127,8 +128,9 @@ def check_method_class(cls) -> str | None:
         if m.kind == "hook" and not callable(getattr(cls, m.name)):
             return f"{label}.{m.name} must be a method"
     for attr in ("supports_labels", "score_needs_grad", "streams_training_rows"):
-        if not isinstance(getattr(cls, attr), bool):
-            return f"{label}.{attr} must be True or False"
+        value = getattr(cls, attr)
+        if not isinstance(value, bool) and not (attr == "score_needs_grad" and isinstance(value, property)):
+            return f"{label}.{attr} must be True or False" + (" (or a property returning one)" if attr == "score_needs_grad" else "")
     reason = cls.__dict__.get("export_unsupported", None)
     if reason is not None and not isinstance(reason, (str, property)):
         return f"{label}.export_unsupported must be None, a one-line string, or a property returning one"

@@ -100,7 +100,8 @@ class Detector(BaseEstimator):
     streams_training_rows: ClassVar[bool] = False
     #: Export (:meth:`export`): True if ``_score`` takes gradient steps (autograd inside scoring)
     #: and scores each row independently of the others; the exporter then records the
-    #: computation, gradients included, for a block of rows (TorchScript only).
+    #: computation, gradients included, for a block of rows (TorchScript only). A property where
+    #: it depends on the parameters (ADGAN: only the scores that search).
     score_needs_grad: ClassVar[bool] = False
     #: Export: a one-line reason if the method cannot be exported (``export`` refuses with it).
     export_unsupported: ClassVar[str | None] = None

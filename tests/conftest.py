@@ -101,7 +101,9 @@ def blobs():
 TINY_PARAMS = {
     "ama": dict(epochs=2, width=8, feature_dim=16, n_critic=1, batch_size=32),
     "mae-simplex": dict(epochs=2, width=8, hidden=32, latent_dim=8, batch_size=32, n_critic=1),
-    "adgan": dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2),
+    # score=loss: the latent search, the heavy path (gradient steps in the score, TorchScript-only
+    # export); the default score (critic-gaussian, a forward pass) has its own tests
+    "adgan": dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, score="loss"),
     "csi-aae": dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1),
     "pca-recon": dict(n_components=4),
 }

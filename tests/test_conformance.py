@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import anomalykit
 from anomalykit import Detector, Param, hookimpl
 from anomalykit.testing import check_method
 
@@ -23,6 +24,16 @@ def test_every_installed_method_passes(installed_methods, one_thread):
         passed = check_method(method, params=params_for(method))
         assert any(p.startswith("export") for p in passed), method
         assert any(p.startswith("save/load") for p in passed), method
+
+
+def test_adgan_default_score_passes(one_thread):
+    """The generic tests run ADGAN with score=loss (the search); its default score, the critic's
+    Gaussian, passes the kit too, ONNX export included (a forward pass, no gradient steps)."""
+    params = {**params_for("adgan"), "score": "critic-gaussian"}
+    passed = check_method("adgan", params=params)
+    assert any(p.startswith("export") for p in passed) and any(p.startswith("save/load") for p in passed)
+    det = anomalykit.load_method("adgan", **params)
+    assert det.score_needs_grad is False and anomalykit.load_method("adgan", score="loss").score_needs_grad is True
 
 
 class _PCA(Detector):

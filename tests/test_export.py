@@ -215,7 +215,7 @@ def test_exported_file_keeps_the_fitted_constants(fitted, exported):
 ])
 def test_adgan_scoring_variants_export_to_torchscript(params, registry_with_pca, digits, tmp_path, one_thread):
     train, held_out = digits
-    det = anomalykit.load_method("adgan", **tiny_params("adgan"), device="cpu", **params).fit(train[:64])
+    det = anomalykit.load_method("adgan", **tiny_params("adgan", **params), device="cpu").fit(train[:64])
     path = det.export(tmp_path / "adgan.pt")
     reference = det.score_samples(held_out[:20])
     close(run_torchscript(path, held_out[:20]), reference)
@@ -225,6 +225,17 @@ def test_adgan_scoring_variants_export_to_torchscript(params, registry_with_pca,
     odd = torch.as_strided(x, x.shape, (64, 1, 8, 1))
     with torch.no_grad():
         close(torch.jit.load(str(path))(odd).numpy(), reference)
+
+
+@pytest.mark.parametrize("score", ["critic-gaussian", "critic"])
+def test_adgan_scores_without_search_export_to_onnx(score, registry_with_pca, digits, tmp_path, one_thread):
+    """The critic's own scores (critic-gaussian, ADGAN's default, and critic) are a forward pass:
+    no gradient steps, so ONNX is not refused, and the graph scores as the model does."""
+    train, held_out = digits
+    det = anomalykit.load_method("adgan", **tiny_params("adgan", score=score), device="cpu").fit(train[:64])
+    assert det.score_needs_grad is False
+    reference = det.score_samples(held_out[:20])
+    close(run_onnx(det.export(tmp_path / "adgan.onnx"), held_out[:20]), reference)
 
 
 def test_adgan_onnx_is_refused_with_one_line(fitted, tmp_path):
