@@ -121,6 +121,7 @@ step() {
         oc2k-adgan-cg-s2)  $OC --max-train 2000 --methods adgan --seeds 2 --out $R/fmnist-oc-2k/adgan-critic-gaussian-seed2 ;;
         oc-adgan-cg)       $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-critic-gaussian-seed0 ;;
         ood2k-adgan-cg)    $OOD --max-train 2000 --methods adgan --seeds 0-2 --out $R/fmnist-vs-mnist-adgan-critic-gaussian ;;
+        ood-adgan-cg)      $OOD --methods adgan --seeds 0 --out $R/fmnist-vs-mnist-full/adgan-critic-gaussian-seed0 ;;
         # one or more ADGAN parameters on the one-class validation split at 2,000 images, seeds 0-2,
         # e.g. val-adgan-score=critic-gaussian (folder fmnist-val/adgan-score-critic-gaussian)
         val-adgan-*=*) local kv=${1#val-adgan-} sets name
