@@ -183,6 +183,22 @@ def test_a_features_is_minus_log_gaussian_density_of_the_feature_differences(dig
     np.testing.assert_array_equal(again.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
 
 
+def test_real_features_is_the_mahalanobis_distance_of_the_real_pair_features(digits0, tmp_path):
+    """score=real-features against scikit-learn: ½ × LedoitWolf's squared Mahalanobis distance of
+    f(x, x) from the training rows' Gaussian, plus one constant; saved and loaded with the model."""
+    from sklearn.covariance import LedoitWolf
+
+    det = anomalykit.load_method("ama", **dict(TINY, score="real-features")).fit(digits0.X_train)
+    with torch.no_grad():
+        tr_real, _ = det.pair_features(model_space(det, digits0.X_train))
+        te_real, _ = det.pair_features(model_space(det, digits0.X_test))
+    half_maha = 0.5 * LedoitWolf().fit(tr_real.double().numpy()).mahalanobis(te_real.double().numpy())
+    offset = det.score_samples(digits0.X_test) - half_maha
+    np.testing.assert_allclose(offset, np.full_like(offset, offset[0]), rtol=0, atol=1e-5 * np.abs(half_maha).max())
+    again = anomalykit.load(det.save(tmp_path / "ama-real.pt"))
+    np.testing.assert_array_equal(again.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
+
+
 def test_pixel_term_by_hand():
     x = torch.zeros(2, 1, 2, 2)
     x_rec = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0]).reshape(2, 1, 2, 2)

@@ -49,6 +49,9 @@ from anomalykit.sdk import (
 from . import losses
 from .networks import build_networks
 
+#: the scores that fit a Gaussian (Ledoit-Wolf) to critic feature vectors of the training rows
+FEATURE_SCORES = ("a-features", "real-features")
+
 
 class AMADetector(Detector):
     """Adversarial Mirrored AutoEncoder (see the module docstring for the schedule and scores)."""
@@ -100,7 +103,9 @@ class AMADetector(Detector):
               "rows (training decodes interpolants and negatives too, which skews the running statistics)"),
         Param("score", "a-features", "a-features (default): −log density of the feature difference f(x,x) − f(x,x̂) under a "
               "Gaussian fitted to the training rows (eq. 6 on the vector whose L1 norm is R; Ledoit-Wolf); a: the paper's −log "
-              "A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation)", choices=("a", "r", "a-features")),
+              "A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation); real-features (not the "
+              "paper's): the same Gaussian on the real pair's features f(x,x) alone, no reconstruction (as ADGAN's default)",
+              choices=("a", "r", "a-features", "real-features")),
     )
 
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` fits one Fashion-MNIST
@@ -288,27 +293,32 @@ class AMADetector(Detector):
         """Eq. 5 for a batch on ``self.device``: (B,) R-scores."""
         return losses.r_score(*self.pair_features(x))
 
+    def feature_vectors(self, f_real: torch.Tensor, f_rec: torch.Tensor) -> torch.Tensor:
+        """What the feature Gaussian sees, (B, F): the difference f(x,x) − f(x,x̂) (``a-features``) or
+        the real pair's features f(x,x) (``real-features``)."""
+        return f_real if self.hp.score == "real-features" else f_real - f_rec
+
     def _r_and_differences(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """R-scores (N,) and feature differences f(x,x) − f(x,x̂) (N, F) of rows X, float64, in batches."""
+        """R-scores (N,) and the feature vectors of :meth:`feature_vectors` (N, F) of rows X, float64, in batches."""
         self.nets.eval()
 
         def stats(x):
             f_real, f_rec = self.pair_features(x)
-            return torch.cat([losses.r_score(f_real, f_rec).unsqueeze(1), f_real - f_rec], 1)
+            return torch.cat([losses.r_score(f_real, f_rec).unsqueeze(1), self.feature_vectors(f_real, f_rec)], 1)
 
         both = self.map_batches(stats, X, desc="score statistics").double()
         return both[:, 0], both[:, 1:]
 
     def _fit_score_statistics(self, X: torch.Tensor) -> None:
         """Fit the score's Gaussian to the training rows (streamed in batches; all ranks see all rows):
-        N(μ, σ²) of the R-scores (eq. 6), and for ``score="a-features"`` N(μ, Σ) of the feature
-        differences."""
+        N(μ, σ²) of the R-scores (eq. 6), and for the feature scores (``a-features``,
+        ``real-features``) N(μ, Σ) of the feature vectors."""
         r, diff = self._r_and_differences(X)
         self.r_mean_ = float(r.mean())
         self.r_std_ = float(r.std(unbiased=False)) if r.numel() > 1 else 1.0
         if not math.isfinite(self.r_mean_) or not math.isfinite(self.r_std_) or not bool(torch.isfinite(diff).all()):
             raise ValueError("training R-scores are not finite; the model diverged")
-        self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score == "a-features" else None
+        self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score in FEATURE_SCORES else None
 
     def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
         """The training rows scored as new rows are: for a-features each row under the Gaussian of
@@ -321,14 +331,14 @@ class AMADetector(Detector):
     def _scores_from(self, r: torch.Tensor, diff: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "r":
             return r.double()
-        if self.hp.score == "a-features":  # eq. 6 on the vector whose L1 norm is R (eq. 5)
+        if self.hp.score in FEATURE_SCORES:  # eq. 6 on the vector whose L1 norm is R (eq. 5), or on f(x,x)
             return self.feature_gaussian_.neg_log_density(diff)
         return losses.neg_log_a_score(r, self.r_mean_, self.r_std_)
 
     @torch.no_grad()
     def _score(self, X):
         f_real, f_rec = self.pair_features(X)
-        return self._scores_from(losses.r_score(f_real, f_rec), f_real - f_rec)
+        return self._scores_from(losses.r_score(f_real, f_rec), self.feature_vectors(f_real, f_rec))
 
     def _reconstruct(self, x):
         return self.nets["generator"](self.nets["encoder"](x))
@@ -339,4 +349,4 @@ class AMADetector(Detector):
     def _load_extra_state(self, state):
         self.r_mean_ = float(state["r_mean"])
         self.r_std_ = float(state["r_std"])
-        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score == "a-features", score=self.hp.score)
+        self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score in FEATURE_SCORES, score=self.hp.score)
