@@ -122,6 +122,15 @@ step() {
         oc-adgan-cg)       $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-critic-gaussian-seed0 ;;
         ood2k-adgan-cg)    $OOD --max-train 2000 --methods adgan --seeds 0-2 --out $R/fmnist-vs-mnist-adgan-critic-gaussian ;;
         ood-adgan-cg)      $OOD --methods adgan --seeds 0 --out $R/fmnist-vs-mnist-full/adgan-critic-gaussian-seed0 ;;
+        # one or more AMA parameters on the one-class validation split at 2,000 images, seed 0, e.g.
+        # val-ama-score=real-features (folder fmnist-val/ama-score-real-features; fmnist-val/ama-default is the default's)
+        val-ama-*=*) local kv=${1#val-ama-} sets name
+            set_args ama "$kv"
+            $VAL --methods ama "${sets[@]}" --out $R/fmnist-val/ama-$name ;;
+        # AMA on the OOD test split with all 60,000 images and a parameter, e.g. ood-ama-cut-score=real-features
+        ood-ama-cut-*=*) local kv=${1#ood-ama-cut-} sets name
+            set_args ama "$kv"
+            $OOD --methods ama --seeds 0 "${sets[@]}" --out $R/fmnist-vs-mnist-full/ama-max-steps-cut-$name-seed0 ;;
         # one or more ADGAN parameters on the one-class validation split at 2,000 images, seeds 0-2,
         # e.g. val-adgan-score=critic-gaussian (folder fmnist-val/adgan-score-critic-gaussian)
         val-adgan-*=*) local kv=${1#val-adgan-} sets name
