@@ -4,10 +4,10 @@ Training: a WGAN on the normal data. Each trainer step is one critic step on a f
 (maximise E[d(x)] − E[d(g(z))], z ~ N(0, I)) under a gradient penalty (λ = 10, Adam betas
 (0.5, 0.9)) or weight clipping (c = 0.01, RMSprop, as in the original WGAN); every ``n_critic``-th
 step also takes one generator step. All noise comes from the trainer's seeded generator. The
-critic is kept: the default score never uses it, the ``score="critic"`` ablation and the Gaussian
-scores (``critic-gaussian``: −log density of its features f(x) under a Gaussian fitted to the training
-rows, no search; ``residual-gaussian``: the same on f(x) − f(x̂) of the search's best x̂; not the
-paper's) do.
+critic is kept: the default score (``critic-gaussian``: −log density of its features f(x) under a
+Gaussian fitted to the training rows, no search) and ``residual-gaussian`` (the same on
+f(x) − f(x̂) of the search's best x̂), neither of them the paper's, use its features; the
+``score="critic"`` ablation its value; Algorithm 1's ``score="loss"`` does not use it.
 
 Starting point of the search (``start``): ``prior`` is Algorithm 1 (n_seed draws from p_z, the
 same for every sample); ``encoder`` follows the paper's section 5 ("initializing from an
@@ -108,8 +108,8 @@ class ADGANDetector(Detector):
               "residual / n + kappa x critic-feature residual / n_f, mean over seeds), latent-prior (−log p_z of the final "
               "latents), critic (−d(x); sec. 4.3 ablations); not the paper's: critic-gaussian (no search: −log density of the "
               "critic's features f(x) under a Gaussian fitted to the training rows, Ledoit-Wolf, the score AMA and "
-              "MAE-simplex take on their critics; the default, chosen on the validation split) or residual-gaussian (the same Gaussian on f(x) − f(x̂), x̂ the search's "
-              "best reconstruction)", choices=SCORES),
+              "MAE-simplex take on their critics; the default, chosen on the validation split) or residual-gaussian (the "
+              "same Gaussian on f(x) − f(x̂), x̂ the search's best reconstruction)", choices=SCORES),
         Param("scoring", "batched", "search implementation: batched (stacked θ copies, bmm), vmap (torch.func), reference (literal loop)", choices=IMPLEMENTATIONS),
         Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
     )
@@ -121,6 +121,7 @@ class ADGANDetector(Detector):
     #: published: its score, n_seed = 64, k = 5, and longer training (for a GPU; the paper gives
     #: no epoch count).
     budgets = {"small": {"epochs": 30, "n_seed": 2}, "paper": {"epochs": 300, "n_seed": 64, "k": 5, "score": "loss"}}
+
     @property
     def score_needs_grad(self) -> bool:
         """Every score but the critic's own two takes Adam steps per sample (the search): exported

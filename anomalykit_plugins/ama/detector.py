@@ -321,7 +321,7 @@ class AMADetector(Detector):
         self.feature_gaussian_ = FeatureGaussian.fit(diff) if self.hp.score in FEATURE_SCORES else None
 
     def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
-        """The training rows scored as new rows are: for a-features each row under the Gaussian of
+        """The training rows scored as new rows are: for the feature scores each row under the Gaussian of
         the other folds (``FeatureGaussian.cross_fitted_scores``; in-sample scores flag too much)."""
         r, diff = self._r_and_differences(X)
         if self.feature_gaussian_ is not None:
