@@ -16,6 +16,7 @@ from anomalykit_plugins.adgan.search import SearchConfig, search_batched, search
 
 from conftest import model_space
 
+
 TINY = dict(epochs=2, batch_size=32, g_width=4, d_width=8, lr_theta=1e-2, seed=3, device="cpu", score="loss")
 
 
@@ -158,3 +159,13 @@ def test_loss_features_score_is_the_f_anogan_score_of_g_of_e_of_x(digits):
         critic = det.nets["critic"]
         want = (rec - x).square().flatten(1).mean(1) + 2.0 * (critic.features(x) - critic.features(rec)).square().mean(1)
     np.testing.assert_allclose(det.score_samples(digits.X_test[:10]), want.numpy(), rtol=1e-5)
+
+
+def test_residual_gaussian_is_fitted_with_the_trained_encoder(digits):
+    """With start=encoder the residual Gaussian is fitted after E is trained: its mean is the mean
+    of the residual vectors the fitted model computes for its training rows (Ledoit-Wolf's
+    location is the sample mean)."""
+    det = anomalykit.load_method("adgan", **{**TINY, "score": "residual-gaussian"}, start="encoder", n_seed=1, k=1)
+    det.fit(digits.X_train, progress=False)
+    v = det.score_features(model_space(det, digits.X_train))
+    np.testing.assert_allclose(det.feature_gaussian_.mean.numpy(), v.mean(0).numpy(), rtol=1e-5, atol=1e-6)

@@ -163,7 +163,6 @@ class ADGANDetector(Detector):
         trainer = self.trainer(modules={k: nets[k] for k in ("generator", "critic")},
                                optimizers={"critic": make(nets["critic"]), "generator": make(nets["generator"])})
         trainer.run(X, self._train_step)
-        self._fit_feature_gaussian(X)
         if hp.start == "encoder":
             nets["generator"].eval()  # g_θ and the critic are fixed while E learns to invert g_θ
             nets["critic"].eval()
@@ -172,6 +171,8 @@ class ADGANDetector(Detector):
                                optimizers={"encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=lr, betas=(0.5, 0.9))},
                                epochs=hp.encoder_epochs)  # None: the main training's length
             enc.run(X, self._encoder_step)
+        # last: residual-gaussian searches from E(x) when start=encoder, so E must be trained first
+        self._fit_feature_gaussian(X)
 
     def _encoder_step(self, x: torch.Tensor, ctx) -> dict[str, torch.Tensor]:
         """One step of E on izi_f (f-AnoGAN): reconstruct x through g_θ(E(x)), pixels and critic features."""
@@ -278,7 +279,7 @@ class ADGANDetector(Detector):
         return super()._training_scores(X)
 
     def _extra_state(self) -> dict:
-        return FeatureGaussian.optional_state(getattr(self, "feature_gaussian_", None))
+        return FeatureGaussian.optional_state(self.feature_gaussian_)
 
     def _load_extra_state(self, state: dict) -> None:
         self.feature_gaussian_ = FeatureGaussian.from_optional_state(state, required=self.hp.score in GAUSSIAN_SCORES,
