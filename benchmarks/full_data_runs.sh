@@ -131,6 +131,11 @@ step() {
         ood-ama-cut-*=*) local kv=${1#ood-ama-cut-} sets name
             set_args ama "$kv"
             $OOD --methods ama --seeds 0 "${sets[@]}" --out $R/fmnist-vs-mnist-full/ama-max-steps-cut-$name-seed0 ;;
+        # AMA on the OOD validation split with all 50,000 images (the budget's 320-step cut), seeds 0-2,
+        # and a parameter, e.g. val-ood-ama-cut-score=real-features (fmnist-vs-mnist-full-val/ama-max-steps-cut is the default's)
+        val-ood-ama-cut-*=*) local kv=${1#val-ood-ama-cut-} sets name
+            set_args ama "$kv"
+            $OOD --eval-split val --methods ama --seeds 0-2 "${sets[@]}" --out $R/fmnist-vs-mnist-full-val/ama-max-steps-cut-$name ;;
         # one or more ADGAN parameters on the one-class validation split at 2,000 images, seeds 0-2,
         # e.g. val-adgan-score=critic-gaussian (folder fmnist-val/adgan-score-critic-gaussian)
         val-adgan-*=*) local kv=${1#val-adgan-} sets name
