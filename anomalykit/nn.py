@@ -296,7 +296,8 @@ class ConvCritic(nn.Module):
     no BatchNorm (gradient penalty friendly), a valid conv to ``feature_dim`` channels + LeakyReLU
     giving the penultimate features f, then Linear(feature_dim -> 1, no bias).
 
-    ``forward(x)`` returns the (N,) critic values; ``features(x)`` the (N, feature_dim) f.
+    ``forward(x)`` returns the (N,) critic values; ``features(x)`` the (N, feature_dim) f;
+    ``layer_features(x)`` every layer's activations, spatially averaged, with f last.
     """
 
     def __init__(self, shape: Sequence[int], feature_dim: int = 128, width: int = 64, max_width: int = 512, spectral_norm: bool = False):
@@ -319,9 +320,24 @@ class ConvCritic(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).flatten(1)
 
+    def layer_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, width_1 + ... + width_n + feature_dim): the spatial mean of each strided conv's
+        activation map (N, width_i, H_i, W_i) -> (N, width_i), then f; the multi-layer feature
+        vector of a Mahalanobis feature ensemble (Lee et al. 2018), one Gaussian over all layers."""
+        return torch.cat(_activations(self.body, x, lambda h: h.mean((2, 3)) if h.dim() == 4 else h), 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)
 
+
+def _activations(body: nn.Sequential, x: torch.Tensor, summarise) -> list[torch.Tensor]:
+    """``summarise`` of the output of every activation layer of ``body`` run on ``x``, in order."""
+    out = []
+    for layer in body:
+        x = layer(x)
+        if isinstance(layer, (nn.LeakyReLU, nn.ReLU)):
+            out.append(summarise(x).flatten(1))
+    return out
 
 
 def mlp(dims: Sequence[int], *, act: str = "leaky_relu", batchnorm: bool = False, spectral_norm: bool = False, last_act: bool = False) -> nn.Sequential:
@@ -346,6 +362,10 @@ class MLPCritic(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.flatten(1))
+
+    def layer_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, hidden_1 + ... + feature_dim): every hidden layer's activations, then f."""
+        return torch.cat(_activations(self.body, x.flatten(1), lambda h: h), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)

@@ -199,6 +199,64 @@ def test_real_features_is_the_mahalanobis_distance_of_the_real_pair_features(dig
     np.testing.assert_array_equal(again.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
 
 
+def test_feature_layers_all_is_the_mahalanobis_distance_of_every_layer_averaged(digits0):
+    """feature_layers=all against an independent reference: forward hooks on the critic's activation
+    layers, each map averaged over space, concatenated (f last), then scikit-learn's LedoitWolf
+    Mahalanobis distance of f(x, x) from the training rows' Gaussian, up to one constant."""
+    from sklearn.covariance import LedoitWolf
+
+    det = anomalykit.load_method("ama", **dict(TINY, score="real-features", feature_layers="all")).fit(digits0.X_train)
+    critic = det.nets["critic"]
+    acts = [m for m in critic.body if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(acts) >= 2  # at least one conv layer before f
+
+    def by_hooks(X):
+        seen = []
+        handles = [m.register_forward_hook(lambda _m, _i, out: seen.append(out.mean((2, 3)))) for m in acts]
+        try:
+            with torch.no_grad():
+                x = model_space(det, X)
+                critic(det.critic_input(x, x))
+        finally:
+            for h in handles:
+                h.remove()
+        return torch.cat(seen, 1).double().numpy()
+
+    tr, te = by_hooks(digits0.X_train), by_hooks(digits0.X_test)
+    widths = [m.out_channels for m in critic.body if isinstance(m, torch.nn.Conv2d)]  # the strided convs, then f's
+    assert tr.shape[1] == sum(widths) and widths[-1] == TINY["feature_dim"]
+    half_maha = 0.5 * LedoitWolf().fit(tr).mahalanobis(te)
+    offset = det.score_samples(digits0.X_test) - half_maha
+    np.testing.assert_allclose(offset, np.full_like(offset, offset[0]), rtol=0, atol=1e-5 * np.abs(half_maha).max())
+    # f alone is a different score: the extra layers change the ranking
+    last = anomalykit.load_method("ama", **dict(TINY, score="real-features")).fit(digits0.X_train)
+    assert not np.allclose(last.score_samples(digits0.X_test), det.score_samples(digits0.X_test))
+
+
+def test_mlp_critic_layer_features_by_hand():
+    """Flat rows: every hidden layer's LeakyReLU(0.2) activations, then f, computed layer by layer."""
+    from anomalykit.sdk import MLPCritic
+
+    torch.manual_seed(0)
+    critic = MLPCritic(5, (6, 4), feature_dim=3)
+    x = torch.randn(7, 5)
+    linears = [m for m in critic.body if isinstance(m, torch.nn.Linear)]
+    h, expected = x, []
+    for lin in linears:
+        h = torch.nn.functional.leaky_relu(h @ lin.weight.T + lin.bias, 0.2)
+        expected.append(h)
+    with torch.no_grad():
+        got = critic.layer_features(x)
+    torch.testing.assert_close(got, torch.cat(expected, 1).detach())
+    torch.testing.assert_close(got[:, -3:], critic.features(x).detach())
+
+
+def test_feature_layers_all_without_a_feature_score_is_refused(digits0):
+    det = anomalykit.load_method("ama", **dict(TINY, score="a", feature_layers="all"))
+    with pytest.raises(anomalykit.InputError, match="feature_layers=all needs a feature score"):
+        det.fit(digits0.X_train)
+
+
 def test_pixel_term_by_hand():
     x = torch.zeros(2, 1, 2, 2)
     x_rec = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0]).reshape(2, 1, 2, 2)

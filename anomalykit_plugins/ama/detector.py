@@ -30,7 +30,7 @@ import math
 import torch
 from torch import nn
 
-from anomalykit import Detector, Param
+from anomalykit import Detector, InputError, Param
 from anomalykit.sdk import (
     FeatureGaussian,
     flat_dim,
@@ -106,6 +106,9 @@ class AMADetector(Detector):
               "A-score (eq. 6, a Gaussian on the R-score); r: R-score (eq. 5; Table 1 ablation); real-features (not the "
               "paper's): the same Gaussian on the real pair's features f(x,x) alone, no reconstruction (as ADGAN's default)",
               choices=("a", "r", "a-features", "real-features")),
+        Param("feature_layers", "last", "critic layers the feature scores' Gaussian sees: last (f, the penultimate layer) or "
+              "all (not the paper's: every conv layer's spatially averaged activations, then f; a multi-layer feature "
+              "ensemble, Lee et al. 2018); only with score=a-features or real-features", choices=("last", "all")),
     )
 
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` fits one Fashion-MNIST
@@ -144,6 +147,9 @@ class AMADetector(Detector):
         self.r_mean_ = 0.0
         self.r_std_ = 1.0
         self.feature_gaussian_: FeatureGaussian | None = None
+        if hp.feature_layers == "all" and hp.score not in FEATURE_SCORES:
+            raise InputError(f"ama feature_layers=all needs a feature score; got score={hp.score}; "
+                             f"set score=a-features or real-features, or feature_layers=last")
 
     def critic_input(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """The critic's view of the pair (x, other): stacked channels, or ``other`` alone if not mirrored."""
@@ -284,10 +290,12 @@ class AMADetector(Detector):
     # -- scoring ---------------------------------------------------------------------------------
     @torch.no_grad()
     def pair_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """f(x, x) and f(x, G(E(x))) for a batch on ``self.device``: two (B, F) tensors."""
+        """f(x, x) and f(x, G(E(x))) for a batch on ``self.device``: two (B, F) tensors (with
+        ``feature_layers=all`` every critic layer's averaged activations, then f: (B, F_all))."""
         E, G, D = self.nets["encoder"], self.nets["generator"], self.nets["critic"]
         x_rec = G(E(x))
-        return D.features(self.critic_input(x, x)), D.features(self.critic_input(x, x_rec))
+        features = D.layer_features if self.hp.feature_layers == "all" else D.features
+        return features(self.critic_input(x, x)), features(self.critic_input(x, x_rec))
 
     def r_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Eq. 5 for a batch on ``self.device``: (B,) R-scores."""
