@@ -368,13 +368,15 @@ class Detector(BaseEstimator):
         return restore_detector(cls, ckpt, path=path, overrides=overrides)
 
     # -- helpers for plugins ---------------------------------------------------------------
-    def trainer(self, *, modules=None, optimizers, schedulers=None, epochs=None, phase="train") -> Trainer:
-        """A :class:`Trainer` wired to this detector's params and the fit options."""
+    def trainer(self, *, modules=None, optimizers, schedulers=None, scheduler_interval="epoch", epochs=None, phase="train") -> Trainer:
+        """A :class:`Trainer` wired to this detector's params and the fit options (``scheduler_interval``:
+        the schedulers step after every "epoch" or every training "step")."""
         trainer = Trainer(
             method=self.name,
             modules=self.nets if modules is None else modules,
             optimizers=optimizers,
             schedulers=schedulers,
+            scheduler_interval=scheduler_interval,
             epochs=self.epochs_ if epochs is None else epochs,
             # max_steps shortens the main training's one epoch, not a phase of its own length
             epoch_steps=self.epoch_steps_ if epochs is None else None,

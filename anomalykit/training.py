@@ -172,6 +172,7 @@ class Trainer:
         phase: str = "train",
         config: Mapping[str, Any] | None = None,
         epoch_steps: int | None = None,
+        scheduler_interval: str = "epoch",
     ):
         self.method = method
         self.modules = dict(modules)
@@ -181,6 +182,10 @@ class Trainer:
         self.batch_size = int(batch_size)
         #: at most this many batches per epoch (the first of its shuffle); None: the whole epoch
         self.epoch_steps = None if epoch_steps is None else int(epoch_steps)
+        #: when the schedulers step: after every epoch ("epoch") or after every training step ("step")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
         self.seed = int(seed)
         self.device = torch.device(device)
         self.options = options or FitOptions()
@@ -345,6 +350,9 @@ class Trainer:
                     if log is not None and values:
                         log.step(epoch, step, values)
                     step += 1
+                    if self.scheduler_interval == "step":
+                        for s in self.schedulers.values():
+                            s.step()
                     bar.update(1)
                     if logged and not bar.disable:
                         bar.set_postfix({k: f"{_as_float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
@@ -357,8 +365,9 @@ class Trainer:
                     D.broadcast_module(m)
                 if on_epoch_end is not None:
                     self._record(on_epoch_end(epoch, ctx) or {}, ctx)
-                for s in self.schedulers.values():
-                    s.step()
+                if self.scheduler_interval == "epoch":
+                    for s in self.schedulers.values():
+                        s.step()
                 self._close_epoch()
                 if log is not None:
                     log.epoch(epoch, sum(len(c) for c in chunks[first:]) * D.world_size(), self.history[-1])

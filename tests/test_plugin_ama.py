@@ -426,6 +426,36 @@ def test_lr_schedule_sets_the_learning_rate_of_every_optimiser_per_epoch(digits0
             assert used[0] == pytest.approx(expected[e], rel=1e-9, abs=1e-15), f"{name}, epoch {e}"
 
 
+@pytest.mark.parametrize("epochs, max_steps, steps", [(3, None, 6), (1, 3, 3)])
+def test_cosine_steps_anneals_over_every_training_step(digits0, monkeypatch, epochs, max_steps, steps):
+    """lr_schedule=cosine-steps: lr·(1 + cos(π s / S)) / 2 at step s of the S steps that run, one value
+    per step, for every optimiser; with one epoch cut by max_steps it still anneals (cosine, per
+    epoch, would hold lr for the whole of that one epoch)."""
+    from collections import defaultdict
+
+    from anomalykit.training import StepContext
+
+    seen = defaultdict(lambda: defaultdict(set))
+    original = StepContext.update
+
+    def spy(self, names, loss, *, term=None):
+        for name in (names,) if isinstance(names, str) else names:
+            seen[name][self.step].update(g["lr"] for g in self._trainer.optimizers[name].param_groups)
+        return original(self, names, loss, term=term)
+
+    monkeypatch.setattr(StepContext, "update", spy)
+    lr = 1e-3
+    X = digits0.X_train[:64] if max_steps is None else digits0.X_train  # 2 batches of 32, or 4 cut to 3
+    det = anomalykit.load_method("ama", **dict(TINY, epochs=epochs, max_steps=max_steps, lr=lr, lr_schedule="cosine-steps",
+                                               simplex=False, atypical=False, lipschitz="sn")).fit(X)
+    assert det.steps_ == steps
+    assert set(seen) == {"critic", "encoder", "generator"}
+    for name, per_step in seen.items():
+        assert sorted(per_step) == list(range(steps)), name
+        for s in range(steps):
+            assert sorted(per_step[s]) == [pytest.approx(lr * (1 + math.cos(math.pi * s / steps)) / 2, rel=1e-9)], f"{name}, step {s}"
+
+
 def _module_calls(monkeypatch, *classes):
     """(class name, input, output) of every forward of the network classes ``classes``, in call order,
     while the test runs."""

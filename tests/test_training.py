@@ -17,6 +17,7 @@ class TinyAE(Detector):
 
     name = "tiny-ae"
     crash_at_step = -1  # raise Crash at this global step (simulates a kill)
+    scheduler_interval = "epoch"  # StepLR(2, 0.5) steps per epoch or per training step
     summary = "linear autoencoder for trainer tests"
     params = (
         Param("lr", 1e-2, "learning rate", low=0.0),
@@ -33,18 +34,19 @@ class TinyAE(Detector):
         params = list(self.nets.parameters())
         opt = {"ae": torch.optim.Adam(params, lr=self.hp.lr)}
         sched = {"ae": torch.optim.lr_scheduler.StepLR(opt["ae"], 2, 0.5)}
-        self.seen = []
+        self.seen, self.lrs = [], []
 
         def step(x, ctx):
             if ctx.step == self.crash_at_step:
                 raise Crash()
             self.seen.append(ctx.step)
+            self.lrs.append(opt["ae"].param_groups[0]["lr"])
             noise = torch.randn(x.shape, generator=ctx.generator) * 0.01  # the step's own randomness
             loss = (self.nets["dec"](self.nets["enc"](x + noise)) - x.flatten(1)).pow(2).mean()
             ctx.update("ae", loss, term="reconstruction")
             return {"reconstruction": loss}
 
-        self.trainer(optimizers=opt, schedulers=sched).run(X, step)
+        self.trainer(optimizers=opt, schedulers=sched, scheduler_interval=self.scheduler_interval).run(X, step)
 
     def _score(self, X):
         return (self.nets["dec"](self.nets["enc"](X)) - X.flatten(1)).pow(2).mean(1)
@@ -77,8 +79,18 @@ def test_every_sample_seen_once_per_epoch_in_a_new_order(X):
     assert not torch.equal(e0, e1)
 
 
+@pytest.mark.parametrize("interval", ["epoch", "step"])
+def test_schedulers_step_after_every_epoch_or_every_step(X, monkeypatch, interval):
+    monkeypatch.setattr(TinyAE, "scheduler_interval", interval)
+    det = TinyAE(seed=1).fit(X)  # 100 rows, batch 16: 7 steps per epoch, 4 epochs
+    per = 7 if interval == "epoch" else 1
+    assert det.lrs == [1e-2 * 0.5 ** ((s // per) // 2) for s in range(28)]
+
+
+@pytest.mark.parametrize("interval", ["epoch", "step"])
 @pytest.mark.parametrize("crash_at", [5, 7, 14])  # mid-epoch (after a checkpoint), right at one, later epoch
-def test_resume_after_a_crash_reproduces_the_uninterrupted_run_bitwise(X, tmp_path, crash_at):
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run_bitwise(X, tmp_path, monkeypatch, crash_at, interval):
+    monkeypatch.setattr(TinyAE, "scheduler_interval", interval)
     reference = TinyAE(seed=1).fit(X)
     crashing = TinyAE(seed=1)
     crashing.crash_at_step = crash_at
@@ -88,6 +100,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run_bitwise(X, tmp_pa
     ckpt = safe_load(tmp_path / "train_state-train.pt", kind="train-state")
     assert ckpt["step"] == (crash_at // 3) * 3 or (ckpt["batch"] == 0 and ckpt["step"] <= crash_at)
     resumed = TinyAE(seed=1).fit(X, checkpoint_dir=tmp_path, checkpoint_every=3, resume=True)
+    assert resumed.lrs == reference.lrs[len(reference.lrs) - len(resumed.lrs):]  # the schedule resumes where it stopped
     assert resumed.seen[0] == ckpt["step"]  # restarted right after the checkpoint, not from scratch
     for k, v in state(reference).items():
         assert torch.equal(v, state(resumed)[k]), k

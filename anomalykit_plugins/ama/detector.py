@@ -68,9 +68,11 @@ class AMADetector(Detector):
         Param("feature_dim", 256, "critic penultimate features f (R-score space; authors: 128)", low=1),
         Param("hidden", 256, "hidden width of the MLPs used for flat (tabular) inputs", low=4),
         Param("lr", 3e-4, "Adam learning rate of all networks", low=0.0),
-        Param("lr_schedule", "cosine", "learning rates over the epochs: cosine (annealed to 0; chosen on the validation split), "
-              "constant (the paper's text), or step (x0.1 at 30%, 60% and 90% of the epochs, the authors' MultiStepLR 30/60/90 of 100)",
-              choices=("constant", "step", "cosine")),
+        Param("lr_schedule", "cosine", "learning rates over the epochs: cosine (annealed to 0, one value per epoch; chosen on "
+              "the validation split), cosine-steps (the same curve over the training steps, one value per step: a run of one "
+              "epoch, e.g. one cut by max_steps, anneals too), constant (the paper's text), or step (x0.1 at 30%, 60% and 90% "
+              "of the epochs, the authors' MultiStepLR 30/60/90 of 100)",
+              choices=("constant", "step", "cosine", "cosine-steps")),
         Param("n_critic", 2, "critic steps per encoder/generator step, on the same minibatch (authors: 5)", low=1),
         lipschitz_param("both"),
         gp_weight_param(10.0),
@@ -167,14 +169,19 @@ class AMADetector(Detector):
             "generator": torch.optim.Adam(nets["generator"].parameters(), lr=hp.lr, betas=(0.0, 0.9)),
             "encoder": torch.optim.Adam(nets["encoder"].parameters(), lr=hp.lr, betas=(0.5, 0.9)),
         }
-        schedulers = {}
+        schedulers, interval = {}, "epoch"
         epochs = self.epochs_  # hp.epochs, or fewer under max_steps
         if hp.lr_schedule == "step" and epochs > 0:
             milestones = sorted({max(1, round(epochs * f)) for f in (0.3, 0.6, 0.9)})
             schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, milestones, gamma=0.1) for k, o in opt.items()}
         elif hp.lr_schedule == "cosine" and epochs > 0:
             schedulers = {k: torch.optim.lr_scheduler.CosineAnnealingLR(o, epochs) for k, o in opt.items()}
-        trainer = self.trainer(optimizers=opt, schedulers=schedulers)
+        elif hp.lr_schedule == "cosine-steps" and self.steps_:
+            total = self.steps_  # every step that runs: epochs_ x the (possibly cut) epoch's batches
+            factor = lambda s: (1 + math.cos(math.pi * min(s, total) / total)) / 2  # noqa: E731
+            schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in opt.items()}
+            interval = "step"
+        trainer = self.trainer(optimizers=opt, schedulers=schedulers, scheduler_interval=interval)
         trainer.run(X, lambda x, ctx: self._train_step(x, ctx, anomalies))
         if hp.bn_refresh:
             self._refresh_batchnorm(X)
