@@ -122,6 +122,12 @@ step() {
         oc-adgan-cg)       $OC --methods adgan --seeds 0 --out $R/fmnist-oc-full/adgan-critic-gaussian-seed0 ;;
         ood2k-adgan-cg)    $OOD --max-train 2000 --methods adgan --seeds 0-2 --out $R/fmnist-vs-mnist-adgan-critic-gaussian ;;
         ood-adgan-cg)      $OOD --methods adgan --seeds 0 --out $R/fmnist-vs-mnist-full/adgan-critic-gaussian-seed0 ;;
+        # the test split, more seeds at full data with every method's current default: oc-seedS-METHOD
+        # (folder fmnist-oc-full/seedS/METHOD), and MAE-simplex on the OOD protocol with all 60,000 images
+        oc-seed[0-9]*-*) local rest=${1#oc-seed} seed method
+            seed=${rest%%-*} method=${rest#*-}
+            $OC --methods "$method" --seeds "$seed" --out $R/fmnist-oc-full/seed$seed/$method ;;
+        ood-mae) $OOD --methods mae-simplex --seeds 0 --out $R/fmnist-vs-mnist-full/mae-simplex-seed0 ;;
         # one or more AMA parameters on the one-class validation split at 2,000 images, seed 0, e.g.
         # val-ama-score=real-features (folder fmnist-val/ama-score-real-features; fmnist-val/ama-default is the default's)
         val-ama-*=*) local kv=${1#val-ama-} sets name
