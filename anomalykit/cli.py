@@ -307,8 +307,12 @@ def score_cmd(model, data, split, out):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="results folder (rerun to resume)")
 @click.option("--progress/--no-progress", default=False, help="progress bars per cell")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch")
+@click.option("--checkpoints/--no-checkpoints", default=True,
+              help="checkpoint each method cell's training under OUT/checkpoints, so a rerun continues an interrupted cell")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, help="checkpoint every N steps (0 = each epoch)")
 @_friendly
-def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads):
+def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads,
+              checkpoints, checkpoint_every):
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
@@ -318,7 +322,7 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
     cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, eval_split=eval_split, classes=classes, methods=methods, baselines=baselines,
                       seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
     start = time.perf_counter()
-    run_bench(cfg, Path(out), echo=click.echo, progress=progress)
+    run_bench(cfg, Path(out), echo=click.echo, progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
     click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
     failed = [r for r in read_results(Path(out) / "results.csv") if r.get("status") == "failed"]

@@ -76,11 +76,11 @@ def test_killed_benchmark_resumes_to_the_same_results(finished, tmp_path, monkey
     real_run_cell = B.run_cell
     calls = []
 
-    def dying(cell, cfg, cache, progress=False):
+    def dying(cell, cfg, cache, progress=False, **checkpointing):
         if len(calls) == 4:
             raise KeyboardInterrupt  # killed in the middle of the fifth cell
         calls.append(cell)
-        return real_run_cell(cell, cfg, cache, progress)
+        return real_run_cell(cell, cfg, cache, progress, **checkpointing)
 
     monkeypatch.setattr(runner, "run_cell", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -96,6 +96,53 @@ def test_killed_benchmark_resumes_to_the_same_results(finished, tmp_path, monkey
         return sorted(tuple(r[c] for c in keep) for r in rows_of(path))
 
     assert comparable(out / "results.csv") == comparable(finished / "results.csv")
+
+
+def test_a_cell_killed_in_training_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """Killed after its first epoch's checkpoint, an AMA cell resumes there on the rerun and ends
+    with the uninterrupted run's result (bitwise on the CPU); its checkpoints go once it has one."""
+    from anomalykit.training import Trainer
+
+    cfg = config(methods="ama", baselines="", classes="0", set=TINY_AMA + ("ama.epochs=3",))
+    reference = tmp_path / "reference"
+    B.run_bench(cfg, reference, echo=lambda *_: None)
+    out = tmp_path / "killed"
+    real_save = Trainer.save_checkpoint
+
+    def save_then_die(self, *args):
+        real_save(self, *args)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        B.run_bench(cfg, out, echo=lambda *_: None)
+    ckdir = out / "checkpoints" / "ama-class0-seed0"
+    assert (ckdir / "train_state-train.pt").is_file() and not (out / "results.csv").exists()
+    monkeypatch.setattr(Trainer, "save_checkpoint", real_save)
+    steps_run = []
+    real_run = Trainer.run
+
+    def run(self, X, step_fn, *args, **kw):
+        def counted(batch, ctx):
+            steps_run.append(ctx.step)
+            return step_fn(batch, ctx)
+        return real_run(self, X, counted, *args, **kw)
+
+    monkeypatch.setattr(Trainer, "run", run)
+    B.run_bench(cfg, out, echo=lambda *_: None)
+    (row,), (ref,) = rows_of(out / "results.csv"), rows_of(reference / "results.csv")
+    total = int(ref["steps_trained"])
+    assert steps_run == list(range(total // 3, total))  # epochs 2 and 3 only
+    assert row["resumed"] == "yes" and ref["resumed"] == ""
+    for column in ("auroc", "aupr", "f1", "epochs_trained", "steps_trained", "params"):
+        assert row[column] == ref[column], column
+    assert not ckdir.exists() and (out / "checkpoints" / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
+def test_no_checkpoints_writes_none(tmp_path):
+    out = tmp_path / "plain"
+    B.run_bench(config(methods="ama", baselines="", classes="0", set=TINY_AMA), out, echo=lambda *_: None, checkpoints=False)
+    assert rows_of(out / "results.csv")[0]["status"] == "ok" and not (out / "checkpoints").exists()
 
 
 def test_changed_settings_need_a_new_folder(finished):
@@ -173,10 +220,10 @@ def test_failed_cells_are_listed_in_the_summary_and_fail_the_command(tmp_path, m
 
     real = B.run_cell
 
-    def breaks_on_class_1(cell, cfg, cache, progress=False):
+    def breaks_on_class_1(cell, cfg, cache, progress=False, **checkpointing):
         if cell.normal_class == 1:
             raise RuntimeError("the network went to pieces\nsecond line")
-        return real(cell, cfg, cache, progress)
+        return real(cell, cfg, cache, progress, **checkpointing)
 
     monkeypatch.setattr(runner, "run_cell", breaks_on_class_1)
     res = CliRunner().invoke(cli, ["bench", "--data", "digits", "--classes", "0,1", "--methods", "ama", "--budget", "default",

@@ -4,6 +4,7 @@ yet finished in the output folder (``run_bench``), results and summary rewritten
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,8 +22,19 @@ from .store import _row_key, read_results, write_results
 from .summary import write_summary
 
 
-def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = False) -> dict[str, Any]:
-    """One method or baseline on one split: the same pipeline steps as ``anomalykit run``."""
+def cell_checkpoint_dir(checkpoints: Path, cell: Cell) -> Path:
+    """Where a method cell's training checkpoints live while it runs: ``checkpoints/METHOD-classC-seedS``."""
+    klass = "" if cell.normal_class is None else f"-class{cell.normal_class}"
+    return checkpoints / f"{cell.name}{klass}-seed{cell.seed}"
+
+
+def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = False, *,
+             checkpoints: Path | None = None, checkpoint_every: int = 0) -> dict[str, Any]:
+    """One method or baseline on one split: the same pipeline steps as ``anomalykit run``.
+
+    With ``checkpoints`` a method cell checkpoints its training there (every ``checkpoint_every``
+    steps, 0 = each epoch) and continues from a checkpoint an interrupted run left; the folder is
+    removed once the cell has a result."""
     key = (cell.normal_class, cell.seed)
     if key not in split_cache:
         split_cache.clear()  # one split in memory at a time
@@ -53,10 +65,16 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
         row.update(device="cpu", params="{}")
     else:
         det, _ = build_detector(cell.name, method_params(cell.name, cfg, cell.seed))
-        outcome = fit_and_score(det, split, progress=progress)
+        fit_options: dict[str, Any] = {"progress": progress}
+        resumed = False
+        if checkpoints is not None:
+            ckdir = cell_checkpoint_dir(checkpoints, cell)
+            resumed = any(ckdir.glob("train_state-*.pt"))
+            fit_options.update(checkpoint_dir=ckdir, checkpoint_every=checkpoint_every, resume=True)
+        outcome = fit_and_score(det, split, **fit_options)
         scores, threshold, fit_s, score_s = outcome.scores, outcome.threshold, outcome.train_seconds, outcome.score_seconds
         row.update(device=str(det.device), params=json.dumps(det.get_params(), sort_keys=True), epochs_trained=det.epochs_,
-                   steps_trained=det.steps_)
+                   steps_trained=det.steps_, resumed="yes" if resumed else "")
     m = evaluate(scores, split, threshold, cfg.protocol)
     row.update(auroc=m["auroc"], aupr=m["aupr"], f1=m["f1"], train_seconds=round(fit_s, 2), score_seconds=round(score_s, 2))
     if cfg.protocol == "tabular-topk":
@@ -64,10 +82,21 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
     return row
 
 
-def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = print, progress: bool = False) -> list[dict]:
-    """Run every planned cell not yet finished in ``out/results.csv``; returns all rows."""
+def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = print, progress: bool = False,
+              checkpoints: bool = True, checkpoint_every: int = 0) -> list[dict]:
+    """Run every planned cell not yet finished in ``out/results.csv``; returns all rows.
+
+    ``checkpoints``: each method cell checkpoints its training under ``out/checkpoints/`` (every
+    ``checkpoint_every`` steps, 0 = each epoch), so a rerun after an interruption continues the
+    cell it stopped in from its last checkpoint (its ``resumed`` column says so, and its
+    ``train_seconds`` then count the last attempt only)."""
     cells = plan(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    ckroot = None
+    if checkpoints:
+        ckroot = out / "checkpoints"
+        ckroot.mkdir(exist_ok=True)
+        (ckroot / ".gitignore").write_text("# training checkpoints of unfinished cells (anomalykit bench)\n*\n")
     settings = out / "bench.json"
     current = {k: v for k, v in cfg.__dict__.items()}
     current["set"] = list(cfg.set)
@@ -89,7 +118,7 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
     for i, cell in enumerate(todo, 1):
         label = f"[{i}/{len(todo)}] {cell.name}" + (f" class {cell.normal_class}" if cell.normal_class is not None else "") + f" seed {cell.seed}"
         try:
-            row = run_cell(cell, cfg, cache, progress=progress)
+            row = run_cell(cell, cfg, cache, progress=progress, checkpoints=ckroot, checkpoint_every=checkpoint_every)
             row["status"] = "ok"
             echo(f"{label}: auroc {row['auroc']:.4f}  train {row['train_seconds']:.1f}s  score {row['score_seconds']:.1f}s")
         except (AnomalyKitError, Exception) as exc:  # one failing cell must not stop the benchmark
@@ -99,6 +128,8 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
                    "seed": cell.seed, "protocol": cfg.protocol, "dataset": cfg.data, "budget": cfg.budget,
                    "status": "failed", "error": f"{type(exc).__name__}: {first_line(exc, default='')}"}
             echo(f"{label}: FAILED {row['error']}")
+        if ckroot is not None:  # a result (or a failure, retried from scratch) ends the cell's checkpoints
+            shutil.rmtree(cell_checkpoint_dir(ckroot, cell), ignore_errors=True)
         rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
         write_results(out / "results.csv", rows)
         # the summary follows every cell, so an interrupted benchmark still has an up-to-date one
