@@ -382,9 +382,10 @@ def test_a_features_threshold_flags_about_the_contamination_on_new_normal_rows()
 
 
 # -- switches: learning-rate schedule, negatives, the non-mirrored critic ----------------------------------------
-def _learning_rates(monkeypatch):
-    """{optimiser name: {epoch: the set of learning rates it stepped with}} while the test runs
-    (read from its parameter groups at each ``StepContext.update``, just before ``step()``)."""
+def _learning_rates(monkeypatch, per="epoch"):
+    """{optimiser name: {epoch (or step, ``per="step"``): the set of learning rates it stepped with}}
+    while the test runs (read from its parameter groups at each ``StepContext.update``, just before
+    ``step()``)."""
     from collections import defaultdict
 
     from anomalykit.training import StepContext
@@ -394,7 +395,7 @@ def _learning_rates(monkeypatch):
 
     def spy(self, names, loss, *, term=None):
         for name in (names,) if isinstance(names, str) else names:
-            seen[name][self.epoch].update(g["lr"] for g in self._trainer.optimizers[name].param_groups)
+            seen[name][getattr(self, per)].update(g["lr"] for g in self._trainer.optimizers[name].param_groups)
         return original(self, names, loss, term=term)
 
     monkeypatch.setattr(StepContext, "update", spy)
@@ -431,19 +432,7 @@ def test_cosine_steps_anneals_over_every_training_step(digits0, monkeypatch, epo
     """lr_schedule=cosine-steps: lr·(1 + cos(π s / S)) / 2 at step s of the S steps that run, one value
     per step, for every optimiser; with one epoch cut by max_steps it still anneals (cosine, per
     epoch, would hold lr for the whole of that one epoch)."""
-    from collections import defaultdict
-
-    from anomalykit.training import StepContext
-
-    seen = defaultdict(lambda: defaultdict(set))
-    original = StepContext.update
-
-    def spy(self, names, loss, *, term=None):
-        for name in (names,) if isinstance(names, str) else names:
-            seen[name][self.step].update(g["lr"] for g in self._trainer.optimizers[name].param_groups)
-        return original(self, names, loss, term=term)
-
-    monkeypatch.setattr(StepContext, "update", spy)
+    seen = _learning_rates(monkeypatch, per="step")
     lr = 1e-3
     X = digits0.X_train[:64] if max_steps is None else digits0.X_train  # 2 batches of 32, or 4 cut to 3
     det = anomalykit.load_method("ama", **dict(TINY, epochs=epochs, max_steps=max_steps, lr=lr, lr_schedule="cosine-steps",
