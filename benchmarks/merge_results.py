@@ -12,7 +12,8 @@ leave out a method whose default has changed since the folder was run).
 Checks that the folders used the same protocol, data, eval split, classes, budget, max_train and
 --set (bench.json), that every (class, seed) cell has one split fingerprint across all of them,
 and that each method ran with the same parameters in every row (the ``params`` column, seed and
-device aside), so folders run under different defaults are refused, naming the keys that differ;
+device aside; a parameter a row lacks, added since it ran, counts at its current default), so
+folders run under different defaults are refused, naming the keys that differ;
 the seeds may differ between folders (one method's seeds run in parallel folders): the summary
 names their union. Writes results.csv, summary.md and auroc.png into --out.
 """
@@ -22,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+import anomalykit
 from anomalykit.bench import BenchConfig, read_results, write_results, write_summary
 
 
@@ -29,13 +31,25 @@ from anomalykit.bench import BenchConfig, read_results, write_results, write_sum
 PER_CELL = ("seed", "device")
 
 
+def current_defaults(method: str) -> dict:
+    """The method's parameters at their defaults now: a row run before a parameter existed ran with
+    what that parameter's default does (a new parameter's default keeps the old behaviour)."""
+    try:
+        return anomalykit.load_method(method).get_params()
+    except anomalykit.AnomalyKitError:  # a method no longer installed: compare the rows as they are
+        return {}
+
+
 def check_params(rows: list[dict]) -> None:
     """Refuse rows of one method that ran with different parameters (naming the keys and folders)."""
     seen: dict[str, tuple[dict, str]] = {}
+    defaults: dict[str, dict] = {}
     for r in rows:
         if r.get("kind") != "method" or not r.get("params"):
             continue
-        params = {k: v for k, v in json.loads(r["params"]).items() if k not in PER_CELL}
+        if r["method"] not in defaults:
+            defaults[r["method"]] = current_defaults(r["method"])
+        params = {k: v for k, v in {**defaults[r["method"]], **json.loads(r["params"])}.items() if k not in PER_CELL}
         first = seen.setdefault(r["method"], (params, r["_folder"]))
         if params != first[0]:
             keys = sorted(k for k in set(params) | set(first[0]) if params.get(k) != first[0].get(k))

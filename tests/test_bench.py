@@ -260,3 +260,36 @@ def test_merge_refuses_folders_whose_params_differ(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode != 0 and "ama ran with different parameters" in res.stderr and "score: 'a-features' vs 'r'" in res.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_counts_a_parameter_a_row_lacks_at_its_current_default(tmp_path):
+    """A folder run before a parameter existed merges with one run at that parameter's default,
+    and is refused next to one run at another value."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_results.py"
+    folders = []
+    for name, seed in (("old", "0"), ("new", "1")):
+        folder = tmp_path / name
+        B.run_bench(config(methods="ama", baselines="", seeds=seed, classes="0", set=TINY_AMA), folder, echo=lambda *_: None)
+        folders.append(folder)
+
+    def rewrite_params(folder, change):
+        rows = rows_of(folder / "results.csv")
+        for r in rows:
+            params = json.loads(r["params"])
+            change(params)
+            r["params"] = json.dumps(params, sort_keys=True)
+        B.write_results(folder / "results.csv", rows)
+
+    rewrite_params(folders[0], lambda p: p.pop("feature_layers"))  # as if run before feature_layers existed
+    merge = [sys.executable, str(script), *map(str, folders), "--out"]
+    res = subprocess.run(merge + [str(tmp_path / "m1")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(rows_of(tmp_path / "m1" / "results.csv")) == 2
+    rewrite_params(folders[1], lambda p: p.update(feature_layers="all"))
+    res = subprocess.run(merge + [str(tmp_path / "m2")], capture_output=True, text=True)
+    assert res.returncode != 0 and "feature_layers: 'last' vs 'all'" in res.stderr
