@@ -324,7 +324,7 @@ class ConvCritic(nn.Module):
         """(N, width_1 + ... + width_n + feature_dim): the spatial mean of each strided conv's
         activation map (N, width_i, H_i, W_i) -> (N, width_i), then f; the multi-layer feature
         vector of a Mahalanobis feature ensemble (Lee et al. 2018), one Gaussian over all layers."""
-        return torch.cat(_activations(self.body, x, lambda h: h.mean((2, 3)) if h.dim() == 4 else h), 1)
+        return torch.cat(_activations(self.body, x, lambda h: h.mean((2, 3))), 1)  # f's map is (N, F, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)

@@ -200,6 +200,12 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.ddp_params: set[int] = set()
 
+    def _step_schedulers(self, at: str) -> None:
+        """Step every scheduler when ``at`` ("step" or "epoch") is this trainer's scheduler interval."""
+        if self.scheduler_interval == at:
+            for s in self.schedulers.values():
+                s.step()
+
     # -- checkpoints ---------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path | None:
@@ -350,9 +356,7 @@ class Trainer:
                     if log is not None and values:
                         log.step(epoch, step, values)
                     step += 1
-                    if self.scheduler_interval == "step":
-                        for s in self.schedulers.values():
-                            s.step()
+                    self._step_schedulers("step")
                     bar.update(1)
                     if logged and not bar.disable:
                         bar.set_postfix({k: f"{_as_float(v):.3g}" for k, v in list(logged.items())[:4]}, refresh=False)
@@ -365,9 +369,7 @@ class Trainer:
                     D.broadcast_module(m)
                 if on_epoch_end is not None:
                     self._record(on_epoch_end(epoch, ctx) or {}, ctx)
-                if self.scheduler_interval == "epoch":
-                    for s in self.schedulers.values():
-                        s.step()
+                self._step_schedulers("epoch")
                 self._close_epoch()
                 if log is not None:
                     log.epoch(epoch, sum(len(c) for c in chunks[first:]) * D.world_size(), self.history[-1])
