@@ -381,3 +381,65 @@ def test_score_ensemble_is_refused_by_export_with_the_fix(digits0, tmp_path):
     det = tiny(score_ensemble=1).fit(digits0.X_train[:40], progress=False)
     with pytest.raises(ExportError, match="export a model fitted with score_ensemble=0"):
         det.export(tmp_path / "csi.pt")
+
+
+# -- score=gaussian (not the paper's) ----------------------------------------------------------
+def _shift_gaussian_numpy(train_unit: np.ndarray, query_unit: np.ndarray) -> np.ndarray:
+    """Sum over the shifts of -log N(u; mu_S, Sigma_S), scikit-learn's Ledoit-Wolf fitted to each
+    shift's (N, d) training column: 1/2 Mahalanobis^2 + 1/2 log|Sigma| + d/2 log 2 pi."""
+    from sklearn.covariance import LedoitWolf
+
+    total = np.zeros(query_unit.shape[0])
+    d = train_unit.shape[2]
+    for s in range(train_unit.shape[1]):
+        lw = LedoitWolf().fit(train_unit[:, s])
+        total += 0.5 * lw.mahalanobis(query_unit[:, s]) + 0.5 * np.linalg.slogdet(lw.covariance_)[1] + 0.5 * d * math.log(2 * math.pi)
+    return total
+
+
+def _unit_features(det, X) -> np.ndarray:
+    with torch.no_grad():
+        feats = shifted_features(det.nets["F"], model_space(det, X).to(det.device), 4, "backbone")
+    return F.normalize(feats, dim=2).double().numpy()
+
+
+@pytest.fixture(scope="module")
+def fitted_gaussian(digits0):
+    return tiny(score="gaussian").fit(digits0.X_train, progress=False)
+
+
+def test_gaussian_score_matches_sklearn_per_shift(fitted_gaussian, digits0):
+    """score=gaussian: the test rows' unit features under scikit-learn's Ledoit-Wolf Gaussian of
+    each shift's unit training features, -log densities summed over the 4 rotations."""
+    det = fitted_gaussian
+    expected = _shift_gaussian_numpy(_unit_features(det, digits0.X_train), _unit_features(det, digits0.X_test))
+    np.testing.assert_allclose(det.score_samples(digits0.X_test), expected, rtol=1e-4, atol=1e-3)
+    # not eq. 11's score of the same network
+    unit_test, unit_train = _unit_features(det, digits0.X_test), _unit_features(det, digits0.X_train)
+    assert not np.allclose(det.score_samples(digits0.X_test), -np.einsum("isd,jsd->ij", unit_test, unit_train).max(1))
+
+
+def test_gaussian_threshold_scores_are_cross_fitted(fitted_gaussian, digits0):
+    """decision_scores_ = each training row under the per-shift Gaussians of the other 4 of 5
+    contiguous folds (scikit-learn), not under the Gaussians fitted to it; they are higher
+    (worse) than the in-sample scores, which would set too low a threshold."""
+    det = fitted_gaussian
+    unit = _unit_features(det, digits0.X_train)
+    n = unit.shape[0]
+    expected = np.empty(n)
+    for held in np.array_split(np.arange(n), 5):
+        keep = np.setdiff1d(np.arange(n), held)
+        expected[held] = _shift_gaussian_numpy(unit[keep], unit[held])
+    np.testing.assert_allclose(det.decision_scores_, expected, rtol=1e-4, atol=1e-3)
+    assert det.decision_scores_.mean() > _shift_gaussian_numpy(unit, unit).mean()
+
+
+def test_gaussian_score_save_load_round_trip(fitted_gaussian, digits0, tmp_path):
+    loaded = anomalykit.load(fitted_gaussian.save(tmp_path / "g.pt"))
+    assert np.array_equal(loaded.score_samples(digits0.X_test), fitted_gaussian.score_samples(digits0.X_test))
+    assert loaded.threshold_ == fitted_gaussian.threshold_
+
+
+def test_gaussian_score_refuses_score_norm(digits0):
+    with pytest.raises(InputError, match="score_norm=false or score=nearest"):
+        tiny(score="gaussian", score_norm=True).fit(digits0.X_train[:40], progress=False)

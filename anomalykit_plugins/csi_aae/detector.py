@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from anomalykit import Detector, InputError, Param
-from anomalykit.sdk import ConvDecoder, ConvEncoder, frozen, is_image, stream_seed
+from anomalykit.sdk import ConvDecoder, ConvEncoder, FeatureGaussian, frozen, is_image, stream_seed
 
 from .augment import N_ROTATIONS, Augment
 from .losses import (
@@ -55,6 +55,8 @@ from .losses import (
 from .networks import FeatureExtractor, ImageDiscriminator, LatentDiscriminator
 
 VARIANTS = ("full", "generator", "csi")
+#: ``score`` choices: eq. 11's nearest neighbour (the paper) or a Gaussian per shift (not the paper's)
+SCORES = ("nearest", "gaussian")
 
 
 class CSIAAE(Detector):
@@ -105,6 +107,9 @@ class CSIAAE(Detector):
         Param("latent_adv", True, "eq. 9: latent discriminator D' on N(0, I) vs E(x)"),
         Param("latent_rec", True, "eq. 10: latent reconstruction ||E(G(h)) - h||^2"),
         # score
+        Param("score", "nearest", "nearest = eq. 11 (cosine similarity to the nearest training row, summed over the shifts); "
+              "gaussian = not the paper's: a Gaussian fitted to each shift's unit training features, -log densities "
+              "summed over the shifts (SSD, Sehwag et al. 2021, on CSI's shifts)", choices=SCORES),
         Param("score_space", "backbone", "features of eq. 11: backbone (pooled ResNet) or projection (z, as CSI)", choices=("projection", "backbone")),
         Param("score_ensemble", 0, "M_ens (sec. 2.3): features averaged over this many fixed random transformations T_r ~ T "
               "(drawn once from the seed, the same for every image, test and training alike); 0 = the plain score M", low=0),
@@ -138,6 +143,9 @@ class CSIAAE(Detector):
         if h != w and self.hp.shift_rotations:
             raise InputError(f"csi-aae rotates images by 90 degrees, which needs square images; got {h}x{w} (or set shift_rotations=false)")
         hp = self.hp
+        if hp.score == "gaussian" and hp.score_norm:
+            raise InputError("csi-aae score_norm=true weights eq. 11's similarities, which score=gaussian has none of; "
+                             "set score_norm=false or score=nearest")
         stem = hp.f_stem_stride if hp.f_stem_stride is not None else (2 if min(h, w) >= 16 else 1)
         rot_head = N_ROTATIONS if (hp.rotation_cls and hp.shift_rotations) else 0
         self.nets["F"] = FeatureExtractor(input_shape, hp.f_width, hp.f_stages, hp.f_blocks, hp.proj_dim, rot_head, stem)
@@ -150,6 +158,7 @@ class CSIAAE(Detector):
                 if hp.latent_adv:
                     self.nets["D_lat"] = LatentDiscriminator(hp.latent_dim)
         self._bank: torch.Tensor | None = None  # (N, K, d) per-shift unit training features
+        self.shift_gaussians_: list[FeatureGaussian] | None = None  # score=gaussian: one per shift
 
     def _augment(self) -> Augment:
         return Augment(self.hp.crop_scale, self.hp.jitter, self.hp.blur_sigma)
@@ -251,13 +260,30 @@ class CSIAAE(Detector):
         return total / R
 
     def _fit_bank(self, X: torch.Tensor) -> None:
-        """Store the per-shift unit training features (the bank eq. 11 searches)."""
+        """Store the per-shift unit training features (the bank eq. 11 searches); with
+        ``score=gaussian`` fit one Gaussian to each shift's column of it."""
         self._bank = torch.nn.functional.normalize(self.map_batches(self._features, X, desc="features"), dim=2)
+        self.shift_gaussians_ = None
+        if self.hp.score == "gaussian":
+            if not bool(torch.isfinite(self._bank).all()):
+                raise ValueError("F's features of the training rows are not finite; training diverged")
+            self.shift_gaussians_ = [FeatureGaussian.fit(self._bank[:, s]) for s in range(self.n_shifts)]
+
+    def _gaussian_score(self, feats: torch.Tensor) -> torch.Tensor:
+        """score=gaussian: sum over the shifts S of -log N(u_S; mu_S, Sigma_S), u_S = F(S x) / ||F(S x)||
+        and (mu_S, Sigma_S) the Ledoit-Wolf Gaussian of the training rows' u_S: (n, K, d) -> (n,) float64."""
+        unit = torch.nn.functional.normalize(feats, dim=2)
+        return sum(g.neg_log_density(unit[:, s]) for s, g in enumerate(self.shift_gaussians_))
 
     def _training_scores(self, X: torch.Tensor) -> torch.Tensor:
         """Leave-one-out: each training row matched to its nearest *other* row of the bank (a new
-        row never finds itself there); one row alone is scored as a new row."""
+        row never finds itself there); one row alone is scored as a new row. ``score=gaussian``:
+        each row under the Gaussians of the other folds (:meth:`FeatureGaussian.cross_fitted_scores`
+        per shift, summed), for the same reason."""
         feats = self.map_batches(self._features, X, desc="features")
+        if self.hp.score == "gaussian":
+            unit = torch.nn.functional.normalize(feats, dim=2)
+            return sum(FeatureGaussian.cross_fitted_scores(unit[:, s]) for s in range(self.n_shifts))
         if feats.shape[0] < 2:
             return super()._training_scores(X)
         dev = self.device
@@ -272,6 +298,8 @@ class CSIAAE(Detector):
 
     @torch.no_grad()
     def _score(self, X: torch.Tensor) -> torch.Tensor:
+        if self.hp.score == "gaussian":
+            return self._gaussian_score(self._features(X))
         bank = self._bank_on(X.device)
         m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk, weight_by_norm=self.hp.score_norm,
                                        skip_identical=True)
@@ -292,13 +320,20 @@ class CSIAAE(Detector):
         )
 
     def _extra_state(self) -> dict:
-        return {"train_features": self._bank.detach().cpu()}
+        state = {"train_features": self._bank.detach().cpu()}
+        if self.shift_gaussians_ is not None:
+            state["shift_gaussians"] = [g.state() for g in self.shift_gaussians_]
+        return state
 
     def _load_extra_state(self, state: dict) -> None:
         bank = state["train_features"]
         if not isinstance(bank, torch.Tensor) or bank.dim() != 3 or bank.shape[1] != self.n_shifts:
             raise ValueError(f"train_features must be (N, {self.n_shifts}, d)")
         self._bank = bank.float()
+        gaussians = state.get("shift_gaussians")
+        if self.hp.score == "gaussian" and (not isinstance(gaussians, list) or len(gaussians) != self.n_shifts):
+            raise ValueError(f"score='gaussian' needs {self.n_shifts} fitted shift Gaussians, which this checkpoint lacks")
+        self.shift_gaussians_ = [FeatureGaussian.from_state(g) for g in gaussians] if self.hp.score == "gaussian" else None
 
     def _reconstruct(self, x) -> torch.Tensor | None:
         """G(E(x)) (variant full only; the other variants have no encoder)."""
