@@ -238,6 +238,16 @@ def test_adgan_scores_without_search_export_to_onnx(score, registry_with_pca, di
     close(run_onnx(det.export(tmp_path / "adgan.onnx"), held_out[:20]), reference)
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_csi_aae_gaussian_score_exports(fmt, registry_with_pca, digits, tmp_path, one_thread):
+    """score=gaussian: the per-shift Gaussians are constants of the graph, which scores as the model does."""
+    train, held_out = digits
+    det = anomalykit.load_method("csi-aae", **tiny_params("csi-aae", score="gaussian"), device="cpu").fit(train[:64])
+    reference = det.score_samples(held_out[:20])
+    run = run_onnx if fmt == "onnx" else run_torchscript
+    close(run(det.export(tmp_path / ("csi.onnx" if fmt == "onnx" else "csi.pt")), held_out[:20]), reference)
+
+
 def test_adgan_onnx_is_refused_with_one_line(fitted, tmp_path):
     with pytest.raises(ExportError) as err:
         fitted("adgan").export(tmp_path / "adgan.onnx")
