@@ -127,6 +127,11 @@ step() {
         oc-seed[0-9]*-*) local rest=${1#oc-seed} seed method
             seed=${rest%%-*} method=${rest#*-}
             $OC --methods "$method" --seeds "$seed" --out $R/fmnist-oc-full/seed$seed/$method ;;
+        # the test split at full data, seed 0, with one or more CSI-AAE parameters chosen on the
+        # validation split, e.g. oc-csi-score=gaussian (folder fmnist-oc-full/csi-aae-score-gaussian-seed0)
+        oc-csi-*=*) local kv=${1#oc-csi-} sets name
+            set_args csi-aae "$kv"
+            $OC --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-oc-full/csi-aae-$name-seed0 ;;
         ood-mae) $OOD --methods mae-simplex --seeds 0 --out $R/fmnist-vs-mnist-full/mae-simplex-seed0 ;;
         # one or more AMA parameters on the one-class validation split at 2,000 images, seed 0, e.g.
         # val-ama-score=real-features (folder fmnist-val/ama-score-real-features; fmnist-val/ama-default is the default's)
