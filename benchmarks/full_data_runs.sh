@@ -62,6 +62,11 @@ step() {
         val-oc-baselines) $OC --eval-split val --classes 0,2,4,6,8 --methods '' --baselines iforest,ocsvm,autoencoder --seeds 0 --out $R/fmnist-val-full/baselines-seed0 ;;
         # one or more CSI-AAE parameters at 10 epochs, e.g. val-oc-csi-crop_scale=0.2 or
         # val-oc-csi-f_width=32+lr_f=0.0005 (folder csi-aae-crop_scale-0.2, csi-aae-f_width-32-lr_f-0.0005)
+        # the same with another seed, e.g. val-oc-csi-seed1-score=gaussian (folder csi-aae-score-gaussian-seed1)
+        val-oc-csi-seed[0-9]*-*=*) local rest=${1#val-oc-csi-seed} seed kv sets name
+            seed=${rest%%-*} kv=${rest#*-}
+            set_args csi-aae "$kv"
+            $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds "$seed" "${sets[@]}" --out $R/fmnist-val-full/csi-aae-$name-seed$seed ;;
         val-oc-csi-*=*) local kv=${1#val-oc-csi-} sets name
             set_args csi-aae "$kv"
             $OC --eval-split val --classes 0,2,4,6,8 --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-val-full/csi-aae-$name ;;
