@@ -440,6 +440,16 @@ def test_gaussian_score_save_load_round_trip(fitted_gaussian, digits0, tmp_path)
     assert loaded.threshold_ == fitted_gaussian.threshold_
 
 
+def test_a_checkpoint_without_the_gaussians_is_refused_for_score_gaussian(fitted, tmp_path):
+    """A model fitted with eq. 11 has no shift Gaussians: loading it as score=gaussian is a one-line
+    CheckpointError, not a crash at scoring time."""
+    from anomalykit import CheckpointError
+
+    with pytest.raises(CheckpointError, match="needs 4 fitted shift Gaussians") as err:
+        anomalykit.load(fitted.save(tmp_path / "m.pt"), score="gaussian")
+    assert "\n" not in str(err.value)
+
+
 def test_gaussian_score_refuses_score_norm(digits0):
     with pytest.raises(InputError, match="score_norm=false or score=nearest"):
         tiny(score="gaussian", score_norm=True).fit(digits0.X_train[:40], progress=False)

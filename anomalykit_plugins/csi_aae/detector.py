@@ -16,7 +16,9 @@ S, x-check the training sample with the largest sum_S sim; **the public score is
 (higher = more anomalous). Defaults: pooled backbone features and no norm factor
 (``score_space=backbone score_norm=false``); the paper's exact score is ``score_norm=true
 score_space=projection``; at CPU training lengths anomalies get *larger* feature norms, and the
-norm factor costs 5-18 AUROC points (measured in docs/methods/csi-aae.md). The training features
+norm factor costs 5-18 AUROC points (measured in docs/methods/csi-aae.md). ``score=gaussian`` (not
+the paper's) replaces the search by a Ledoit-Wolf Gaussian per shift S on the unit training
+features, the score being sum_S -log N(F(S x) / ||F(S x)||; mu_S, Sigma_S). The training features
 F(S x) are kept as fitted state, so a saved model scores without the training data.
 ``decision_scores_`` (the training scores behind ``threshold_``) are leave-one-out: each
 training sample is matched to its nearest *other* training sample, otherwise it would always
