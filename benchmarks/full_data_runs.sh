@@ -138,6 +138,16 @@ step() {
             set_args csi-aae "$kv"
             $OC --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-oc-full/csi-aae-$name-seed0 ;;
         ood-mae) $OOD --methods mae-simplex --seeds 0 --out $R/fmnist-vs-mnist-full/mae-simplex-seed0 ;;
+        # MAE-simplex on the OOD validation split, seeds 0-2: at 2,000 images (the reference), and with all
+        # 50,000 images and one or more parameters, e.g. val-ood-mae-max_steps=320 (folder
+        # fmnist-vs-mnist-full-val/mae-simplex-max_steps-320); ood-mae-KEY=VALUE is the test split, seed 0
+        val-ood-mae-2k) $OOD --eval-split val --max-train 2000 --methods mae-simplex --seeds 0-2 --out $R/fmnist-vs-mnist-full-val/mae-simplex-2k ;;
+        val-ood-mae-*=*) local kv=${1#val-ood-mae-} sets name
+            set_args mae-simplex "$kv"
+            $OOD --eval-split val --methods mae-simplex --seeds 0-2 "${sets[@]}" --out $R/fmnist-vs-mnist-full-val/mae-simplex-$name ;;
+        ood-mae-*=*) local kv=${1#ood-mae-} sets name
+            set_args mae-simplex "$kv"
+            $OOD --methods mae-simplex --seeds 0 "${sets[@]}" --out $R/fmnist-vs-mnist-full/mae-simplex-$name-seed0 ;;
         # one or more AMA parameters on the one-class validation split at 2,000 images, seed 0, e.g.
         # val-ama-score=real-features (folder fmnist-val/ama-score-real-features; fmnist-val/ama-default is the default's)
         val-ama-*=*) local kv=${1#val-ama-} sets name
