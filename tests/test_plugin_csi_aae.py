@@ -281,6 +281,84 @@ def test_threshold_scores_are_leave_one_out(fitted, digits0, score_norm):
     np.testing.assert_allclose(det.decision_scores_, expected, rtol=1e-5, atol=1e-5)
 
 
+def _knn_loops(test_feats, train_feats, neighbours, weight_by_norm, exclude=None):
+    """The k-NN form of eq. 11 written out: for each query, every training row's sum over the shifts of
+    cosine similarities, the `neighbours` largest kept (the excluded row left out), M = the mean over
+    them of sum_S cos (each times ||F(S x)|| when weighting). Returns [(M, index of the best row)]."""
+    out = []
+    for i, q in enumerate(test_feats):
+        sims = []
+        for j, t in enumerate(train_feats):
+            if exclude is not None and j == int(exclude[i]):
+                continue
+            cos = [float(F.cosine_similarity(q[k], t[k], dim=0)) for k in range(q.shape[0])]
+            sims.append((sum(cos), j, cos))
+        top = sorted(sims, key=lambda r: -r[0])[:neighbours]
+        w = [float(q[k].norm()) if weight_by_norm else 1.0 for k in range(q.shape[0])]
+        out.append((float(np.mean([sum(c * wk for c, wk in zip(cos, w)) for _, _, cos in top])), top[0][1]))
+    return out
+
+
+@pytest.mark.parametrize("chunk", [3, 1000])
+@pytest.mark.parametrize("weight_by_norm", [True, False])
+@pytest.mark.parametrize("leave_one_out", [False, True])
+def test_k_nearest_neighbours_score_matches_loops(chunk, weight_by_norm, leave_one_out):
+    g = torch.Generator().manual_seed(1)
+    train = torch.randn(11, 4, 6, generator=g, dtype=torch.float64)
+    test = train[:5] if leave_one_out else torch.randn(5, 4, 6, generator=g, dtype=torch.float64)
+    exclude = torch.arange(5) if leave_one_out else None
+    m, idx = nearest_neighbour_score(test, F.normalize(train, dim=2), chunk=chunk, weight_by_norm=weight_by_norm,
+                                     exclude=exclude, neighbours=3)
+    ref = _knn_loops(test, train, 3, weight_by_norm, exclude)
+    assert idx.tolist() == [j for _, j in ref]
+    assert m.tolist() == pytest.approx([v for v, _ in ref], rel=1e-10)
+    # one neighbour is eq. 11's nearest-neighbour score exactly
+    m1, idx1 = nearest_neighbour_score(test, F.normalize(train, dim=2), chunk=chunk, weight_by_norm=weight_by_norm,
+                                       exclude=exclude, neighbours=1)
+    ref1 = _knn_loops(test, train, 1, weight_by_norm, exclude)
+    assert idx1.tolist() == [j for _, j in ref1] and m1.tolist() == pytest.approx([v for v, _ in ref1], rel=1e-10)
+
+
+def _knn_numpy(query, bank, neighbours, *, leave_one_out=False):
+    """-(mean of the `neighbours` largest sum_S cos(F(S q_i), F(S b_j))) in numpy (an independent
+    search: a full similarity matrix, sorted), skipping the query itself (``leave_one_out``) and
+    rows with the query's features, as :func:`_eq11_numpy`."""
+    q = query.double().numpy()
+    b = bank.double().numpy()
+    q = q / np.linalg.norm(q, axis=2, keepdims=True)
+    b = b / np.linalg.norm(b, axis=2, keepdims=True)
+    sim = np.einsum("isd,jsd->ij", q, b)
+    if leave_one_out:
+        np.fill_diagonal(sim, -np.inf)
+    sim[sim >= q.shape[1] * (1 - 1e-5)] = -np.inf
+    return -np.sort(sim, axis=1)[:, ::-1][:, :neighbours].mean(1)
+
+
+def test_score_neighbours_scores_and_threshold_match_numpy(digits0, tmp_path):
+    """score_neighbours=3: test scores and leave-one-out threshold scores are minus the mean of the 3
+    largest sums of cosines with the stored training features (numpy); loading a model fitted with
+    one neighbour with score_neighbours=3 scores the same way from its stored features."""
+    det = tiny(score_neighbours=3).fit(digits0.X_train, progress=False)
+    with torch.no_grad():
+        test_feats = det._features(model_space(det, digits0.X_test))
+    np.testing.assert_allclose(det.score_samples(digits0.X_test), _knn_numpy(test_feats, det._bank, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(det.decision_scores_, _knn_numpy(det._bank, det._bank, 3, leave_one_out=True),
+                               rtol=1e-5, atol=1e-5)
+    one = tiny().fit(digits0.X_train, progress=False)
+    reloaded = anomalykit.load(one.save(tmp_path / "m.pt"), score_neighbours=3)
+    with torch.no_grad():
+        feats = one._features(model_space(one, digits0.X_test))
+    np.testing.assert_allclose(reloaded.score_samples(digits0.X_test), _knn_numpy(feats, one._bank, 3), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(reloaded.score_samples(digits0.X_test), one.score_samples(digits0.X_test))
+
+
+def test_score_neighbours_refusals(digits0):
+    with pytest.raises(InputError, match=r"score_neighbours=3 averages .* set score_neighbours=1 or score=nearest"):
+        tiny(score="gaussian", score_neighbours=3).fit(digits0.X_train[:20], progress=False)
+    with pytest.raises(InputError, match=r"score_neighbours=20 needs at least 21 training rows; got 20"):
+        tiny(score_neighbours=20).fit(digits0.X_train[:20], progress=False)
+
+
 # -- detector contract -------------------------------------------------------------------------
 def test_plain_csi_ablation_has_no_generative_model(digits0):
     det = tiny(variant="csi").fit(digits0.X_train[:40], progress=False)

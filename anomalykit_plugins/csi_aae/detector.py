@@ -115,6 +115,8 @@ class CSIAAE(Detector):
         Param("score_space", "backbone", "features of eq. 11: backbone (pooled ResNet) or projection (z, as CSI)", choices=("projection", "backbone")),
         Param("score_ensemble", 0, "M_ens (sec. 2.3): features averaged over this many fixed random transformations T_r ~ T "
               "(drawn once from the seed, the same for every image, test and training alike); 0 = the plain score M", low=0),
+        Param("score_neighbours", 1, "score=nearest: training rows averaged in eq. 11's similarity; 1 = the paper's x-check "
+              "alone, k > 1 = the mean over the k nearest (not the paper's: DN2's k-NN score, Bergman et al. 2020)", low=1),
         Param("score_norm", False, "eq. 11: weight each similarity by ||F(S x)|| (the paper; hurts at CPU training lengths, see docs)"),
         Param("bank_chunk", 4096, "training rows per block of the nearest-neighbour search (bounds memory)", low=1),
     )
@@ -148,6 +150,9 @@ class CSIAAE(Detector):
         if hp.score == "gaussian" and hp.score_norm:
             raise InputError("csi-aae score_norm=true weights eq. 11's similarities, which score=gaussian has none of; "
                              "set score_norm=false or score=nearest")
+        if hp.score == "gaussian" and hp.score_neighbours > 1:
+            raise InputError(f"csi-aae score_neighbours={hp.score_neighbours} averages eq. 11's nearest training rows, which "
+                             "score=gaussian has none of; set score_neighbours=1 or score=nearest")
         stem = hp.f_stem_stride if hp.f_stem_stride is not None else (2 if min(h, w) >= 16 else 1)
         rot_head = N_ROTATIONS if (hp.rotation_cls and hp.shift_rotations) else 0
         self.nets["F"] = FeatureExtractor(input_shape, hp.f_width, hp.f_stages, hp.f_blocks, hp.proj_dim, rot_head, stem)
@@ -265,6 +270,7 @@ class CSIAAE(Detector):
         """Store the per-shift unit training features (the bank eq. 11 searches); with
         ``score=gaussian`` fit one Gaussian to each shift's column of it."""
         self._bank = torch.nn.functional.normalize(self.map_batches(self._features, X, desc="features"), dim=2)
+        self._require_bank_rows(self.hp.score_neighbours + 1)  # leave-one-out threshold: k rows besides each
         self.shift_gaussians_ = None
         if self.hp.score == "gaussian":
             if not bool(torch.isfinite(self._bank).all()):
@@ -293,7 +299,8 @@ class CSIAAE(Detector):
 
         def loo(idx: torch.Tensor) -> torch.Tensor:
             m, _ = nearest_neighbour_score(feats_d[idx], bank_d, chunk=self.hp.bank_chunk, exclude=idx,
-                                           weight_by_norm=self.hp.score_norm, skip_identical=True)
+                                           weight_by_norm=self.hp.score_norm, skip_identical=True,
+                                           neighbours=self.hp.score_neighbours)
             return -m
 
         return self.map_batches(loo, torch.arange(feats.shape[0]), desc="threshold").double()
@@ -302,10 +309,16 @@ class CSIAAE(Detector):
     def _score(self, X: torch.Tensor) -> torch.Tensor:
         if self.hp.score == "gaussian":
             return self._gaussian_score(self._features(X))
+        self._require_bank_rows(self.hp.score_neighbours)
         bank = self._bank_on(X.device)
         m, _ = nearest_neighbour_score(self._features(X), bank, chunk=self.hp.bank_chunk, weight_by_norm=self.hp.score_norm,
-                                       skip_identical=True)
+                                       skip_identical=True, neighbours=self.hp.score_neighbours)
         return -m
+
+    def _require_bank_rows(self, rows: int) -> None:
+        if self.hp.score == "nearest" and self._bank.shape[0] < rows:
+            raise InputError(f"csi-aae score_neighbours={self.hp.score_neighbours} needs at least {rows} training rows; "
+                             f"got {self._bank.shape[0]} (lower score_neighbours or train on more rows)")
 
     def _bank_on(self, device: torch.device) -> torch.Tensor:
         if self._bank.device != device:

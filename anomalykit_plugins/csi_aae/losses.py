@@ -177,6 +177,7 @@ def nearest_neighbour_score(
     exclude: torch.Tensor | None = None,
     weight_by_norm: bool = True,
     skip_identical: bool = False,
+    neighbours: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 11: M(x, x') = sum_S sim(F(S x), F(S x')) * ||F(S x)||, with x' = x-check, the
     training sample maximising sum_S sim(F(S x), F(S x')).
@@ -190,25 +191,35 @@ def nearest_neighbour_score(
     (M = sum_S cosine similarity). ``skip_identical``: a bank row whose features equal the
     query's (mean cosine over the shifts >= 1 - IDENTICAL_TOL) is skipped too, so a training row
     scored again (or an exact copy of one) is matched to its nearest *other* training row, the
-    leave-one-out rule that set the threshold. Returns (M (n,), index of x-check (n,)).
+    leave-one-out rule that set the threshold. ``neighbours = k > 1`` (not the paper's: the k-NN
+    score of DN2, Bergman et al. 2020): M is the mean of the per-shift sum over the k bank rows with
+    the largest sum_S sim, x-check the first of them. Returns (M (n,), index of x-check (n,)).
     """
     n, k, d = feats.shape
     norms = feats.norm(dim=2)  # (n, K): ||F(S x)||
     unit = feats / norms.clamp_min(1e-12).unsqueeze(2)
     q = unit.reshape(n, k * d)
     flat_bank = bank.reshape(bank.shape[0], k * d)
-    best = torch.full((n,), float("-inf"), device=feats.device, dtype=feats.dtype)
-    arg = torch.zeros(n, dtype=torch.long, device=feats.device)
+    if flat_bank.shape[0] < neighbours:
+        raise ValueError(f"{neighbours} neighbours asked of a bank of {flat_bank.shape[0]} rows")
+    # running best `neighbours` similarities (n, k_nn), largest first, and their bank rows
+    best = torch.full((n, neighbours), float("-inf"), device=feats.device, dtype=feats.dtype)
+    arg = torch.zeros(n, neighbours, dtype=torch.long, device=feats.device)
     for lo in range(0, flat_bank.shape[0], chunk):
         s = q @ flat_bank[lo : lo + chunk].T  # (n, chunk): sum over S of cosine similarities
+        cols = torch.arange(lo, lo + s.shape[1], device=s.device)
         if exclude is not None:
-            cols = torch.arange(lo, lo + s.shape[1], device=s.device)
             s = s.masked_fill(exclude.view(-1, 1) == cols.view(1, -1), float("-inf"))
         if skip_identical:
             s = s.masked_fill(s >= k * (1.0 - IDENTICAL_TOL), float("-inf"))
-        val, idx = s.max(1)
-        better = val > best
-        best = torch.where(better, val, best)
-        arg = torch.where(better, idx + lo, arg)
-    cos = (unit * bank[arg]).sum(2)  # (n, K): sim(F(S x), F(S x-check))
-    return ((cos * norms) if weight_by_norm else cos).sum(1), arg
+        if neighbours == 1:  # a running max (the earlier row wins a tie)
+            val, idx = s.max(1, keepdim=True)
+            better = val > best
+            best = torch.where(better, val, best)
+            arg = torch.where(better, idx + lo, arg)
+        else:
+            best, pos = torch.cat([best, s], 1).topk(neighbours, dim=1)
+            arg = torch.cat([arg, cols.expand(n, -1)], 1).gather(1, pos)
+    cos = (unit.unsqueeze(1) * bank[arg]).sum(3)  # (n, k_nn, K): sim(F(S x), F(S x'_j))
+    m = ((cos * norms.unsqueeze(1)) if weight_by_norm else cos).sum(2).mean(1)
+    return m, arg[:, 0]
