@@ -141,6 +141,12 @@ step() {
         # MAE-simplex on the OOD validation split, seeds 0-2: at 2,000 images (the reference), and with all
         # 50,000 images and one or more parameters, e.g. val-ood-mae-max_steps=320 (folder
         # fmnist-vs-mnist-full-val/mae-simplex-max_steps-320); ood-mae-KEY=VALUE is the test split, seed 0
+        # MAE-simplex on the one-class validation split with all the class's images, classes 0,2,4,6,8, seed 0:
+        # val-oc-mae-default, or with parameters, e.g. val-oc-mae-max_steps=320 (folder fmnist-val-full/mae-simplex-max_steps-320)
+        val-oc-mae-default) $OC --eval-split val --classes 0,2,4,6,8 --methods mae-simplex --seeds 0 --out $R/fmnist-val-full/mae-simplex-default ;;
+        val-oc-mae-*=*) local kv=${1#val-oc-mae-} sets name
+            set_args mae-simplex "$kv"
+            $OC --eval-split val --classes 0,2,4,6,8 --methods mae-simplex --seeds 0 "${sets[@]}" --out $R/fmnist-val-full/mae-simplex-$name ;;
         val-ood-mae-2k) $OOD --eval-split val --max-train 2000 --methods mae-simplex --seeds 0-2 --out $R/fmnist-vs-mnist-full-val/mae-simplex-2k ;;
         val-ood-mae-*=*) local kv=${1#val-ood-mae-} sets name
             set_args mae-simplex "$kv"
