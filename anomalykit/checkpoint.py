@@ -155,6 +155,8 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
     if unknown:
         raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
     det = cls(**params)
+    saved = {**det.params_, **ckpt.get("params", {})}  # the values the saved threshold was computed with
+    det.threshold_params_ = {k: saved[k] for k in sorted(cls.score_params)}
     det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
     fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
     det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", det.input_shape_)), str(fit_input.get("dtype", "float32")))

@@ -90,13 +90,16 @@ MEMBERS: tuple[Member, ...] = (
            "parameters' scores do"),
     Member("export_unsupported", "attribute", False, "None", "export: a one-line reason the method (or these parameters: it "
            "may be a property) cannot be exported"),
+    Member("score_params", "attribute", False, "frozenset()", "names of the parameters the scores of a fitted detector "
+           "depend on (read when scoring); changing one after fit makes predict and export refuse until refit"),
     Member("_export_params", "hook", False, "{}", "export: parameters set while the score is recorded (e.g. an equivalent "
            "implementation that traces); the export is still parity-checked with the detector's own parameters"),
 )
 
 #: Public methods the core implements; a plugin that overrides one bypasses a policy.
 CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "predict_proba", "predict_confidence", "fit_predict",
-              "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer")
+              "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer",
+              "require_current_threshold")
 #: Attributes of earlier versions of the contract, refused with their replacement.
 RETIRED = {"threshold_sample": "implement _training_scores(X) instead (decision_scores_ holds one score per training row)"}
 
@@ -131,6 +134,12 @@ def check_method_class(cls) -> str | None:
         value = getattr(cls, attr)
         if not isinstance(value, bool) and not (attr == "score_needs_grad" and isinstance(value, property)):
             return f"{label}.{attr} must be True or False" + (" (or a property returning one)" if attr == "score_needs_grad" else "")
+    score_params = getattr(cls, "score_params")
+    if not isinstance(score_params, frozenset) or not all(isinstance(k, str) for k in score_params):
+        return f"{label}.score_params must be a frozenset of parameter names"
+    unknown = sorted(score_params - set(cls.param_schema()))
+    if unknown:
+        return f"{label}.score_params names {unknown[0]!r}, which is not one of its parameters"
     reason = cls.__dict__.get("export_unsupported", None)
     if reason is not None and not isinstance(reason, (str, property)):
         return f"{label}.export_unsupported must be None, a one-line string, or a property returning one"

@@ -105,6 +105,13 @@ class Detector(BaseEstimator):
     score_needs_grad: ClassVar[bool] = False
     #: Export: a one-line reason if the method cannot be exported (``export`` refuses with it).
     export_unsupported: ClassVar[str | None] = None
+    #: Parameters that the scores of a *fitted* detector depend on (read when scoring, not only by
+    #: ``fit``). Changed after fit (``set_params``, or an override of ``anomalykit.load``), they
+    #: leave ``threshold_``, a quantile of the training scores under the old values, stale:
+    #: ``predict``, ``predict_proba``, ``predict_confidence``, ``anomalykit score`` and export refuse
+    #: in one line until the detector is refitted or the values are set back; ``score_samples``
+    #: scores with the new values.
+    score_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any):
         self.params_ = validate_params(self.param_schema(), params, owner=self.name or type(self).__name__)
@@ -116,6 +123,8 @@ class Detector(BaseEstimator):
         self.threshold_: float | None = None
         self.decision_scores_: np.ndarray | None = None
         self.labels_: np.ndarray | None = None
+        #: The ``score_params`` values ``decision_scores_`` and ``threshold_`` were computed with.
+        self.threshold_params_: dict[str, Any] | None = None
         self.preprocessor_ = Preprocessor("none")
         self.history_: list[dict[str, float]] = []
         #: The epochs fit trained: ``epochs``, or fewer under ``max_steps`` (None before fit).
@@ -232,6 +241,7 @@ class Detector(BaseEstimator):
             train_scores = self._training_scores(normal)
         self.decision_scores_ = self._checked_scores(train_scores, normal.shape[0], "_training_scores")
         self._set_threshold()
+        self.threshold_params_ = {k: self.params_[k] for k in sorted(self.score_params)}
         return self
 
     def _set_threshold(self) -> None:
@@ -259,6 +269,7 @@ class Detector(BaseEstimator):
 
         With ``return_confidence=True`` also :meth:`predict_confidence` (PyOD's signature).
         """
+        self.require_current_threshold("predict")
         scores = self.score_samples(X)
         labels = (scores > self.threshold_).astype(np.int64)
         return (labels, self._confidence(scores)) if return_confidence else labels
@@ -271,13 +282,29 @@ class Detector(BaseEstimator):
         (Kriegel et al., "Interpreting and unifying outlier scores").
         """
         check_proba_method(method)  # before any scoring
+        self.require_current_threshold("predict_proba")
         scores = self.score_samples(X)
         probs = outlier_probability(scores, np.asarray(self.decision_scores_, np.float64), method)
         return (probs, self._confidence(scores)) if return_confidence else probs
 
     def predict_confidence(self, X) -> np.ndarray:
         """Confidence in each ``predict`` label, in [0, 1] (PyOD's ExCeeD: Perini et al., 2020)."""
+        self.require_current_threshold("predict_confidence")
         return self._confidence(self.score_samples(X))
+
+    def require_current_threshold(self, what: str) -> None:
+        """One-line :class:`InputError` if a ``score_params`` value differs from the one
+        ``threshold_`` was computed with (see ``score_params``); a no-op before fit."""
+        fitted = self.threshold_params_
+        if not fitted:
+            return
+        for key, old in fitted.items():
+            new = self.params_[key]
+            if new != old:
+                raise InputError(
+                    f"{self.name}: {key}={new!r} changes the scores, but threshold_ comes from the training scores "
+                    f"with {key}={old!r}; refit before {what}(), or set {key}={old!r} again (score_samples works either way)"
+                )
 
     def _confidence(self, scores: np.ndarray) -> np.ndarray:
         return prediction_confidence(scores, np.asarray(self.decision_scores_, np.float64), self.threshold_, self.hp.contamination)

@@ -531,3 +531,17 @@ def test_a_checkpoint_without_the_gaussians_is_refused_for_score_gaussian(fitted
 def test_gaussian_score_refuses_score_norm(digits0):
     with pytest.raises(InputError, match="score_norm=false or score=nearest"):
         tiny(score="gaussian", score_norm=True).fit(digits0.X_train[:40], progress=False)
+
+
+def test_loading_with_another_score_param_refuses_predict(fitted, digits0, tmp_path):
+    """A model loaded with score_neighbours=3 scores with 3 neighbours, but its saved threshold came
+    from one: predict refuses in one line; an override that does not change the scores (bank_chunk)
+    keeps predict as saved."""
+    path = fitted.save(tmp_path / "m.pt")
+    reloaded = anomalykit.load(path, score_neighbours=3)
+    assert np.isfinite(reloaded.score_samples(digits0.X_test[:5])).all()
+    with pytest.raises(InputError, match=r"score_neighbours=3 changes the scores, but threshold_ comes from the training "
+                                         r"scores with score_neighbours=1; refit before predict\(\)"):
+        reloaded.predict(digits0.X_test[:5])
+    same = anomalykit.load(path, bank_chunk=7)
+    np.testing.assert_array_equal(same.predict(digits0.X_test), fitted.predict(digits0.X_test))

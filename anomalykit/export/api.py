@@ -45,6 +45,7 @@ def export(det: Detector, path: str | os.PathLike, *, format: str | None = None,
     fmt = format_of(path, format)
     fixed = _batch_size(batch_size)
     det._check_fitted("export")
+    det.require_current_threshold("export")  # the graph's metadata carries threshold_
     reason = getattr(det, "export_unsupported", None)
     if reason:
         raise ExportError(f"{det.name} cannot be exported: {reason}")

@@ -114,6 +114,12 @@ class ADGANDetector(Detector):
         Param("search_chunk", 0, "θ copies per batched pass; 0 = automatic (fits a pass in cache)", low=0),
     )
 
+    #: Read when scoring (``Detector.score_params``): the score and every setting of the latent
+    #: search (its starts are drawn from the seed); not ``scoring``/``search_chunk``, which change
+    #: how the search runs, not its result.
+    score_params = frozenset({"score", "n_seed", "k", "lr_latent", "lr_theta", "search_beta1", "search_beta2", "loss",
+                              "start", "start_noise", "kappa", "theta_copies", "seed"})
+
     #: ``anomalykit bench --budget``: ``small`` trains 30 epochs and, where the score searches
     #: (``score=loss``), searches from 2 seeds (chosen on the validation split, 3 seeds: 0.851
     #: against 0.835 for 15 epochs / 8 seeds, at a quarter of the scoring time,

@@ -113,6 +113,9 @@ class AMADetector(Detector):
               "ensemble, Lee et al. 2018); only with score=a-features or real-features", choices=("last", "all")),
     )
 
+    #: Read when scoring (``Detector.score_params``): the score and the critic layers its Gaussian sees.
+    score_params = frozenset({"score", "feature_layers"})
+
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` fits one Fashion-MNIST
     #: class in a few minutes on 2 CPU cores; ``paper`` is the authors' schedule (for a GPU).
     budgets = {

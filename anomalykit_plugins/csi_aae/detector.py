@@ -121,6 +121,10 @@ class CSIAAE(Detector):
         Param("bank_chunk", 4096, "training rows per block of the nearest-neighbour search (bounds memory)", low=1),
     )
 
+    #: Read when scoring (``Detector.score_params``): the score, its feature space and transforms
+    #: (drawn from the seed), the norm weighting and the neighbours averaged.
+    score_params = frozenset({"score", "score_space", "score_ensemble", "score_norm", "score_neighbours", "seed"})
+
     #: ``anomalykit bench --budget``: ``small`` = 10 epochs (Fashion-MNIST, 2,000 images of a class:
     #: about 2 minutes on 2 CPU cores; chosen on the validation split, docs/methods/csi-aae.md);
     #: ``paper`` = a GPU-length schedule (the paper gives no epoch count).

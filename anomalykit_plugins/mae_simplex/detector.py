@@ -90,6 +90,9 @@ class MAESimplex(Detector):
               choices=("feature-l1", "feature-gaussian")),
     )
 
+    #: Read when scoring (``Detector.score_params``).
+    score_params = frozenset({"score"})
+
     #: Parameter overrides for ``anomalykit bench --budget``: ``small`` is the CPU budget measured
     #: in docs/methods/mae-simplex.md (use it with ``--max-train 2000``: 4-6 minutes per
     #: Fashion-MNIST class on 2 shared cores); ``paper`` is the paper's MNIST schedule and widths
