@@ -108,9 +108,8 @@ class Detector(BaseEstimator):
     #: Parameters that the scores of a *fitted* detector depend on (read when scoring, not only by
     #: ``fit``). Changed after fit (``set_params``, or an override of ``anomalykit.load``), they
     #: leave ``threshold_``, a quantile of the training scores under the old values, stale:
-    #: ``predict``, ``predict_proba``, ``predict_confidence``, ``anomalykit score`` and export refuse
-    #: in one line until the detector is refitted or the values are set back; ``score_samples``
-    #: scores with the new values.
+    #: ``predict``, ``predict_proba``, ``predict_confidence`` and export refuse in one line until the
+    #: detector is refitted or the values are set back; ``score_samples`` scores with the new values.
     score_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: Any):
