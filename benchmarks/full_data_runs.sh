@@ -132,12 +132,20 @@ step() {
         oc-seed[0-9]*-*) local rest=${1#oc-seed} seed method
             seed=${rest%%-*} method=${rest#*-}
             $OC --methods "$method" --seeds "$seed" --out $R/fmnist-oc-full/seed$seed/$method ;;
+        # the OOD test split with all 60,000 images, more seeds with a method's current default:
+        # ood-seedS-METHOD (folder fmnist-vs-mnist-full/seedS/METHOD)
+        ood-seed[0-9]*-*) local rest=${1#ood-seed} seed method
+            seed=${rest%%-*} method=${rest#*-}
+            $OOD --methods "$method" --seeds "$seed" --out $R/fmnist-vs-mnist-full/seed$seed/$method ;;
         # the test split at full data, seed 0, with one or more CSI-AAE parameters chosen on the
         # validation split, e.g. oc-csi-score=gaussian (folder fmnist-oc-full/csi-aae-score-gaussian-seed0)
         oc-csi-*=*) local kv=${1#oc-csi-} sets name
             set_args csi-aae "$kv"
             $OC --methods csi-aae --seeds 0 "${sets[@]}" --out $R/fmnist-oc-full/csi-aae-$name-seed0 ;;
         ood-mae) $OOD --methods mae-simplex --seeds 0 --out $R/fmnist-vs-mnist-full/mae-simplex-seed0 ;;
+        # MAE-simplex's small budget capped at 320 steps (issue 25, stop 38): the one-class test split at full data, run once
+        oc-mae-max-steps) $OC --methods mae-simplex --seeds 0 --out $R/fmnist-oc-full/mae-simplex-max-steps-seed0 ;;
+        ood-mae-max-steps) $OOD --methods mae-simplex --seeds 0 --out $R/fmnist-vs-mnist-full/mae-simplex-max-steps-seed0 ;;
         # MAE-simplex on the OOD validation split, seeds 0-2: at 2,000 images (the reference), and with all
         # 50,000 images and one or more parameters, e.g. val-ood-mae-max_steps=320 (folder
         # fmnist-vs-mnist-full-val/mae-simplex-max_steps-320); ood-mae-KEY=VALUE is the test split, seed 0
