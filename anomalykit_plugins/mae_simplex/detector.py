@@ -21,7 +21,8 @@ more anomalous.
 Budgets. Default run (digits, normal class 0, 124 training images, 60 epochs): about 15-20 s of
 training single-threaded on a 2-core CPU. Fashion-MNIST one-class on a CPU:
 ``--max-train 2000 --epochs 10``, 4-6 minutes per class (docs/methods/mae-simplex.md has the
-measured numbers).
+measured numbers); with more images, cap the steps (``max_steps=320``, what ``--budget small``
+sets): more steps lower the OOD score at 50,000-60,000 images.
 Paper budget (GPU): all ~6000 images of the class, 50 epochs (MNIST table) or 100 (CIFAR),
 batch 256, width 64, hidden 1024, latent 64, n_critic 5, select after 60% of the epochs:
 ``--epochs 50 --batch-size 256 --set width=64 --set hidden=1024 --set n_critic=5``.
