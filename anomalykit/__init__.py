@@ -8,7 +8,10 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import PLUGIN_API_VERSION, __version__  # noqa: E402
+from .deprecation import AnomalykitDeprecationWarning, show_by_default  # noqa: E402
+
+show_by_default()  # this package's deprecation warnings are shown (once each), not hidden
 
 from .data.datasets import Dataset  # noqa: E402
 from .detector import COMMON_PARAMS, Detector  # noqa: E402
@@ -31,7 +34,8 @@ __all__ = [
     "open_rows",
     "Detector", "Dataset", "Param", "hookimpl", "load_method", "load", "list_methods", "COMMON_PARAMS",
     "AnomalyKitError", "CheckpointError", "ConfigError", "DatasetError", "DivergenceError",
-    "InputError", "NotFittedError", "PluginError", "ExportError", "__version__",
+    "InputError", "NotFittedError", "PluginError", "ExportError", "__version__", "PLUGIN_API_VERSION",
+    "AnomalykitDeprecationWarning",
 ]
 
 

@@ -106,7 +106,7 @@ def model_file(path: str | os.PathLike) -> Path:
 
 def stamp(kind: str, payload: dict) -> dict:
     """Add the format header that :func:`safe_load` checks."""
-    from . import __version__
+    from ._version import __version__
 
     return {"format": f"anomalykit-{kind}", "format_version": FORMAT_VERSION, "anomalykit_version": __version__, **payload}
 
@@ -145,17 +145,19 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
     import numpy as np
     from torch import nn
 
+    from .deprecation import rename_params
     from .preprocess import Preprocessor
 
     if ckpt.get("method") != cls.name:
         raise CheckpointError(f"{path} holds a {ckpt.get('method')!r} detector, not {cls.name!r}")
-    params = dict(ckpt.get("params", {}))
-    params.update(overrides)
+    # parameter names of earlier releases are mapped onto today's (with a deprecation warning)
+    saved_params = rename_params(cls, dict(ckpt.get("params", {})), owner=cls.name)
+    params = {**saved_params, **rename_params(cls, overrides, owner=cls.name)}
     unknown = sorted(set(params) - set(cls.param_schema()))
     if unknown:
         raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
     det = cls(**params)
-    saved = {**det.params_, **ckpt.get("params", {})}  # the values the saved threshold was computed with
+    saved = {**det.params_, **saved_params}  # the values the saved threshold was computed with
     det.threshold_params_ = {k: saved[k] for k in sorted(cls.score_params)}
     det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
     fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32

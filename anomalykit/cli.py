@@ -15,7 +15,7 @@ import traceback
 
 import click
 
-from . import __version__
+from ._version import PLUGIN_API_VERSION, __version__
 from .errors import AnomalyKitError
 
 
@@ -36,12 +36,38 @@ def _friendly(fn):
     return wrapper
 
 
+class _deprecations_as_lines:
+    """Format anomalykit's deprecation warnings as one ``anomalykit: deprecated: ...`` line (through
+    ``warnings.formatwarning``, so a caller recording warnings still sees them)."""
+
+    def __enter__(self):
+        import warnings
+
+        from .deprecation import AnomalykitDeprecationWarning
+
+        self._warnings, self._format = warnings, warnings.formatwarning
+        plain = self._format
+
+        def format(message, category, filename, lineno, line=None):
+            if issubclass(category, AnomalykitDeprecationWarning):
+                return f"anomalykit: deprecated: {message}\n"
+            return plain(message, category, filename, lineno, line)
+
+        warnings.formatwarning = format
+        return self
+
+    def __exit__(self, *exc):
+        self._warnings.formatwarning = self._format
+        return False
+
+
 class _OneLineErrors(click.Group):
     """Usage errors (bad option values, unknown options) as one ``error: ...`` line, exit 2."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+            with _deprecations_as_lines():
+                rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help())
             sys.exit(0)
@@ -75,18 +101,26 @@ def list_cmd(as_json):
 
     reg = get_registry()
     rows = [
-        {"name": m.name, "summary": m.summary, "plugin": m.plugin, "distribution": m.distribution, "version": m.version}
+        {"name": m.name, "summary": m.summary, "plugin": m.plugin, "distribution": m.distribution, "version": m.version,
+         "deprecations": list(m.deprecations)}
         for m in sorted(reg.methods.values(), key=lambda m: m.name)
     ]
-    failed = [{"plugin": f.plugin, "distribution": f.distribution, "reason": f.reason} for f in reg.failures]
+    failed = [{"plugin": f.plugin, "distribution": f.distribution, "skipped": f.skipped, "reason": f.reason}
+              for f in reg.failures]
     if as_json:
-        click.echo(json.dumps({"methods": rows, "failed_plugins": failed}, indent=2))
+        click.echo(json.dumps({"anomalykit": __version__, "plugin_api": PLUGIN_API_VERSION, "methods": rows,
+                               "failed_plugins": failed}, indent=2))
         return
     if not rows:
         click.echo("no methods installed")
     width = max((len(r["name"]) for r in rows), default=4)
     for r in rows:
         click.echo(f"{r['name']:<{width}}  {r['summary']}  [{r['distribution']} {r['version']}]")
+        for note in r["deprecations"]:
+            click.echo(f"{'':<{width}}  deprecated: {note}")
+    for f in reg.failures:
+        click.echo(f"skipped: {f.line()}")
+    click.echo(f"(plugin API {PLUGIN_API_VERSION}, anomalykit {__version__}; docs/plugin-api.md)")
 
 
 @cli.command("show")
@@ -124,6 +158,7 @@ def info_cmd():
     from .registry import get_registry
 
     click.echo(f"anomalykit {__version__}, torch {torch.__version__}, numpy {numpy.__version__}, python {platform.python_version()}")
+    click.echo(f"plugin API: {PLUGIN_API_VERSION}")
     devices = ["cpu"]
     if torch.cuda.is_available():
         devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]

@@ -92,22 +92,22 @@ MEMBERS: tuple[Member, ...] = (
            "may be a property) cannot be exported"),
     Member("score_params", "attribute", False, "frozenset()", "names of the parameters the scores of a fitted detector "
            "depend on (read when scoring); changing one after fit makes predict and export refuse until refit"),
+    Member("renamed_params", "attribute", False, "()", "tuple of anomalykit.deprecation.RenamedParam: parameter names "
+           "the method accepted in earlier releases, mapped onto today's (or retired) with a deprecation warning, so "
+           "old configs, --set lines and saved models keep loading"),
     Member("_export_params", "hook", False, "{}", "export: parameters set while the score is recorded (e.g. an equivalent "
            "implementation that traces); the export is still parity-checked with the detector's own parameters"),
 )
 
-#: Public methods the core implements; a plugin that overrides one bypasses a policy.
-CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "predict_proba", "predict_confidence", "fit_predict",
-              "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer",
-              "require_current_threshold")
-#: Attributes of earlier versions of the contract, refused with their replacement.
-RETIRED = {"threshold_sample": "implement _training_scores(X) instead (decision_scores_ holds one score per training row)"}
+# The public methods the core owns (a plugin implements the underscore hooks instead):
+# anomalykit.detector.CORE_OWNED.
 
 
 def check_method_class(cls) -> str | None:
     """The first way ``cls`` breaks the contract, as one line; None if it keeps it."""
     from .detector import Detector  # late import: detector imports this module's constants only
     from .errors import ConfigError
+    from .deprecation import RenamedParam
     from .params import Param, validate_params
 
     if not isinstance(cls, type) or not issubclass(cls, Detector):
@@ -143,20 +143,23 @@ def check_method_class(cls) -> str | None:
     reason = cls.__dict__.get("export_unsupported", None)
     if reason is not None and not isinstance(reason, (str, property)):
         return f"{label}.export_unsupported must be None, a one-line string, or a property returning one"
-    for attr, instead in RETIRED.items():
-        if any(attr in k.__dict__ for k in cls.__mro__ if k is not Detector):
-            return f"{label}.{attr} is no longer part of the contract: {instead}"
-    for method in CORE_OWNED:
-        owner = next(k for k in cls.__mro__ if method in k.__dict__)
-        if owner is not Detector and issubclass(owner, Detector):
-            return f"{label} overrides Detector.{method}, which the core owns; implement the underscore hooks instead"
+    # overriding a CORE_OWNED method or setting threshold_sample is deprecated, not refused:
+    # Detector.__init_subclass__ adapts and warns (anomalykit.deprecation)
+    renamed = getattr(cls, "renamed_params", ())
+    if not isinstance(renamed, (tuple, list)) or not all(isinstance(r, RenamedParam) for r in renamed):
+        return f"{label}.renamed_params must be a tuple of anomalykit.deprecation.RenamedParam"
+    schema = cls.param_schema()
+    for r in renamed:
+        if r.old in schema:
+            return f"{label}.renamed_params: {r.old!r} is still one of its parameters"
+        if r.new is not None and r.new not in schema:
+            return f"{label}.renamed_params maps {r.old!r} onto {r.new!r}, which is not one of its parameters"
     budgets = getattr(cls, "budgets", {})
     if not isinstance(budgets, dict) or not all(isinstance(v, dict) for v in budgets.values()):
         return f"{label}.budgets must be a dict of budget name -> dict of parameter overrides"
     unknown = sorted(set(budgets) - set(BUDGETS))
     if unknown:
         return f"{label}.budgets has unknown budget {unknown[0]!r}; use {', '.join(BUDGETS)}"
-    schema = cls.param_schema()
     for budget, overrides in budgets.items():
         bad = sorted(set(overrides) - set(schema))
         if bad:

@@ -28,8 +28,11 @@ saved with the model, applied to every batch ``_fit``/``_score``/``_reconstruct`
 train (``fit(X, y)`` passes only the ``y == 0`` rows and ``y=None`` to a plugin without
 ``supports_labels``); and the threshold rule (``threshold_`` is the (1 - contamination) quantile
 of ``decision_scores_``, the training scores; a plugin whose training rows would score
-differently from new data, such as a nearest-neighbour score, sets ``decision_scores_`` itself
-in ``_fit`` the way new data would be scored).
+differently from new data, such as a nearest-neighbour score, implements ``_training_scores``
+to score them the way new data would be scored).
+
+The whole contract, what is stable and what is deprecated: docs/plugin-api.md
+(:mod:`anomalykit.contract`, :mod:`anomalykit.deprecation`).
 
 scikit-learn / PyOD vocabulary: ``get_params``/``set_params`` (``sklearn.base.clone`` works),
 ``decision_function``, ``decision_scores_``, ``threshold_``, ``labels_``,
@@ -49,6 +52,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import deprecation
 from . import distributed as D
 from .checkpoint import atomic_torch_save, detector_payload, model_file, restore_detector
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError, first_line
@@ -78,6 +82,14 @@ COMMON_PARAMS: tuple[Param, ...] = (
           "-> x/127.5-1, other images -> training range per channel onto [-1, 1], rows -> median/IQR per feature), "
           "uint8, range, robust, or none (data already prepared)", choices=PREPROCESS_KINDS),
 )
+
+
+#: Public methods the core implements; a plugin that overrides one bypasses a policy. Overriding
+#: one is deprecated (a warning, refused from anomalykit 0.3.0); an override of ``reconstruct``
+#: is adapted into the ``_reconstruct`` hook (:mod:`anomalykit.deprecation`).
+CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "predict_proba", "predict_confidence", "fit_predict",
+              "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer",
+              "require_current_threshold")
 
 
 class Detector(BaseEstimator):
@@ -111,9 +123,24 @@ class Detector(BaseEstimator):
     #: ``predict``, ``predict_proba``, ``predict_confidence`` and export refuse in one line until the
     #: detector is refitted or the values are set back; ``score_samples`` scores with the new values.
     score_params: ClassVar[frozenset[str]] = frozenset()
+    #: Parameter names this method accepted in earlier releases, mapped onto today's with a
+    #: deprecation warning (:class:`anomalykit.deprecation.RenamedParam`), so old configs,
+    #: ``--set`` lines and saved models keep loading.
+    renamed_params: ClassVar[tuple[deprecation.RenamedParam, ...]] = ()
+    #: Deprecated members this class uses, as (key, detail) (anomalykit.deprecation; set per class).
+    _deprecated_members: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: True when ``_fit`` reads ``y`` without declaring ``supports_labels`` (deprecated): it then
+    #: gets every row and the labels, as before ``supports_labels`` existed.
+    _legacy_labels: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        deprecation.adapt_plugin_class(cls, Detector, CORE_OWNED)
 
     def __init__(self, **params: Any):
-        self.params_ = validate_params(self.param_schema(), params, owner=self.name or type(self).__name__)
+        owner = self.name or type(self).__name__
+        params = deprecation.rename_params(type(self), params, owner=owner)
+        self.params_ = validate_params(self.param_schema(), params, owner=owner)
         self.hp = SimpleNamespace(**self.params_)
         self.nets = nn.ModuleDict()
         self.input_shape_: tuple[int, ...] | None = None
@@ -150,7 +177,9 @@ class Detector(BaseEstimator):
         ``contamination``, which re-derives ``threshold_`` and ``labels_`` of a fitted detector,
         and the runtime ones (``device``, ``score_batch_size``).
         """
-        merged = validate_params(self.param_schema(), {**self.params_, **params}, owner=self.name or type(self).__name__)
+        owner = self.name or type(self).__name__
+        params = deprecation.rename_params(type(self), params, owner=owner)
+        merged = validate_params(self.param_schema(), {**self.params_, **params}, owner=owner)
         self.params_ = merged
         self.hp = SimpleNamespace(**merged)
         if self.decision_scores_ is not None and "contamination" in params:
@@ -217,8 +246,11 @@ class Detector(BaseEstimator):
         # semi-supervised mode ever see the labelled anomalies
         self.preprocessor_ = Preprocessor.fit(normal, self.hp.preprocess, uint8=uint8)
         normal = self.preprocessor_.transform_rows(normal)
-        X = normal if labels is None or not self.supports_labels else self.preprocessor_.transform_rows(X)
-        labels = labels if self.supports_labels else None
+        # (a _fit that reads y without declaring supports_labels gets every row and the labels, as
+        # plugins written before supports_labels did: deprecated, anomalykit.deprecation)
+        takes_labels = self.supports_labels or self._legacy_labels
+        X = normal if labels is None or not takes_labels else self.preprocessor_.transform_rows(X)
+        labels = labels if takes_labels else None
         # the core's policy for the training length: the plugin trains self.epochs_ epochs
         n, hp = normal.shape[0], self.hp
         self.epochs_ = capped_epochs(hp.epochs, hp.max_steps, n, hp.batch_size)
@@ -236,8 +268,11 @@ class Detector(BaseEstimator):
         ]
         self.nets.eval()
         # the core's policy: one training score per normal training row, scored as new rows would be
-        with _plugin_guard(self.name, "training scores"):
-            train_scores = self._training_scores(normal)
+        # (decision_scores_ set by _fit is still taken, with a deprecation warning)
+        train_scores = deprecation.legacy_training_scores(self, normal.shape[0])
+        if train_scores is None:
+            with _plugin_guard(self.name, "training scores"):
+                train_scores = self._training_scores(normal)
         self.decision_scores_ = self._checked_scores(train_scores, normal.shape[0], "_training_scores")
         self._set_threshold()
         self.threshold_params_ = {k: self.params_[k] for k in sorted(self.score_params)}
@@ -394,9 +429,12 @@ class Detector(BaseEstimator):
         return restore_detector(cls, ckpt, path=path, overrides=overrides)
 
     # -- helpers for plugins ---------------------------------------------------------------
-    def trainer(self, *, modules=None, optimizers, schedulers=None, scheduler_interval="epoch", epochs=None, phase="train") -> Trainer:
+    def trainer(self, *, modules=None, optimizers, schedulers=None, scheduler_interval="epoch", epochs=None, phase="train",
+                average: Sequence[str] = (), average_decay: float | None = None) -> Trainer:
         """A :class:`Trainer` wired to this detector's params and the fit options (``scheduler_interval``:
-        the schedulers step after every "epoch" or every training "step")."""
+        the schedulers step after every "epoch" or every training "step"). ``average`` and
+        ``average_decay`` (deprecated, :mod:`anomalykit.deprecation`): networks whose weights are
+        replaced by their exponential moving average when training ends."""
         trainer = Trainer(
             method=self.name,
             modules=self.nets if modules is None else modules,
@@ -413,6 +451,9 @@ class Detector(BaseEstimator):
             phase=phase,
             config=self.params_,
         )
+        if average or average_decay is not None:
+            subject = f"{type(self).__module__}.{type(self).__qualname__}"
+            trainer = deprecation.averaging_trainer(trainer, tuple(average), float(average_decay or 0.0), subject)
         getattr(self, "_trainers", []).append(trainer)
         return trainer
 

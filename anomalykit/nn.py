@@ -329,6 +329,14 @@ class ConvCritic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deprecated: (value, features f) of ``x``; call ``features`` and ``head`` instead."""
+        from .deprecation import warn
+
+        warn("forward-with-features", "", detail=type(self).__name__)
+        f = self.features(x)
+        return self.head(f).squeeze(1), f
+
 
 def _activations(body: nn.Sequential, x: torch.Tensor, summarise) -> list[torch.Tensor]:
     """``summarise`` of the output of every activation layer of ``body`` run on ``x``, in order."""
@@ -369,6 +377,14 @@ class MLPCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(1)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deprecated: (value, features f) of ``x``; call ``features`` and ``head`` instead."""
+        from .deprecation import warn
+
+        warn("forward-with-features", "", detail=type(self).__name__)
+        f = self.features(x)
+        return self.head(f).squeeze(1), f
 
 
 

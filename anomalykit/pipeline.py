@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from . import distributed as D
 from .checkpoint import atomic_write_text
 from .data import Split, make_split

@@ -1,9 +1,12 @@
 """Discover methods and datasets from plugins (entry-point group ``anomalykit.methods``).
 
 Unlike ``pluggy.PluginManager.load_setuptools_entrypoints``, which lets one broken plugin crash
-start-up, each entry point is loaded, registered and called on its own; failures are recorded
-as :class:`PluginFailure` (plugin, distribution, one-line reason), warned about once, and the
-rest carry on.
+start-up, each entry point is loaded, registered and called on its own, and within a plugin each
+hook and each registered class on its own: a failure is recorded as :class:`PluginFailure`
+(plugin, distribution, what was skipped, one-line reason), warned about once, and everything
+else carries on (a plugin whose method class breaks the contract keeps its datasets, and the
+other way round). Deprecated members a method class uses (:mod:`anomalykit.deprecation`) are
+recorded with the method (``anomalykit list`` shows them).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Callable
 
 import pluggy
 
-from . import hookspecs
+from . import deprecation, hookspecs
 from .contract import NAME_RE
 from .errors import ConfigError, PluginError, first_line
 
@@ -25,12 +28,17 @@ _NAME_RE = NAME_RE  # dataset names follow the method-name rule
 
 @dataclass(frozen=True)
 class PluginFailure:
+    """Something a plugin offered that was skipped: the whole plugin (``skipped`` = "plugin"),
+    one hook (``"hook NAME"``) or one registered class (``"method class NAME"``), and why."""
+
     plugin: str
     distribution: str
     reason: str
+    skipped: str = "plugin"
 
     def line(self) -> str:
-        return f"plugin {self.plugin!r} (distribution {self.distribution}) skipped: {self.reason}"
+        what = "skipped" if self.skipped == "plugin" else f"{self.skipped} skipped"
+        return f"plugin {self.plugin!r} (distribution {self.distribution}) {what}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class MethodInfo:
     plugin: str
     distribution: str
     version: str
+    #: one line per deprecated member the class uses (anomalykit.deprecation), empty if none
+    deprecations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,17 +89,15 @@ class Registry:
             self.add_plugin(obj, name=ep.name, distribution=dist_name, version=dist_version)
 
     def add_plugin(self, obj, *, name: str, distribution: str = "local", version: str = "?") -> bool:
-        """Register one plugin object and collect what it registers. Returns False on failure."""
+        """Register one plugin object and collect what it registers. Returns False if anything it
+        offered was skipped (a failing hook or class skips only itself)."""
         try:
             self.pm.register(obj, name=name)
         except Exception as exc:  # pluggy validates hook names and signatures
             self._fail(name, distribution, f"does not follow the hook contract: {first_line(exc)}")
             return False
         self._dists[name] = (distribution, version)
-        ok = self._collect(name)
-        if not ok:
-            self.pm.unregister(name=name)
-        return ok
+        return self._collect(name)
 
     def remove_plugin(self, name: str) -> None:
         """Unregister a plugin and forget what it registered (used by tests and notebooks)."""
@@ -99,19 +107,24 @@ class Registry:
         self.datasets = {k: v for k, v in self.datasets.items() if v.plugin != name}
 
     def _collect(self, plugin_name: str) -> bool:
+        """Call the plugin's hooks, each on its own; keep what succeeded. False if anything failed."""
         distribution, version = self._dists.get(plugin_name, ("local", "?"))
         plugin = self.pm.get_plugin(plugin_name)
-        new_methods: dict[str, MethodInfo] = {}
-        new_datasets: dict[str, DatasetInfo] = {}
+        failures = len(self.failures)
+        collected = 0
 
         def register_method(cls) -> None:
+            label = f"method class {getattr(cls, '__name__', repr(cls))}"
             problem = _method_contract_problem(cls)
-            if problem:
-                raise PluginError(problem)
-            if cls.name in self.methods or cls.name in new_methods:
+            if not problem and (cls.name in self.methods or cls.name in new_methods):
                 other = (self.methods.get(cls.name) or new_methods[cls.name]).plugin
-                raise PluginError(f"method name {cls.name!r} is already registered by plugin {other!r}")
-            new_methods[cls.name] = MethodInfo(cls.name, cls.summary, cls, plugin_name, distribution, version)
+                problem = f"method name {cls.name!r} is already registered by plugin {other!r}"
+            if problem:  # this class only: the hook's other classes still register
+                self._fail(plugin_name, distribution, problem, skipped=label)
+                return
+            notes = tuple(deprecation.DEPRECATIONS[key].message(cls.__name__, detail)
+                          for key, detail in getattr(cls, "_deprecated_members", ()))
+            new_methods[cls.name] = MethodInfo(cls.name, cls.summary, cls, plugin_name, distribution, version, notes)
 
         def register_dataset(name: str, loader: Callable, summary: str = "") -> None:
             if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -128,17 +141,23 @@ class Registry:
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
+                new_methods: dict[str, MethodInfo] = {}
+                new_datasets: dict[str, DatasetInfo] = {}
                 try:
                     impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(plugin_name, distribution, f"{hook_name} raised {type(exc).__name__}: {first_line(exc)}")
-                    return False
-        self.methods.update(new_methods)
-        self.datasets.update(new_datasets)
-        return True
+                except Exception as exc:  # noqa: BLE001 -- this hook only: the plugin's other hooks still count
+                    self._fail(plugin_name, distribution, f"raised {type(exc).__name__}: {first_line(exc)}",
+                               skipped=f"hook {hook_name}")
+                    continue
+                self.methods.update(new_methods)
+                self.datasets.update(new_datasets)
+                collected += len(new_methods) + len(new_datasets)
+        if collected == 0 and len(self.failures) > failures:
+            self.pm.unregister(name=plugin_name)  # nothing of it is usable
+        return len(self.failures) == failures
 
-    def _fail(self, plugin: str, distribution: str, reason: str) -> None:
-        failure = PluginFailure(plugin, distribution, reason)
+    def _fail(self, plugin: str, distribution: str, reason: str, *, skipped: str = "plugin") -> None:
+        failure = PluginFailure(plugin, distribution, reason, skipped)
         self.failures.append(failure)
         print(f"anomalykit: warning: {failure.line()}", file=sys.stderr)
 

@@ -41,7 +41,8 @@ Scores: :class:`FeatureGaussian` (a Gaussian fitted to training feature vectors,
 −log density; Ledoit-Wolf covariance).
 
 Parameter presets, so the same idea has the same name everywhere: :func:`lipschitz_param`,
-:func:`gp_weight_param`, :func:`latent_dim_param`, :func:`simplex_k_param`.
+:func:`gp_weight_param`, :func:`latent_dim_param`, :func:`simplex_k_param`; :class:`RenamedParam`
+keeps a renamed parameter's old name working for a deprecation period (``renamed_params``).
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ from .nn import (
     stack_pair,
 )
 from .data.datasets import Dataset
+from .deprecation import RenamedParam
 from .training import StepContext, Trainer
 from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature_l1, sample_simplex, simplex_mix
 from .params import Param
@@ -72,6 +74,7 @@ __all__ = [
     "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
     "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "FeatureGaussian", "outer_adam_step_",
     "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param", "StepContext", "Trainer", "Dataset", "stream_seed",
+    "RenamedParam",
 ]
 
 

@@ -441,3 +441,13 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def __getattr__(name: str):
+    """Deprecated names of this module (anomalykit.deprecation)."""
+    if name == "WeightAverage":
+        from . import deprecation
+
+        deprecation.warn("weight-average", "")
+        return deprecation.WeightAverage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

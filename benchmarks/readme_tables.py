@@ -292,7 +292,32 @@ def _contract() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"settings": _settings, "contract": _contract, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+def _deprecations() -> str:
+    """The deprecated members of the plugin API (anomalykit.deprecation.DEPRECATIONS) as a table."""
+    from anomalykit.deprecation import DEPRECATIONS
+
+    out = ["| deprecated | since | stops working in | instead | meanwhile |", "|---|---|---|---|---|"]
+    for d in DEPRECATIONS.values():
+        cells = [d.title or d.what, d.since, d.removed_in, d.replacement, d.meanwhile]
+        out.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _renamed_params() -> str:
+    """Every installed method's renamed parameters (its ``renamed_params``) as a table."""
+    import anomalykit
+    from anomalykit.registry import get_registry
+
+    out = ["| method | old parameter | now | stops working in |", "|---|---|---|---|"]
+    for name in anomalykit.list_methods():
+        for r in get_registry().method(name).cls.renamed_params:
+            now = "retired, ignored" + (f" ({r.note})" if r.note else "") if r.new is None else f"`{r.new}`" + (
+                " (" + ", ".join(f"{k!r} -> {v!r}" for k, v in r.values.items()) + ")" if r.values else "")
+            out.append(f"| {name} | `{r.old}` | {now} | {r.removed_in} |")
+    return "\n".join(out) + "\n"
+
+
+SOURCES = {"settings": _settings, "contract": _contract, "deprecations": _deprecations, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

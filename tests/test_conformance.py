@@ -75,15 +75,9 @@ class _ShortTrainingScores(_PCA):
         return super()._training_scores(X)[:10]  # fewer scores than training rows
 
 
-class _OwnsFit(_PCA):
-    name = "kit-owns-fit"
-
-    def fit(self, X, y=None, **kw):  # bypasses the core's validation, scaling and threshold
-        return super().fit(X, y, **kw)
-
-
 class _LosesState(_PCA):
     name = "kit-loses-state"
+    supports_labels = False  # its _fit hands y on to the parent's
 
     def _fit(self, X, y):
         super()._fit(X, y)
@@ -97,11 +91,30 @@ def test_a_correct_minimal_method_passes():
     check_method(_PCA, export=False)
 
 
+def test_overriding_a_core_owned_method_is_deprecated_not_refused():
+    """Overriding fit was allowed until anomalykit 0.2.0: the class still works (the kit passes)
+    and its definition warns once, naming the replacement and the release that ends it."""
+    from anomalykit import AnomalykitDeprecationWarning
+
+    with pytest.warns(AnomalykitDeprecationWarning) as caught:
+        class OwnsFit(_PCA):
+            name = "kit-owns-fit"
+
+            def fit(self, X, y=None, **kw):
+                return super().fit(X, y, **kw)
+
+    assert [str(w.message) for w in caught] == [
+        "test_conformance.test_overriding_a_core_owned_method_is_deprecated_not_refused.<locals>.OwnsFit: overriding "
+        "Detector.fit, which the core owns, is deprecated since anomalykit 0.2.0 and stops working in 0.3.0; implement "
+        "the underscore hooks instead (_fit, _score, _training_scores, _reconstruct, _anomaly_map)"]
+    assert OwnsFit._deprecated_members == (("core-owned-override", "fit"),)
+    check_method(OwnsFit, export=False)
+
+
 @pytest.mark.parametrize("cls, message", [
     (_Flipped, "noise rows do not score higher than normal rows"),
     (_Random, "two fits with the same seed score differently"),
     (_ShortTrainingScores, "_training_scores returned (10,), expected shape (200,)"),
-    (_OwnsFit, "overrides Detector.fit, which the core owns"),
     (_LosesState, "scores after load differ"),
 ])
 def test_broken_plugins_are_caught(cls, message):

@@ -16,7 +16,7 @@ from typing import Any, List
 import torch
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AnomalyKitError, ConfigError, ExportError, first_line
 from .scorer import _META_FORMAT, _META_VERSION, META_KEY
 

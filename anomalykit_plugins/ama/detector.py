@@ -33,6 +33,7 @@ from torch import nn
 from anomalykit import Detector, InputError, Param
 from anomalykit.sdk import (
     FeatureGaussian,
+    RenamedParam,
     flat_dim,
     frozen,
     gp_weight_param,
@@ -60,6 +61,11 @@ class AMADetector(Detector):
     supports_labels = True  # semi-supervised mode: labelled anomalies replace the synthetic negatives
     streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "Adversarial Mirrored AutoEncoder: mirrored Wasserstein critic, simplex interpolation, atypical negatives, A-score"
+    #: names of anomalykit 0.1.0: lr_decay=true was the step schedule; ema (weight averaging) lowered AUROC and was removed
+    renamed_params = (
+        RenamedParam("lr_decay", "lr_schedule", False, values={True: "step", False: "constant"}),
+        RenamedParam("ema", None, 0.0, note="weight averaging lowered the critic features' AUROC and was removed"),
+    )
     params = (
         Param("epochs", 100, "training epochs (paper: 100)", low=0),
         Param("batch_size", 64, "training batch size", low=2),

@@ -38,6 +38,7 @@ from anomalykit import Detector, InputError, Param
 from anomalykit.sdk import (
     SIMPLEX_SCHEMES,
     FeatureGaussian,
+    RenamedParam,
     frozen,
     gp_weight_param,
     gradient_penalty,
@@ -59,6 +60,8 @@ class MAESimplex(Detector):
     name = "mae-simplex"
     streams_training_rows = True  # _fit and _training_scores only index, slice and map_batches X
     summary = "Mirrored adversarial autoencoder with m-point simplex interpolation critic (Wu et al. 2020)"
+    #: names of anomalykit 0.1.0 (the same idea has the same name in every method since 0.2.0)
+    renamed_params = (RenamedParam("m", "simplex_k", 3), RenamedParam("lambda_gp", "gp_weight", 10.0))
     params = (
         Param("epochs", 60, "training epochs", low=0),
         Param("batch_size", 64, "training batch size (paper: 256)", low=2),
