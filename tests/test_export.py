@@ -414,16 +414,60 @@ def test_a_plain_third_party_detector_exports(blobs, tmp_path):
     close(load_scorer(det.export(tmp_path / "np.onnx")).score_samples(X), det.score_samples(X))
 
 
-def test_every_installed_method_exports_or_is_refused(installed_methods, fitted, tmp_path):
-    """Whatever is installed (third-party plugins included) exports to TorchScript or is
-    refused with one ExportError line; nothing else escapes."""
+def test_every_installed_method_exports_or_is_refused(installed_methods, registry_with_pca, fitted, exported, digits,
+                                                     tmp_path):
+    """Whatever is installed (third-party plugins included) exports to TorchScript with parity or is
+    refused with one ExportError line; nothing else escapes, and no built-in method is refused."""
+    _, held_out = digits
+    refused = {}
     for method in installed_methods:
-        if method in BOTH + TORCHSCRIPT_ONLY:
-            continue  # covered above
         try:
-            fitted(method).export(tmp_path / f"{method}.pt")
+            path = exported(method, "torchscript") if method in BOTH + TORCHSCRIPT_ONLY else \
+                fitted(method).export(tmp_path / f"{method}.pt")
         except ExportError as exc:
-            assert "\n" not in str(exc)
+            assert "\n" not in str(exc), method
+            refused[method] = str(exc)
+            continue
+        close(load_scorer(path).score_samples(held_out), fitted(method).score_samples(held_out))
+    builtin = {name for name, info in registry_with_pca.methods.items() if info.distribution == "anomalykit"}
+    assert builtin == {"ama", "mae-simplex", "csi-aae", "adgan"} and not builtin & set(refused), refused
+
+
+def test_the_parity_check_refuses_a_graph_that_is_off_on_one_row(fitted, tmp_path, monkeypatch):
+    """The check measures the largest deviation of any row: a graph right on every row but one is refused."""
+    from anomalykit.export import scorer as scorer_module
+
+    plain = scorer_module.ExportedScorer.run_graph
+
+    def off_on_the_last_row(self, x):
+        out = np.array(plain(self, x), dtype=np.float32)
+        if len(out) == 7:  # the check's second batch (sizes 1 and 7): only its last row is off
+            out[-1] += np.float32(1e-2) * np.float32(max(np.abs(out).max(), 1.0))
+        return out
+
+    monkeypatch.setattr(scorer_module.ExportedScorer, "run_graph", off_on_the_last_row)
+    path = tmp_path / "pca.pt"
+    with pytest.raises(ExportError, match=r"differ from score_samples by [0-9.]+e-0[1-3] of the largest score") as err:
+        fitted("pca-recon").export(path)
+    assert "\n" not in str(err.value) and not path.exists()  # nothing is written when the check fails
+
+
+def test_a_uint8_scorer_takes_pixel_values_0_to_255_and_refuses_others(registry_with_pca, digits, tmp_path):
+    train, held_out = digits
+    to_uint8 = lambda a: np.clip(a * 16, 0, 255).astype(np.uint8)  # noqa: E731 -- digits 0..16 -> 0..255
+    det = anomalykit.load_method("pca-recon", n_components=4).fit(to_uint8(train))
+    X = to_uint8(held_out)
+    X[0] = 0
+    X[1] = 255
+    X[2, 0, 0, :] = 255
+    assert X.min() == 0 and X.max() == 255
+    scorer = load_scorer(det.export(tmp_path / "u8.pt"))
+    close(scorer.score_samples(X.astype(np.float32)), det.score_samples(X))  # both ends accepted as floats
+    for bad in (256.0, -1.0, 254.5):
+        rows = X.astype(np.float32)
+        rows[3, 0, 0, 0] = bad
+        with pytest.raises(anomalykit.InputError, match="pass integer pixel values 0..255"):
+            scorer.score_samples(rows)
 
 
 # -- API and CLI errors --------------------------------------------------------------------------

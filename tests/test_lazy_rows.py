@@ -180,16 +180,25 @@ def test_fit_reads_batches_not_the_whole_file(tmp_path, digits_u8):
     assert sum(reads) >= 2 * 600  # every row read in each epoch (and again for the threshold)
 
 
-def test_streamed_range_statistics_equal_the_whole_array(tmp_path):
+def test_streamed_range_statistics_find_extremes_in_the_last_row_and_at_batch_boundaries(tmp_path):
+    """The streamed pass reads batches of 4,096 rows: the extremes sit where an off-by-one loses
+    them (the last row, the last row of a batch, the first row of the next), and the expected
+    range is computed by hand from where they were put."""
     from anomalykit.preprocess import Preprocessor
 
-    X = np.random.default_rng(3).normal(3.0, 5.0, size=(9000, 2, 4, 4)).astype(np.float32)
+    X = np.random.default_rng(3).uniform(-1.0, 1.0, size=(9000, 3, 2, 2)).astype(np.float32)
+    X[8999, 0, 1, 1] = -7.0   # channel 0: minimum in the very last row
+    X[4095, 0, 0, 0] = 5.0    # channel 0: maximum in the last row of the first batch
+    X[4096, 1, 0, 1] = -3.0   # channel 1: minimum in the first row of the second batch
+    X[8191, 1, 1, 0] = 9.0    # channel 1: maximum in the last row of the second batch
+    X[0, 2, 0, 0] = 4.0       # channel 2: maximum in the first row
+    X[8192, 2, 1, 1] = -6.0   # channel 2: minimum in the first row of the last batch
     np.save(tmp_path / "x.npy", X)
     streamed = Preprocessor.fit(open_rows(tmp_path / "x.npy"), "auto")
-    whole = Preprocessor.fit(torch.from_numpy(X), "auto")
-    assert streamed.kind == whole.kind == "range"
-    torch.testing.assert_close(streamed.shift, whole.shift, rtol=0, atol=0)
-    torch.testing.assert_close(streamed.scale, whole.scale, rtol=0, atol=0)
+    lo, hi = np.array([-7.0, -3.0, -6.0]), np.array([5.0, 9.0, 4.0])
+    assert streamed.kind == "range"
+    np.testing.assert_array_equal(streamed.shift.numpy(), ((hi + lo) / 2).astype(np.float32))
+    np.testing.assert_array_equal(streamed.scale.numpy(), ((hi - lo) / 2).astype(np.float32))
 
 
 def test_semi_supervised_fit_on_lazy_rows_equals_the_array(tmp_path, digits_u8):

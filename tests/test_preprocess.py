@@ -95,9 +95,32 @@ def test_every_method_scores_raw_uint8_like_scaled_floats_and_saves_its_scaling(
         assert spread <= 0.02, f"{method}: {auroc}"
 
 
+@pytest.mark.parametrize("kind", ["uint8", "range", "robust", "none"])
+def test_inverse_transform_undoes_transform(kind):
+    g = torch.Generator().manual_seed(0)
+    if kind == "uint8":
+        X = torch.randint(0, 256, (6, 2, 3, 3), generator=g).float()
+    elif kind == "robust":
+        X = torch.randn(50, 4, generator=g) * torch.tensor([1.0, 10.0, 1e3, 0.1]) + 5.0
+    else:
+        X = torch.randn(6, 2, 3, 3, generator=g) * 30.0 + 100.0
+    prep = Preprocessor.fit(X, kind)
+    model = prep.transform(X)
+    assert not torch.equal(model, X) or kind == "none"
+    torch.testing.assert_close(prep.inverse_transform(model), X, rtol=1e-5, atol=1e-4)
+    new = X + 3.0  # rows it was not fitted on come back too
+    torch.testing.assert_close(prep.inverse_transform(prep.transform(new)), new, rtol=1e-5, atol=1e-4)
+
+
 def test_reconstructions_come_back_in_the_input_space(digits_uint8):
+    """reconstruct() scales the uint8 inputs by hand's x / 127.5 - 1, runs the network, and maps
+    its output back with (r + 1) * 127.5: both maps computed here, the network called directly."""
     train, test, _ = digits_uint8
     det = anomalykit.load_method("ama", **tiny_params("ama")).fit(train, progress=False)
     rec = det.reconstruct(test[:4])
+    x_model = torch.from_numpy(test[:4].astype(np.float32) / 127.5 - 1.0).reshape(4, 1, 8, 8)
+    with torch.no_grad():
+        raw = det._reconstruct(x_model.to(det.device)).cpu()
     assert rec.shape == (4, 1, 8, 8)
+    torch.testing.assert_close(rec, (raw + 1.0) * 127.5, rtol=1e-5, atol=1e-3)
     assert float(rec.min()) >= -1e-3 and float(rec.max()) <= 255 + 1e-3  # tanh outputs mapped back to 0..255
