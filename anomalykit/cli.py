@@ -119,8 +119,8 @@ def list_cmd(as_json):
         for note in r["deprecations"]:
             click.echo(f"{'':<{width}}  deprecated: {note}")
     for f in reg.failures:
-        click.echo(f"skipped: {f.line()}")
-    click.echo(f"(plugin API {PLUGIN_API_VERSION}, anomalykit {__version__}; docs/plugin-api.md)")
+        click.echo(f.line())
+    click.echo(f"(plugin API {PLUGIN_API_VERSION}, anomalykit {__version__})")
 
 
 @cli.command("show")

@@ -99,8 +99,22 @@ MEMBERS: tuple[Member, ...] = (
            "implementation that traces); the export is still parity-checked with the detector's own parameters"),
 )
 
-# The public methods the core owns (a plugin implements the underscore hooks instead):
-# anomalykit.detector.CORE_OWNED.
+
+
+def __getattr__(name: str):
+    """``CORE_OWNED`` (the public methods the core owns: defined beside them, in
+    :mod:`anomalykit.detector`) and the deprecated ``RETIRED``."""
+    if name == "CORE_OWNED":
+        from .detector import CORE_OWNED
+
+        return CORE_OWNED
+    if name == "RETIRED":
+        from .deprecation import warn
+
+        warn("contract-retired", "")
+        return {"threshold_sample": "implement _training_scores(X) instead (decision_scores_ holds one score per training row)"}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 
 def check_method_class(cls) -> str | None:

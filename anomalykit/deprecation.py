@@ -17,9 +17,12 @@ docs' table is generated from it). The adapters live here too:
 - :class:`RenamedParam` / :func:`rename_params`: a method's renamed or retired parameters
   (old configs, ``--set`` lines and checkpoints keep loading).
 
-``import anomalykit`` shows these warnings by default (a ``"default"``-style filter for this
-category only; each is emitted once per plugin class and member, so repeats stay quiet);
-``warnings.filterwarnings("ignore", category=AnomalykitDeprecationWarning)`` silences them.
+``import anomalykit`` shows these warnings: it puts an "always" filter for this category right in
+front of Python's default "ignore DeprecationWarning" filter, so any filter set before (the
+user's, pytest's ``-W``/``filterwarnings``, ``python -W``) still decides. Each is emitted once per
+process, plugin class and member (``_emitted``), so repeats stay quiet; a warning emitted while
+ignored counts as emitted. ``warnings.filterwarnings("ignore", category=AnomalykitDeprecationWarning)``
+after the import silences them.
 """
 from __future__ import annotations
 
@@ -68,8 +71,9 @@ DEPRECATIONS: dict[str, Deprecation] = {
         Deprecation(
             "reconstruct-override", "overriding reconstruct(X)",
             "implement _reconstruct(x) instead (a batch in model space -> its reconstructions)",
-            "the override is called as the _reconstruct hook: per batch, in model space (what _fit sees), "
-            "with the core's validation, scaling and batching around it"),
+            "a plain override is called as the _reconstruct hook: per batch, in model space (what _fit sees), with "
+            "the core's validation, scaling and batching around it; one that calls super().reconstruct or sits "
+            "beside a _reconstruct hook runs as an override of the core's method"),
         Deprecation(
             "threshold-sample", "threshold_sample",
             "remove it: the threshold comes from one score per training row (override _training_scores(X) to "
@@ -107,6 +111,10 @@ DEPRECATIONS: dict[str, Deprecation] = {
             "import from anomalykit.lazy_rows (or use anomalykit.open_rows)",
             "re-exports anomalykit.lazy_rows"),
         Deprecation(
+            "contract-retired", "anomalykit.contract.RETIRED",
+            "read anomalykit.deprecation.DEPRECATIONS (threshold_sample is deprecated, no longer refused)",
+            "holds what it held in 0.1.0's development snapshots"),
+        Deprecation(
             "retired-param", "parameter {detail}",
             "drop it (anomalykit show METHOD lists the parameters)",
             "accepted and ignored", title="a retired parameter of a method (table below)"),
@@ -133,8 +141,17 @@ def show_by_default() -> None:
     """Show this package's deprecation warnings (Python hides DeprecationWarning outside __main__);
     each is emitted once per subject by :func:`warn`, so "always" repeats nothing. Left alone when
     the user chose warning filters (``-W``, ``PYTHONWARNINGS``): theirs apply."""
-    if not sys.warnoptions:
-        warnings.filterwarnings("always", category=AnomalykitDeprecationWarning)
+    if sys.warnoptions:
+        return
+    for i, (action, message, category, module, lineno) in enumerate(warnings.filters):
+        if message is None and module is None and issubclass(AnomalykitDeprecationWarning, category):
+            # the first filter that would decide: only Python's own default ("ignore
+            # DeprecationWarning") is overridden, right in front of it; a filter the user, pytest
+            # or another library set earlier (ignore, error...) keeps deciding
+            if (action, category, lineno) == ("ignore", DeprecationWarning, 0):
+                warnings.filters.insert(i, ("always", None, AnomalykitDeprecationWarning, None, 0))
+                warnings._filters_mutated()
+            return
 
 
 # -- plugin classes ---------------------------------------------------------------------------------
@@ -143,20 +160,56 @@ def _own(cls: type, attr: str, base: type) -> bool:
     return any(attr in k.__dict__ for k in cls.__mro__ if k not in base.__mro__)
 
 
-def _reads_argument(fn: Callable, index: int) -> bool:
-    """True if the function ``fn`` reads its positional argument number ``index`` (0 = self)."""
+#: Instructions that push arguments of a call (what may sit between a method and one of its arguments).
+_ARGUMENT_LOADS = ("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST", "LOAD_DEREF", "LOAD_GLOBAL",
+                   "LOAD_NAME", "KW_NAMES", "PUSH_NULL", "COPY_FREE_VARS")
+
+
+def _loaded_names(ins: dis.Instruction) -> tuple[str, ...]:
+    """The local names an instruction reads (3.10-3.13 opcodes; 3.13 fuses two into one)."""
+    if ins.opname == "STORE_FAST_LOAD_FAST":  # argval (stored, loaded)
+        return (ins.argval[1],)
+    if ins.opname.startswith("LOAD_FAST") and ins.opname != "LOAD_FAST_AND_CLEAR" or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
+        return ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
+    return ()
+
+
+def label_use(fn: Callable, index: int = 2) -> str:
+    """How ``fn`` (a ``_fit``) treats its positional argument ``index`` (``y``): "uses" (reads it),
+    "forwards" (only hands it on to another ``_fit``, e.g. ``super()._fit(X, y)``) or "ignores"."""
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None or code.co_argcount <= index:
-        return False
+        return "ignores"
     name = code.co_varnames[index]
     if name in code.co_cellvars:  # used by a nested function or comprehension
-        return True
-    for ins in dis.get_instructions(code):
-        if ins.opname.startswith("LOAD_FAST") or ins.opname in ("LOAD_DEREF", "LOAD_CLOSURE"):
-            names = ins.argval if isinstance(ins.argval, tuple) else (ins.argval,)
-            if name in names:
-                return True
-    return False
+        return "uses"
+    instructions = list(dis.get_instructions(code))
+    reads = [i for i, ins in enumerate(instructions) if name in _loaded_names(ins)]
+    if not reads:
+        return "ignores"
+
+    def forwarded(i: int) -> bool:  # the read is an argument of a call of a method named _fit
+        j = i - 1
+        while j >= 0 and instructions[j].opname in _ARGUMENT_LOADS:
+            j -= 1
+        return j >= 0 and instructions[j].opname in ("LOAD_METHOD", "LOAD_ATTR", "LOAD_SUPER_ATTR") \
+            and instructions[j].argval == "_fit"
+
+    return "forwards" if all(forwarded(i) for i in reads) else "uses"
+
+
+def _refers_to_super(fn: Callable) -> bool:
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return code is not None and ("super" in code.co_names or "__class__" in code.co_freevars)
+
+
+def _defining(cls: type, name: str, base: type) -> type | None:
+    """The class whose ``name`` ``cls`` uses, if it is ``cls`` itself or a mixin that is no ``base``
+    subclass (a ``base`` subclass was adapted when it was defined); None otherwise."""
+    owner = next((k for k in cls.__mro__ if name in k.__dict__), base)
+    if owner is cls or (owner not in base.__mro__ and not issubclass(owner, base)):
+        return owner
+    return None
 
 
 def adapt_plugin_class(cls: type, base: type, core_owned: Sequence[str]) -> None:
@@ -168,30 +221,40 @@ def adapt_plugin_class(cls: type, base: type, core_owned: Sequence[str]) -> None
     """
     subject = f"{cls.__module__}.{cls.__qualname__}"
     found: list[tuple[str, str]] = list(getattr(cls, "_deprecated_members", ()))
-    stack = 4  # warn -> adapt_plugin_class -> __init_subclass__ -> the class statement
+    stack = 3  # warn -> adapt_plugin_class -> __init_subclass__ -> the class statement
+    adapted: set[str] = set()
 
-    legacy = cls.__dict__.get("reconstruct")
-    if legacy is not None and legacy is not base.__dict__["reconstruct"]:
-        fn = legacy.__func__ if isinstance(legacy, (staticmethod, classmethod)) else legacy
-        if "_reconstruct" not in cls.__dict__:  # a class with both keeps its own hook
+    owner = _defining(cls, "reconstruct", base)
+    if owner is not None:
+        fn = owner.__dict__["reconstruct"]
+        fn = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
+        # an override that calls super().reconstruct, or sits beside a _reconstruct hook, keeps
+        # running as a core-owned override (below); a plain one becomes the _reconstruct hook
+        if not _refers_to_super(fn) and not _own(cls, "_reconstruct", base):
             cls._reconstruct = _reconstruct_adapter(fn)
-        del cls.reconstruct  # the core's again: validation, scaling, batching around the hook
-        found.append(("reconstruct-override", ""))
-        warn("reconstruct-override", subject, stacklevel=stack)
+            if owner is cls:
+                del cls.reconstruct  # the core's again: validation, scaling, batching around the hook
+            else:
+                cls.reconstruct = base.__dict__["reconstruct"]
+            adapted.add("reconstruct")
+            found.append(("reconstruct-override", ""))
+            warn("reconstruct-override", subject, stacklevel=stack)
     if "threshold_sample" in cls.__dict__:
         found.append(("threshold-sample", ""))
         warn("threshold-sample", subject, stacklevel=stack)
     for name in core_owned:
-        owner = next((k for k in cls.__mro__ if name in k.__dict__), base)
-        # defined here, or by a mixin that is no Detector (a Detector subclass warned for itself)
-        if owner is cls or (owner not in base.__mro__ and not issubclass(owner, base)):
+        if name not in adapted and _defining(cls, name, base) is not None:
             found.append(("core-owned-override", name))
             warn("core-owned-override", subject, detail=name, stacklevel=stack)
-    fit = cls.__dict__.get("_fit")
-    if fit is not None and not _own(cls, "supports_labels", base) and _reads_argument(fit, 2):
-        cls._legacy_labels = True
-        found.append(("labels-without-supports-labels", ""))
-        warn("labels-without-supports-labels", subject, stacklevel=stack)
+    owner = _defining(cls, "_fit", base)
+    if owner is not None and not _own(cls, "supports_labels", base):
+        use = label_use(owner.__dict__["_fit"])
+        if use == "uses":
+            cls._legacy_labels = True
+            found.append(("labels-without-supports-labels", ""))
+            warn("labels-without-supports-labels", subject, stacklevel=stack)
+        elif use == "ignores":
+            cls._legacy_labels = False  # a _fit of its own that never reads y (a parent's may have)
     elif "supports_labels" in cls.__dict__:
         cls._legacy_labels = False
     cls._deprecated_members = tuple(dict.fromkeys(found))
@@ -285,7 +348,9 @@ def averaging_trainer(trainer, names: Sequence[str], decay: float, subject: str)
             return out
 
         history = plain_run(X, step, **kwargs)
-        trainer.extra.pop(_AVERAGE_KEY, None)
+        saved = trainer.extra.pop(_AVERAGE_KEY, None)
+        if saved is not None and saved is not state:  # resumed after the last step: the checkpoint's average
+            average.load_state_dict(saved)
         average.copy_to_modules()
         return history
 
@@ -315,6 +380,11 @@ class RenamedParam:
         return f"{self.old} -> {self.new}" + (f" ({mapped})" if mapped else "")
 
 
+def accepted_names(cls) -> set[str]:
+    """The parameter names ``cls`` accepts: its schema's and the old names of its renamed ones."""
+    return set(cls.param_schema()) | {r.old for r in getattr(cls, "renamed_params", ())}
+
+
 def rename_params(cls, given: Mapping[str, Any], *, owner: str) -> dict[str, Any]:
     """``given`` with the deprecated names of ``cls.renamed_params`` mapped onto their
     replacements (warning once per method and name); a name given both ways is a ConfigError."""
@@ -324,20 +394,22 @@ def rename_params(cls, given: Mapping[str, Any], *, owner: str) -> dict[str, Any
     renamed = {r.old: r for r in getattr(cls, "renamed_params", ())}
     if not renamed or not any(k.replace("-", "_") in renamed for k in given):
         return dict(given)
-    out: dict[str, Any] = {}
+    schema = cls.param_schema()
+    current = {k.replace("-", "_"): v for k, v in given.items() if k.replace("-", "_") not in renamed}
+    out: dict[str, Any] = dict(current)
     for key, value in given.items():
         r = renamed.get(key.replace("-", "_"))
         if r is None:
-            out[key] = value
             continue
-        subject = f"{owner or cls.__name__}"
-        warn("retired-param" if r.new is None else "renamed-param", subject, detail=r.describe(), stacklevel=4)
+        warn("retired-param" if r.new is None else "renamed-param", owner or cls.__name__, detail=r.describe(), stacklevel=4)
         if r.new is None:
             continue
         old = Param(r.old, r.old_default, "").coerce(value, owner=owner)
         new_value = r.values.get(old, old) if r.values else old
-        if r.new in given and given[r.new] != new_value:
-            raise ConfigError(f"{owner}: {r.old}={value!r} (the old name of {r.new}) and {r.new}={given[r.new]!r} "
-                              f"disagree; give {r.new} only")
+        if r.new in current:
+            given_new = schema[r.new].coerce(current[r.new], owner=owner) if r.new in schema else current[r.new]
+            if given_new != new_value:
+                raise ConfigError(f"{owner}: {r.old}={value!r} (the old name of {r.new}) and {r.new}={current[r.new]!r} "
+                                  f"disagree; give {r.new} only")
         out[r.new] = new_value
     return out

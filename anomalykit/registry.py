@@ -20,7 +20,7 @@ import pluggy
 
 from . import deprecation, hookspecs
 from .contract import NAME_RE
-from .errors import ConfigError, PluginError, first_line
+from .errors import ConfigError, first_line
 
 ENTRY_POINT_GROUP = "anomalykit.methods"
 _NAME_RE = NAME_RE  # dataset names follow the method-name rule
@@ -127,10 +127,14 @@ class Registry:
             new_methods[cls.name] = MethodInfo(cls.name, cls.summary, cls, plugin_name, distribution, version, notes)
 
         def register_dataset(name: str, loader: Callable, summary: str = "") -> None:
+            problem = None
             if not isinstance(name, str) or not _NAME_RE.match(name):
-                raise PluginError(f"dataset name {name!r} must match {_NAME_RE.pattern}")
-            if not callable(loader):
-                raise PluginError(f"dataset {name!r}: loader is not callable")
+                problem = f"dataset name {name!r} must match {_NAME_RE.pattern}"
+            elif not callable(loader):
+                problem = f"dataset {name!r}: loader is not callable"
+            if problem:  # this dataset only: the hook's other datasets still register
+                self._fail(plugin_name, distribution, problem, skipped=f"dataset {name!r}")
+                return
             new_datasets[name] = DatasetInfo(name, str(summary), loader, plugin_name)
 
         calls = [

@@ -77,7 +77,6 @@ class _ShortTrainingScores(_PCA):
 
 class _LosesState(_PCA):
     name = "kit-loses-state"
-    supports_labels = False  # its _fit hands y on to the parent's
 
     def _fit(self, X, y):
         super()._fit(X, y)

@@ -19,7 +19,7 @@ import torch
 import anomalykit
 from anomalykit import AnomalykitDeprecationWarning, ConfigError, Detector, Param, hookimpl
 from anomalykit import deprecation
-from anomalykit.deprecation import DEPRECATIONS, RenamedParam, _reads_argument
+from anomalykit.deprecation import DEPRECATIONS, RenamedParam, label_use
 from anomalykit.registry import Registry, new_plugin_manager
 
 
@@ -89,19 +89,40 @@ def test_a_reconstruct_override_becomes_the_reconstruct_hook_in_model_space():
     assert np.allclose(maps, (expected_in * 0.5).square().sum(1).numpy(), atol=1e-5)
 
 
+def test_a_reconstruct_override_that_calls_super_keeps_running():
+    """A post-processing override (allowed before 0.2.0) is a core-owned override, not the hook:
+    converting it would recurse through Detector.reconstruct."""
+    with pytest.warns(AnomalykitDeprecationWarning) as caught:
+        class Doubled(Mean):
+            name = "dep-doubled"
+
+            def _reconstruct(self, x):
+                return x * 0.5
+
+            def reconstruct(self, X):
+                return super().reconstruct(X) * 2
+
+    assert messages(caught) == [DEPRECATIONS["core-owned-override"].message(subject(Doubled), "reconstruct")]
+    X = np.random.default_rng(7).normal(size=(6, 1, 3, 3)).astype(np.float32)
+    det = Doubled(preprocess="none").fit(X)
+    torch.testing.assert_close(det.reconstruct(X), torch.from_numpy(X))
+
+
 def test_a_class_with_its_own_reconstruct_hook_keeps_it():
-    with pytest.warns(AnomalykitDeprecationWarning):
+    with pytest.warns(AnomalykitDeprecationWarning) as caught:
         class Both(Mean):
             name = "dep-both"
 
-            def reconstruct(self, X):
-                raise AssertionError("the override is not used when _reconstruct exists")
+            def reconstruct(self, X):  # runs as an override of the core's method
+                return "the override"
 
             def _reconstruct(self, x):
                 return x * 0
 
+    assert messages(caught) == [DEPRECATIONS["core-owned-override"].message(subject(Both), "reconstruct")]
     det = Both().fit(uint8_images())
-    assert torch.all(det.reconstruct(uint8_images(3)) == 127.5)
+    assert det.reconstruct(uint8_images(3)) == "the override"
+    np.testing.assert_allclose(det.anomaly_map(uint8_images(3), sigma=0), (uint8_images(3) / 127.5 - 1.0) ** 2, rtol=1e-5, atol=1e-7)
 
 
 # -- threshold_sample, decision_scores_ set in _fit ------------------------------------------
@@ -133,6 +154,20 @@ def test_decision_scores_set_in_fit_become_the_training_scores():
     assert np.array_equal(det.decision_scores_, np.arange(21.0))
     assert det.threshold_ == pytest.approx(18.0)  # the 0.9 quantile of 0..20 (linear), by hand
     assert det.labels_.tolist() == [0] * 19 + [1, 1]
+
+
+def test_non_finite_decision_scores_are_not_used():
+    class NanScores(Mean):
+        name = "dep-nan-scores"
+
+        def _fit(self, X, y):
+            super()._fit(X, y)
+            self.decision_scores_ = np.r_[np.nan, np.zeros(X.shape[0] - 1)]
+
+    X = np.random.default_rng(3).normal(size=(30, 3))
+    with pytest.warns(AnomalykitDeprecationWarning):
+        det = NanScores(preprocess="none").fit(X)
+    assert np.allclose(det.decision_scores_, ((X - X.mean(0)) ** 2).sum(1), rtol=1e-5)
 
 
 def test_decision_scores_of_another_length_are_not_used():
@@ -196,7 +231,7 @@ def test_a_class_that_declares_supports_labels_gets_no_legacy_labels():
     assert got == {"n": 8, "y": None}
 
 
-def test_reads_argument_sees_direct_nested_and_missing_reads():
+def test_label_use_tells_reading_from_forwarding_and_ignoring():
     def direct(self, X, y):
         return X[y == 0]
 
@@ -206,17 +241,105 @@ def test_reads_argument_sees_direct_nested_and_missing_reads():
     def closure(self, X, y):
         return lambda: y
 
+    def forwards(self, X, y):
+        return super()._fit(X, y)
+
+    def forwards_by_name(self, X, y):
+        return Mean._fit(self, X, y)
+
+    def forwards_and_uses(self, X, y):
+        super()._fit(X, y)
+        return y is None
+
+    def shadows(self, X, y):
+        return [y for y in X]  # a comprehension's own y
+
     def ignores(self, X, y):
         return X
 
-    def overwrites(self, X, y):
-        y = None
-        return X, y is None  # reads the new value, not the argument it was given
+    assert [label_use(f) for f in (direct, nested, closure, forwards_and_uses)] == ["uses"] * 4
+    assert label_use(forwards) == label_use(forwards_by_name) == "forwards"
+    assert label_use(ignores) == label_use(shadows) == label_use(lambda self, X: X) == "ignores"
 
-    assert _reads_argument(direct, 2) and _reads_argument(nested, 2) and _reads_argument(closure, 2)
-    assert not _reads_argument(ignores, 2)
-    assert not _reads_argument(lambda self, X: X, 2)
-    assert _reads_argument(overwrites, 2)  # documented limit: any load of the name counts
+
+def test_a_subclass_that_forwards_y_keeps_its_parents_choice():
+    """A valid 0.2.0 plugin that hands y on to its parent gets no legacy labels and no warning;
+    a subclass of a legacy class that forwards y stays legacy (its parent filters the rows)."""
+    got = {}
+
+    class Forwards(Mean):  # Mean declares supports_labels = False
+        name = "dep-forwards"
+
+        def _fit(self, X, y):
+            got["n"] = X.shape[0]
+            return super()._fit(X, y)
+
+    assert Forwards._legacy_labels is False and Forwards._deprecated_members == ()
+    X = np.r_[np.zeros((8, 2)), np.full((2, 2), 50.0)]
+    y = np.r_[np.zeros(8, int), np.ones(2, int)]
+    Forwards(preprocess="none").fit(X, y)
+    assert got["n"] == 8
+
+    with pytest.warns(AnomalykitDeprecationWarning):
+        class Legacy(Detector):
+            name, summary, params = "dep-legacy", "filters X[y == 0] itself", (Param("epochs", 0, "unused", low=0),)
+
+            def _build(self, input_shape):
+                self.nets["mean"] = torch.nn.Module()
+                self.nets["mean"].register_buffer("m", torch.zeros(input_shape))
+
+            def _fit(self, X, y):
+                self.nets["mean"].m.copy_((X if y is None else X[y == 0]).mean(0))
+
+            def _score(self, X):
+                return (X - self.nets["mean"].m).flatten(1).square().sum(1)
+
+    class Child(Legacy):
+        name = "dep-legacy-child"
+
+        def _fit(self, X, y):
+            got["child"] = X.shape[0]
+            super()._fit(X, y)
+
+    class Ignores(Legacy):
+        name = "dep-legacy-ignores"
+
+        def _fit(self, X, y):
+            got["ignores"] = X.shape[0]
+            self.nets["mean"].m.copy_(X.mean(0))
+
+    assert Child._legacy_labels is True and Ignores._legacy_labels is False
+    Child(preprocess="none").fit(X, y)
+    Ignores(preprocess="none").fit(X, y)
+    assert got["child"] == 10 and got["ignores"] == 8
+
+
+def test_a_mixins_fit_and_reconstruct_are_adapted_too():
+    class LegacyMixin:
+        def _fit(self, X, y):
+            self.saw_labels = y is not None
+
+        def reconstruct(self, X):
+            return X * 0
+
+    class Undeclared(Detector):  # like Mean, but it never declares supports_labels
+        name, summary, params = "dep-undeclared", "zero scores", (Param("epochs", 0, "unused", low=0),)
+
+        def _build(self, input_shape):
+            pass
+
+        def _score(self, X):
+            return X.flatten(1).sum(1) * 0
+
+    with pytest.warns(AnomalykitDeprecationWarning) as caught:
+        class Mixed(LegacyMixin, Undeclared):
+            name = "dep-mixed-legacy"
+
+    assert [key for key, _ in Mixed._deprecated_members] == ["reconstruct-override", "labels-without-supports-labels"]
+    assert len(messages(caught)) == 2
+    X = np.r_[np.zeros((8, 2, 2, 2)), np.ones((2, 2, 2, 2))].astype(np.float32)
+    det = Mixed(preprocess="none").fit(X, np.r_[np.zeros(8, int), np.ones(2, int)])
+    assert det.saw_labels and torch.equal(det.reconstruct(X[:2]), torch.zeros(2, 2, 2, 2))
 
 
 # -- core-owned overrides ------------------------------------------------------------------------
@@ -480,3 +603,90 @@ def test_the_cli_prints_each_deprecation_as_one_line(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if "deprecated" in ln]
     assert lines == ["anomalykit: deprecated: " + DEPRECATIONS["renamed-param"].message("mae-simplex", "m -> simplex_k")]
+
+
+# -- review follow-ups: resume, registry bookkeeping, names a plugin may have imported -----------
+def test_an_averaging_run_resumed_after_its_last_step_keeps_the_average(tmp_path):
+    class Averaged(Detector):
+        name, summary = "dep-avg-resume", "linear layer, weights averaged"
+        params = (Param("epochs", 2, "epochs", low=0),)
+
+        def _build(self, input_shape):
+            self.nets["lin"] = torch.nn.Linear(int(np.prod(input_shape)), 1)
+
+        def _fit(self, X, y):
+            lin = self.nets["lin"]
+            trainer = self.trainer(optimizers={"lin": torch.optim.SGD(lin.parameters(), lr=0.1)},
+                                   average=("lin",), average_decay=0.5)
+            trainer.run(X, lambda x, ctx: {"loss": ctx.update("lin", lin(x).square().mean())})
+
+        def _score(self, X):
+            return self.nets["lin"](X).squeeze(1).abs()
+
+    X = np.random.default_rng(8).normal(size=(64, 3))
+    first = Averaged(batch_size=16, preprocess="none").fit(X, checkpoint_dir=tmp_path)
+    again = Averaged(batch_size=16, preprocess="none").fit(X, checkpoint_dir=tmp_path, resume=True)
+    for a, b in zip(first.nets["lin"].parameters(), again.nets["lin"].parameters()):
+        assert torch.equal(a, b)  # the checkpoint's average, not the starting weights
+
+
+def test_a_plugin_that_registers_nothing_is_unregistered_and_bad_datasets_skip_alone():
+    def methods(register):
+        raise RuntimeError("nothing works")
+
+    reg = Registry(new_plugin_manager())
+    assert not reg.add_plugin(types.SimpleNamespace(anomalykit_register_methods=hookimpl(methods)), name="nothing")
+    assert not reg.pm.has_plugin("nothing")
+
+    def datasets(register):
+        register("Bad Name", lambda seed: None, "refused")
+        register("good-data", lambda seed: None, "kept")
+        register("not-callable", 3, "refused")
+
+    assert not reg.add_plugin(types.SimpleNamespace(anomalykit_register_datasets=hookimpl(datasets)), name="some")
+    assert list(reg.datasets) == ["good-data"]
+    assert [f.skipped for f in reg.failures[1:]] == ["dataset 'Bad Name'", "dataset 'not-callable'"]
+
+
+def test_old_names_work_in_bench_set_and_coerced_values_compare():
+    from anomalykit.bench.plan import check_assignments
+
+    check_assignments(("m=2", "mae-simplex.lambda_gp=5"), ["mae-simplex"])  # no ConfigError
+    with pytest.warns(AnomalykitDeprecationWarning):
+        det = anomalykit.load_method("mae-simplex", m="2", simplex_k="2")  # one value, given two ways
+    assert det.hp.simplex_k == 2
+    with pytest.raises(ConfigError, match="disagree"):
+        anomalykit.load_method("mae-simplex", **{"m": 2, "simplex-k": 3})
+
+
+def test_names_the_contract_module_published_still_import():
+    from anomalykit.contract import CORE_OWNED
+    from anomalykit.detector import CORE_OWNED as owned
+
+    assert CORE_OWNED is owned and "reconstruct" in CORE_OWNED
+    with pytest.warns(AnomalykitDeprecationWarning, match="anomalykit.contract.RETIRED is deprecated"):
+        from anomalykit.contract import RETIRED
+    assert list(RETIRED) == ["threshold_sample"]
+
+
+def test_list_prints_skipped_parts_and_deprecations(monkeypatch):
+    from click.testing import CliRunner
+
+    import anomalykit.registry as registry_module
+    from anomalykit.cli import cli
+
+    with pytest.warns(AnomalykitDeprecationWarning):
+        class Listed(Mean):
+            name = "dep-cli-listed"
+            threshold_sample = 5
+
+    reg = Registry(new_plugin_manager())
+    plugin = types.SimpleNamespace(
+        anomalykit_register_methods=hookimpl(lambda register: (register(Listed), register(BrokenClass))))
+    reg.add_plugin(plugin, name="cli-plugin", distribution="dist-cli", version="9.9")
+    monkeypatch.setattr(registry_module, "get_registry", lambda reload=False: reg)
+    out = CliRunner().invoke(cli, ["list"]).stdout.splitlines()
+    assert out[0].startswith("dep-cli-listed  distance to the training mean  [dist-cli 9.9]")
+    assert out[1].strip() == "deprecated: " + DEPRECATIONS["threshold-sample"].message("Listed")
+    assert out[2] == reg.failures[0].line() and "method class BrokenClass skipped" in out[2]
+    assert out[3] == f"(plugin API {anomalykit.PLUGIN_API_VERSION}, anomalykit {anomalykit.__version__})"

@@ -91,30 +91,35 @@ def check_assignments(assignments, methods: list[str]) -> None:
     least one planned method (it applies to each method that has it)."""
     from ..params import parse_assignments
 
+    from ..deprecation import accepted_names
+
     reg = get_registry()
-    schemas = {m: reg.method(m).cls.param_schema() for m in methods}
+    schemas = {m: accepted_names(reg.method(m).cls) for m in methods}
     for key in parse_assignments(assignments):
         target, _, pkey = key.rpartition(".")
         if target:
             if target not in reg.methods:
                 raise ConfigError(f"--set {key}: no installed method is called {target!r} (installed: {', '.join(sorted(reg.methods))})")
-            schema = reg.method(target).cls.param_schema()
-            if pkey not in schema:
-                raise ConfigError(f"--set {key}: {target} has no parameter {pkey!r}; its parameters: {', '.join(schema)}")
-        elif not any(pkey in schema for schema in schemas.values()):
+            schema = accepted_names(reg.method(target).cls)
+            if pkey.replace("-", "_") not in schema:
+                raise ConfigError(f"--set {key}: {target} has no parameter {pkey!r}; its parameters: "
+                                  f"{', '.join(reg.method(target).cls.param_schema())}")
+        elif not any(pkey.replace("-", "_") in schema for schema in schemas.values()):
             known = sorted({k for schema in schemas.values() for k in schema})
             raise ConfigError(f"--set {key}: no benchmarked method has a parameter {pkey!r}; known: {', '.join(known) or 'none'}")
 
 
 def method_params(name: str, cfg: BenchConfig, seed: int) -> dict[str, Any]:
+    from ..deprecation import accepted_names
     from ..params import parse_assignments
 
     cls = get_registry().method(name).cls
+    accepted = accepted_names(cls)
     params = dict(getattr(cls, "budgets", {}).get(cfg.budget, {})) if cfg.budget != "default" else {}
     for key, value in parse_assignments(cfg.set).items():
         target, _, pkey = key.rpartition(".")
         if not target or target == name:
-            if pkey in cls.param_schema() or target == name:
+            if pkey.replace("-", "_") in accepted or target == name:
                 params[pkey] = value
     params.update(seed=seed, device=cfg.device)
     return params
