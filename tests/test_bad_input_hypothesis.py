@@ -21,9 +21,14 @@ SPECIAL = st.sampled_from([0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 1e300, -1e30
 
 
 @st.composite
-def arrays(draw):
-    ndim = draw(st.integers(0, 5))
-    shape = tuple(draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim)))
+def arrays(draw, shapes=()):
+    """Arrays of every rank, dtype and layout; with ``shapes``, half of them take one of those
+    shapes (so inputs a fitted detector must accept are drawn often)."""
+    if shapes and draw(st.booleans()):
+        shape = draw(st.sampled_from(shapes))
+    else:
+        ndim = draw(st.integers(0, 5))
+        shape = tuple(draw(st.lists(st.integers(0, 5), min_size=ndim, max_size=ndim)))
     dtype = draw(DTYPES)
     arr = draw(hnp.arrays(dtype=np.float64, shape=shape, elements=st.floats(-10, 10)))
     if arr.size and draw(st.booleans()):
@@ -50,6 +55,19 @@ def assert_documented(exc: BaseException) -> None:
     assert msg and "\n" not in msg
 
 
+def must_accept(X, sample_shapes=None) -> bool:
+    """Whether the documented contract says ``X`` is valid, decided here from the raw input alone:
+    real numbers (bool, integer or float), rank 2-4, no empty axis, every value finite and within
+    float32's range, and (for a fitted detector) one of its sample shapes."""
+    arr = np.asarray(X)
+    if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3, 4) or 0 in arr.shape:
+        return False
+    if sample_shapes is not None and tuple(arr.shape[1:]) not in sample_shapes:
+        return False
+    values = arr.astype(np.float64)
+    return bool(np.isfinite(values).all() and (np.abs(values) <= np.finfo(np.float32).max).all())
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(X=arrays())
 def test_fit_on_anything(pca_method, X):
@@ -57,6 +75,7 @@ def test_fit_on_anything(pca_method, X):
     try:
         det.fit(X)
     except Exception as exc:  # noqa: BLE001
+        assert not must_accept(X), f"valid input refused: {type(exc).__name__}: {exc}"
         assert_documented(exc)
         return
     scores = det.score_samples(X)
@@ -82,14 +101,15 @@ def fitted_images():
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(X=arrays())
+@given(X=arrays(shapes=((3, 1, 6, 6), (2, 6, 6), (1, 1, 6, 6))))
 def test_score_anything(fitted_images, X):
     try:
         scores = fitted_images.score_samples(X)
     except Exception as exc:  # noqa: BLE001
+        assert not must_accept(X, {(1, 6, 6), (6, 6)}), f"valid input refused: {type(exc).__name__}: {exc}"
         assert_documented(exc)
         return
-    assert np.isfinite(scores).all() and scores.ndim == 1
+    assert np.isfinite(scores).all() and scores.shape == (np.asarray(X).shape[0],)
 
 
 def test_mismatched_channels_between_fit_and_score(fitted_images):

@@ -26,10 +26,15 @@ def test_list_and_show(runner, pca_method):
     assert "n_components (int, default 8" in res.stdout and "contamination" in res.stdout
 
 
-def test_info_reports_kernel_paths(runner):
+@pytest.mark.parametrize("mode", ["reference", pytest.param("native", marks=pytest.mark.native("pair_feature_l1"))])
+def test_info_reports_the_kernel_each_op_uses(runner, monkeypatch, mode):
+    """ANOMALYKIT_KERNELS=reference|native forces every CPU op onto that path, and `info` says so."""
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", mode)
     res = invoke(runner, "info")
     assert res.exit_code == 0
-    assert "pair_feature_l1" in res.stdout and ("native" in res.stdout or "reference" in res.stdout)
+    rows = {tuple(line.split()[:2]): line.split()[2] for line in res.stdout.splitlines() if line.startswith("  cpu ")}
+    assert rows == {("cpu", op): mode for op in ("pair_feature_l1", "simplex_mix", "annulus_sample")}
+    assert f"ANOMALYKIT_KERNELS={mode}" in res.stdout and "plugin API: " in res.stdout
 
 
 def test_run_writes_a_complete_report(runner, pca_method, tmp_path):

@@ -41,15 +41,49 @@ def shells(d, delta):
     return {"inward": (s - delta, s), "outward": (s, s + delta), "ball": (0.0, s)}
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # each takes its own path in both kernels
 @pytest.mark.parametrize("d, n", [(1, 20000), (8, 20000), (64, 10000), (1024, 2000)])
 @pytest.mark.parametrize("shell", ["inward", "outward", "ball"])
-def test_radius_follows_volume_uniform_cdf(kernels, d, n, shell):
+def test_radius_follows_volume_uniform_cdf(kernels, d, n, shell, dtype):
     r_inner, r_outer = shells(d, delta=0.5)[shell]
-    z = sample(n, d, r_inner, r_outer, dtype=torch.float64)
-    radius = torch.linalg.vector_norm(z, dim=1).numpy()
+    z = sample(n, d, r_inner, r_outer, dtype=dtype)
+    radius = torch.linalg.vector_norm(z.double(), dim=1).numpy()
     assert radius.min() >= r_inner and radius.max() <= r_outer
     result = scipy.stats.kstest(radius, lambda r: shell_cdf(r, d, r_inner, r_outer))
     assert result.pvalue > P_MIN, result
+    # no pile-up at an edge (a clamp hit by a wrong radius formula): the analytic mass of the
+    # outer and inner 0.1% of the radius range, against the sample's, within 5 standard errors
+    for edge in (r_inner + 1e-3 * (r_outer - r_inner), r_outer - 1e-3 * (r_outer - r_inner)):
+        below = float(shell_cdf(edge, d, r_inner, r_outer))
+        p = below if edge < 0.5 * (r_inner + r_outer) else 1 - below
+        observed = float(np.mean(radius <= edge)) if edge < 0.5 * (r_inner + r_outer) else float(np.mean(radius >= edge))
+        assert abs(observed - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1 / n, (edge, observed, p)
+
+
+def test_rounding_margin_and_clamp_by_hand():
+    """The clamp interval [r_in (1 + m), r_out (1 - m)] with m = 4 eps(dtype) + 16 d eps(float64),
+    its midpoint when empty, and the radius formula at u = 0, 1/2, 1, all written out here."""
+    from anomalykit.ops import reference
+
+    eps32, eps64 = 2.0**-23, 2.0**-52
+    assert reference.rounding_margin(torch.float32, 10) == 4 * eps32 + 160 * eps64
+    assert reference.rounding_margin(torch.float64, 1024) == 4 * eps64 + 16 * 1024 * eps64
+    assert reference.rounding_margin(torch.bfloat16, 3) == 4 * 2.0**-7 + 48 * eps64
+    m = reference.rounding_margin(torch.float32, 4)
+    assert reference.radius_bounds(4, 2.0, 3.0, m) == (2.0 * (1 + m), 3.0 * (1 - m))
+    assert reference.radius_bounds(4, 1.0, 1.0 + 1e-7, m) == (0.5 * (1.0 + (1.0 + 1e-7)),) * 2  # thinner than the margin
+    u = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    rho = reference.shell_radius(u, 4, 2.0, 3.0, m)
+    assert rho[0] == 2.0 * (1 + m) and rho[2] == 3.0 * (1 - m)
+    assert float(rho[1]) == pytest.approx(((2.0**4 + 3.0**4) / 2) ** 0.25, rel=1e-14)  # (r_in^d + u (r_out^d - r_in^d))^(1/d)
+
+
+def test_a_shell_thinner_than_the_margin_gives_its_midpoint(kernels):
+    """d = 1024, float64: the margin is dominated by its 16 d eps(float64) term (3.6e-12), wider than
+    the shell [1, 1 + 3e-12]: every radius is the shell's midpoint, not spread across it."""
+    z = sample(500, 1024, 1.0, 1.0 + 3e-12, dtype=torch.float64)
+    radius = np.linalg.norm(z.numpy(), axis=1)
+    assert np.abs(radius - (1.0 + 1.5e-12)).max() < 2e-13, (radius.min() - 1, radius.max() - 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])

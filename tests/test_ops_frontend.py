@@ -26,10 +26,21 @@ def test_unknown_mode_is_a_clear_error(monkeypatch):
         small_call()
 
 
-def test_reference_namespace_has_the_same_functions():
-    for name in OP_NAMES | {"sample_simplex"}:
-        assert callable(getattr(ops.reference, name))
-    assert ops.sample_simplex is ops.reference.sample_simplex
+def test_reference_mode_routes_every_op_through_the_reference(monkeypatch):
+    """ANOMALYKIT_KERNELS=reference: each front-end call lands in anomalykit.ops.reference (a
+    recorder stands in for it) with the caller's arguments, and its result is returned."""
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "reference")
+    calls = []
+    for name in OP_NAMES:
+        plain = getattr(ops.reference, name)
+        monkeypatch.setattr(ops.reference, name, lambda *a, _plain=plain, _name=name, **k: calls.append(_name) or _plain(*a, **k))
+    assert ops.pair_feature_l1(torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 1.0]])).tolist() == [4.0]
+    E = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    mixed = ops.simplex_mix(E, torch.tensor([[0, 1], [2, 2]]), torch.tensor([[0.25, 0.75], [0.5, 0.5]]))
+    assert mixed.tolist() == [[0.25, 1.5], [3.0, 3.0]]
+    z = ops.annulus_sample(5, 3, 1.0, 2.0, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert z.shape == (5, 3) and bool(((z.norm(dim=1) >= 1.0) & (z.norm(dim=1) <= 2.0)).all())
+    assert calls == ["pair_feature_l1", "simplex_mix", "annulus_sample"]
 
 
 def test_extension_status_is_one_line():

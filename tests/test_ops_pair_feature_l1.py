@@ -24,12 +24,24 @@ def test_reference_gradient_is_sign_with_zero_at_ties():
     assert b.grad.tolist() == [[-2.0, 0.0, 2.0]]
 
 
+@pytest.mark.parametrize("impl", ["reference", pytest.param("native", marks=native_cpu)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_reference_reduced_precision_accumulates_in_float32(dtype):
-    # 4096 ones: a float16 running sum would stall at 2048; float32 accumulation gives 4096 exactly.
+def test_reduced_precision_rows_are_summed_in_float32(dtype, impl):
+    """Half-precision inputs, the row sum correctly rounded from a float64 sum (within one unit in
+    the last place): 4096 ones (a running float16/bfloat16 sum stalls at 2048/256) and wide random
+    rows. On CPU torch.sum already accumulates half types in float32, so for the reference this
+    guards the contract; the native kernel's own accumulator type is what it checks."""
+    op = reference.pair_feature_l1 if impl == "reference" else native
     a = torch.ones(2, 4096, dtype=dtype)
-    out = reference.pair_feature_l1(a, torch.zeros_like(a))
+    out = op(a, torch.zeros_like(a))
     assert out.dtype == dtype and out.tolist() == [4096.0, 4096.0]
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(64, 8192, generator=g).to(dtype)
+    b = torch.randn(64, 8192, generator=g).to(dtype)
+    exact = (a.double() - b.double()).abs().sum(1)
+    got = op(a, b).double()
+    ulp = torch.finfo(dtype).eps * exact.abs()  # one unit in the last place at the result's size
+    assert bool(((got - exact).abs() <= ulp).all()), float(((got - exact).abs() / ulp).max())
 
 
 BAD_INPUTS = [  # (a, b, message) for the Python checks; the C++ checks see only the tensor cases

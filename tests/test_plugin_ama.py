@@ -54,10 +54,30 @@ def test_atypical_latents_live_in_the_shell():
     assert out.min() >= 4.0 - 1e-5 and out.max() <= 5.5 + 1e-5
     inward = losses.atypical_latents(500, 16, delta=1.5, direction="inward", generator=g).norm(dim=1)
     assert inward.min() >= 2.5 - 1e-5 and inward.max() <= 4.0 + 1e-5
-    codes = torch.full((8, 16), 0.1)  # norm 0.4
+    # annulus-codes: the shell rescaled by the *mean* code norm over sqrt(d); codes of unequal norms
+    norms = np.array([0.2, 0.4, 0.6, 1.0, 3.0, 0.3, 0.5, 0.8])
+    codes = torch.from_numpy(norms[:, None] * np.eye(16)[:8])
     draw = losses.draw_atypical(8, 16, mode="annulus-codes", delta=1.5, direction="outward", generator=g)
-    rel = losses.atypical_from_draw(draw, codes).norm(dim=1)
-    assert rel.min() >= 0.4 - 1e-5 and rel.max() <= 0.4 * 5.5 / 4.0 + 1e-5
+    z = losses.atypical_from_draw(draw, codes)
+    torch.testing.assert_close(z, draw["z"].double() * (norms.mean() / 4.0), rtol=1e-6, atol=0, check_dtype=False)
+    rel = z.norm(dim=1)
+    assert rel.min() >= norms.mean() - 1e-5 and rel.max() <= norms.mean() * 5.5 / 4.0 + 1e-5
+
+
+@pytest.mark.parametrize("direction", ["inward", "outward"])
+def test_scaling_factors_are_uniform_on_zero_half(direction):
+    """The authors' scaling negatives: α ~ U(0, 0.5) per row (clamped at 1e-3), a factor α inward
+    and 1/α outward: a KS test of the α implied by the factors against U(0, 0.5)."""
+    from scipy.stats import kstest
+
+    g = torch.Generator().manual_seed(1)
+    draw = losses.draw_atypical(4000, 16, mode="scaling", delta=1.5, direction=direction, generator=g)
+    factor = draw["factor"].reshape(-1).double().numpy()
+    alpha = factor if direction == "inward" else 1.0 / factor
+    assert alpha.min() >= 1e-3 - 1e-12 and alpha.max() <= 0.5
+    assert kstest(alpha, "uniform", args=(0.0, 0.5)).pvalue > 0.01
+    codes = torch.randn(4000, 16, generator=g)
+    torch.testing.assert_close(losses.atypical_from_draw(draw, codes), codes * draw["factor"])
 
 
 # -- networks and scores ------------------------------------------------------------------------------------
