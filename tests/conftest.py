@@ -1,4 +1,5 @@
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,60 @@ def _compiler() -> str | None:
     import shutil
 
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+
+
+# -- skips CI did not expect ------------------------------------------------------------------
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def pytest_collectreport(report):
+    if report.skipped:  # a whole module skipped at import (e.g. importorskip)
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and report.when in ("setup", "call"):
+        _SKIPPED.append((report.nodeid, _skip_reason(report)))
+
+
+def unexpected_skips(skipped, rules_text: str) -> list[tuple[str, str]]:
+    """The skips no rule of ``rules_text`` ("NODE-ID GLOB | REASON REGEX" lines) allows."""
+    import fnmatch
+    import re
+
+    rules = []
+    for line in rules_text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            glob, _, pattern = line.partition("|")
+            rules.append((glob.strip(), re.compile(pattern.strip())))
+    return [(node, reason) for node, reason in skipped
+            if not any(fnmatch.fnmatchcase(node, glob) and rx.search(reason) for glob, rx in rules)]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With ANOMALYKIT_EXPECTED_SKIPS=FILE (CI sets it): fail the run if any test skipped for a
+    reason the file does not list, naming each one."""
+    path = os.environ.get("ANOMALYKIT_EXPECTED_SKIPS")
+    if not path:
+        return
+    unexpected = unexpected_skips(_SKIPPED, Path(path).read_text())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    say = (lambda line, **kw: reporter.write_line(line, **kw)) if reporter is not None else (lambda line, **kw: print(line))
+    if reporter is not None:
+        reporter.write_sep("-", "skip check")
+    if unexpected:
+        say(f"{len(unexpected)} unexpected skip(s) (not in {path}):", red=True)
+        for node, reason in unexpected:
+            say(f"  {node}: {reason}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    else:
+        say(f"skips: {len(_SKIPPED)}, all expected ({path})")
 
 
 def pytest_configure(config):

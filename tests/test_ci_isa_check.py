@@ -52,3 +52,20 @@ def test_script_prints_this_cpus_features():
         return
     flags = next(line.split(":", 1)[1].split() for line in cpu.read_text().splitlines() if line.startswith("flags"))
     assert out == [f for f in ("avx512f", "avx_vnni", "amx_tile") if f in flags]
+
+
+def test_the_skip_check_names_skips_no_rule_allows():
+    """CI's skip check (tests/conftest.py, .ci/expected_skips.txt): a CUDA test skipped for want of a
+    GPU is expected; the same test skipped for another reason, or a module skipped at import, is not."""
+    from conftest import unexpected_skips
+
+    rules = (Path(__file__).resolve().parents[1] / ".ci" / "expected_skips.txt").read_text()
+    skipped = [
+        ("tests/test_ops_simplex_mix.py::test_cuda_matches_reference[float32]", "needs a CUDA GPU"),
+        ("tests/test_ops_frontend.py::test_forcing_an_isa_the_cpu_lacks_falls_back[avx512]",
+         "this CPU has avx512, so forcing it is no fallback here; the *-hidden cases simulate a CPU without it"),
+        ("tests/test_ops_simplex_mix.py::test_cuda_matches_reference[float16]", "no C++ compiler"),
+        ("tests/test_export.py", "could not import 'onnxruntime': No module named 'onnxruntime'"),
+        ("tests/test_cli.py::test_run", "needs a CUDA GPU"),
+    ]
+    assert unexpected_skips(skipped, rules) == skipped[2:]
