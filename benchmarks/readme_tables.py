@@ -254,12 +254,13 @@ def _classes(*pairs: str) -> str:
 
 def _settings(*pairs: str) -> str:
     """One row per folder of single-cell-per-seed runs (e.g. the OOD protocol, or one class): the
-    AUROC of each seed, their mean ± standard deviation, and the mean training seconds per cell."""
+    AUROC of each seed, their mean ± the population standard deviation (as every "±" in the docs),
+    and the mean training seconds per cell."""
     import statistics
 
     from anomalykit.bench import read_results
 
-    out = ["| setting | AUROC per seed | mean ± sd | seeds | train s |", "|---|---|---:|---:|---:|"]
+    out = ["| setting | AUROC per seed | mean ± SD | seeds | train s |", "|---|---|---:|---:|---:|"]
     for label, folder in (p.rsplit("=", 1) for p in pairs):
         if not (ROOT / folder / "results.csv").exists():
             raise SystemExit(f"settings: {folder}/results.csv does not exist")
@@ -268,7 +269,7 @@ def _settings(*pairs: str) -> str:
         if len({(r["method"], str(r["normal_class"])) for r in rows}) > 1:
             raise SystemExit(f"settings: {folder} holds more than one method or class; use 'classes' or 'headline'")
         aurocs = [float(r["auroc"]) for r in rows]
-        spread = f" ± {statistics.stdev(aurocs):.3f}" if len(aurocs) > 1 else ""
+        spread = f" ± {statistics.pstdev(aurocs):.3f}" if len(aurocs) > 1 else ""
         name = label.replace("__", "\0").replace("_", " ").replace("\0", "_")
         out.append(f"| {name} | " + ", ".join(f"{a:.3f}" for a in aurocs) + f" | {statistics.mean(aurocs):.3f}{spread} | "
                    f"{len(aurocs)} | {statistics.mean(float(r['train_seconds']) for r in rows):.1f} |")

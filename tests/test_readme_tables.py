@@ -58,3 +58,39 @@ def test_a_changed_results_row_is_caught(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         monkeypatch.setattr(sys, "argv", ["readme_tables.py"])
         readme_tables.main()
+
+
+# -- numbers in sentences (benchmarks/prose_numbers.py) -----------------------------------------------
+import prose_numbers  # noqa: E402
+
+
+def test_every_marked_prose_number_matches_its_file_and_no_unmarked_one_is_new():
+    assert len([m for doc in prose_numbers.documents() for m in prose_numbers.MARK.finditer(doc.read_text())]) >= 20
+    assert prose_numbers.problems() == []
+
+
+def test_a_hand_edited_prose_number_is_caught():
+    text = "took 62<!--m: json benchmarks/results/lazy-memory/fit-workers-64x64x3.json rows.0.4 --> s"
+    assert prose_numbers.check_markers(text) == []
+    assert prose_numbers.check_markers(text.replace("62<", "61.5<")) == [
+        "61.5 but the file gives 62.000 (<!--m: json benchmarks/results/lazy-memory/fit-workers-64x64x3.json rows.0.4 -->)"]
+    # a range's dash is no minus sign; rounding follows the decimals shown
+    csv_spec = "csv benchmarks/results/fmnist-oc-full/results.csv auroc mean method=ama seed=1 status=ok"
+    assert prose_numbers.check_markers(f"0.935<!--m: {csv_spec} -->-0.93511<!--m: {csv_spec} -->") == []
+    assert prose_numbers.check_markers(f"0.936<!--m: {csv_spec} -->") != []
+    assert prose_numbers.resolve(f"{csv_spec} x100") == pytest.approx(93.511, abs=5e-4)
+
+
+def test_a_new_unmarked_measurement_fails_the_ratchet(tmp_path, monkeypatch):
+    doc = tmp_path / "README.md"
+    doc.write_text("It trains in 12.5 s<!--m: json x.json a --> on 10,000 images.\n")
+    assert prose_numbers.unmarked(doc.read_text()) == ["10,000"]
+    monkeypatch.setattr(prose_numbers, "ROOT", tmp_path)
+    monkeypatch.setattr(prose_numbers, "documents", lambda: [doc])
+    monkeypatch.setattr(prose_numbers, "RATCHET", tmp_path / "ratchet.json")
+    (tmp_path / "ratchet.json").write_text('{"README.md": 1}')
+    (tmp_path / "x.json").write_text('{"a": 12.5}')
+    assert prose_numbers.problems() == []
+    doc.write_text(doc.read_text() + "Scoring took 3.25 s.\n")
+    assert prose_numbers.problems() == ["README.md: 2 measurement-like numbers without a marker, 1 allowed "
+                                        "(mark the new ones: `python benchmarks/prose_numbers.py --list README.md`)"]
