@@ -124,3 +124,75 @@ def test_reconstructions_come_back_in_the_input_space(digits_uint8):
     assert rec.shape == (4, 1, 8, 8)
     torch.testing.assert_close(rec, (raw + 1.0) * 127.5, rtol=1e-5, atol=1e-3)
     assert float(rec.min()) >= -1e-3 and float(rec.max()) <= 255 + 1e-3  # tanh outputs mapped back to 0..255
+
+
+# -- each branch against hand values (kills the mutants benchmarks/mutation found surviving) ---------
+def test_uint8_scaling_is_bitwise_the_hand_formula_and_stores_its_constants():
+    X = torch.arange(256, dtype=torch.float32).reshape(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous()
+    prep = Preprocessor.fit(X.to(torch.uint8), "auto", uint8=True)
+    assert prep.kind == "uint8"
+    assert prep.shift.tolist() == [127.5] * 3 and prep.scale.tolist() == [127.5] * 3  # what exports use
+    assert torch.equal(prep.transform(X), X / 127.5 - 1.0)
+    assert torch.equal(prep.transform(X.to(torch.uint8)), X / 127.5 - 1.0)
+    model = X / 127.5 - 1.0
+    assert torch.equal(prep.inverse_transform(model), (model + 1.0) * 127.5)
+
+
+def test_none_turns_uint8_into_float32_and_round_trips_its_state():
+    X = torch.tensor([[0, 7], [255, 3]], dtype=torch.uint8)
+    prep = Preprocessor.fit(X.float(), "none")
+    out = prep.transform(X)
+    assert out.dtype == torch.float32 and out.tolist() == [[0.0, 7.0], [255.0, 3.0]]
+    assert prep.state() == {"kind": "none"}
+    assert Preprocessor.from_state({"kind": "none"}).kind == "none"
+    assert torch.equal(prep.inverse_transform(out), out)
+
+
+def test_robust_uses_the_std_where_the_iqr_is_zero_and_keeps_a_small_iqr():
+    # column 0: IQR 0.5 (kept, though below 1); column 1: IQR 0, std > 0; column 2: one row only below
+    X = torch.tensor([[0.0, 5.0], [0.25, 5.0], [0.5, 5.0], [0.75, 5.0], [1.0, 9.0]])
+    prep = Preprocessor.fit(X, "robust")
+    q1, med, q3 = np.quantile(X[:, 0].numpy(), [0.25, 0.5, 0.75])
+    assert (float(prep.shift[0]), float(prep.scale[0])) == (pytest.approx(med), pytest.approx(q3 - q1))
+    assert float(prep.scale[1]) == pytest.approx(X[:, 1].numpy().std())
+    one = Preprocessor.fit(torch.tensor([[3.0, -2.0]]), "robust")  # a single row: every column constant
+    assert one.shift.tolist() == [3.0, -2.0] and one.scale.tolist() == [1.0, 1.0]
+
+
+def test_quantiles_of_very_long_columns_equal_torch_s():
+    from anomalykit.preprocess import _quantiles_numpy
+
+    cols = torch.randn(3, 1001, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = torch.quantile(cols, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=1)
+    torch.testing.assert_close(_quantiles_numpy(cols), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind, uint8", [("robust", False), ("range", True), ("auto", True), ("range", False)])
+def test_lazy_rows_fit_the_same_scaling_as_the_array(tmp_path, kind, uint8):
+    from anomalykit import open_rows
+
+    rng = np.random.default_rng(5)
+    arr = rng.integers(0, 256, size=(300, 2, 4, 5)).astype(np.uint8) if uint8 else rng.normal(3, 2, size=(300, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", arr)
+    lazy = Preprocessor.fit(open_rows(tmp_path / "x.npy"), kind, uint8=uint8)
+    whole = Preprocessor.fit(torch.from_numpy(arr).float(), kind, uint8=uint8)
+    assert lazy.kind == whole.kind
+    torch.testing.assert_close(lazy.shift, whole.shift, rtol=0, atol=0)
+    torch.testing.assert_close(lazy.scale, whole.scale, rtol=0, atol=0)
+    if kind == "robust":
+        q1, med, q3 = np.quantile(arr.astype(np.float64), [0.25, 0.5, 0.75], axis=0)
+        np.testing.assert_allclose(lazy.shift.numpy(), med, rtol=1e-6)
+        np.testing.assert_allclose(lazy.scale.numpy(), q3 - q1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("state", [
+    {"kind": "auto", "shift": torch.zeros(2), "scale": torch.ones(2)},
+    {"kind": "zscore", "shift": torch.zeros(2), "scale": torch.ones(2)},
+    {"kind": "range", "shift": torch.zeros(2)},
+    {"kind": "robust", "shift": [0.0, 0.0], "scale": torch.ones(2)},
+])
+def test_an_invalid_saved_preprocessor_is_one_line(state):
+    from anomalykit import CheckpointError
+
+    with pytest.raises(CheckpointError, match="the checkpoint's preprocessor state is not valid"):
+        Preprocessor.from_state(state)
