@@ -133,6 +133,8 @@ def detector_payload(det) -> dict:
             "steps_trained": det.steps_,
             "decision_scores": torch.from_numpy(np.asarray(det.decision_scores_, dtype=np.float64)),
             "preprocess": det.preprocessor_.state(),
+            **({} if det.calibration_scores_ is None else
+               {"calibration_scores": torch.from_numpy(np.asarray(det.calibration_scores_, dtype=np.float64))}),
         },
     )
 
@@ -176,6 +178,8 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
     det.epoch_steps_, det.steps_ = ckpt.get("epoch_steps"), ckpt.get("steps_trained")  # likewise
     det.nets.to(det.device).eval()
     det.decision_scores_ = ckpt["decision_scores"].numpy()
+    cal = ckpt.get("calibration_scores")
+    det.calibration_scores_ = None if cal is None else cal.numpy()
     det._set_threshold()
     if "contamination" not in overrides:
         det.threshold_ = float(ckpt["threshold"])

@@ -16,7 +16,7 @@ import traceback
 import click
 
 from ._version import PLUGIN_API_VERSION, __version__
-from .errors import AnomalyKitError
+from .errors import AnomalyKitError, ConfigError
 
 
 def _friendly(fn):
@@ -278,8 +278,12 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 @click.option("--split", type=click.Choice(["test", "train", "all"]), default="all", show_default=True,
               help="which rows of a named dataset to score (all: a file's rows in the file's order)")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="write scores here (.npy or .csv); default: print")
+@click.option("--alpha", type=float, default=None,
+              help="flag rows whose conformal p-value is <= ALPHA (false-alarm rate <= ALPHA; needs a model fitted with calibration)")
+@click.option("--fdr", type=float, default=None,
+              help="flag the rows Benjamini-Hochberg selects at this false discovery rate (needs calibration)")
 @_friendly
-def score_cmd(model, data, split, out):
+def score_cmd(model, data, split, out, alpha, fdr):
     """Score DATA (dataset name or path) with a saved MODEL (model.pt or a run folder, or a
     file written by `anomalykit export`: .onnx or TorchScript).
 
@@ -306,11 +310,21 @@ def score_cmd(model, data, split, out):
     else:
         ds = load_dataset(data)
         X = {"test": ds.X_test, "train": ds.X_train, "all": ds.rows_in_source_order()}[split]
+    from .calibration import benjamini_hochberg, check_level
+
+    if alpha is not None and fdr is not None:
+        raise ConfigError("give --alpha or --fdr, not both")
+    calibrated = alpha is not None or fdr is not None
+    level = check_level("--alpha" if alpha is not None else "--fdr", alpha if alpha is not None else fdr) if calibrated else None
     scores = det.score_samples(X)
-    flags = (scores > det.threshold_).astype(int)
+    p = det.p_values(X) if calibrated else None
+    if not calibrated:
+        flags = (scores > det.threshold_).astype(int)
+    else:
+        flags = (p <= level).astype(int) if alpha is not None else benjamini_hochberg(p, level)
     if out is None:
-        for s, f in zip(scores, flags):
-            click.echo(f"{s:.6g}\t{f}")
+        for i, (s, f) in enumerate(zip(scores, flags)):
+            click.echo(f"{s:.6g}\t{f}" if p is None else f"{s:.6g}\t{p[i]:.6g}\t{f}")
     elif out.endswith(".npy"):
         import io
 
@@ -318,9 +332,44 @@ def score_cmd(model, data, split, out):
         np.save(buf, scores)
         atomic_write_bytes(out, buf.getvalue())
     else:
-        atomic_write_text(out, "score,is_anomaly\n" + "".join(f"{s:.9g},{f}\n" for s, f in zip(scores, flags)))
+        if p is None:
+            atomic_write_text(out, "score,is_anomaly\n" + "".join(f"{s:.9g},{f}\n" for s, f in zip(scores, flags)))
+        else:
+            atomic_write_text(out, "score,p_value,flag\n" + "".join(f"{s:.9g},{pv:.9g},{f}\n" for s, pv, f in zip(scores, p, flags)))
     if out is not None:
         click.echo(f"{len(scores)} scores ({int(flags.sum())} flagged) written to {out}")
+
+
+@cli.command("drift")
+@click.argument("model", type=click.Path(exists=True))
+@click.argument("data")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="all", show_default=True,
+              help="which rows of a named dataset to check")
+@click.option("--level", type=float, default=0.01, show_default=True, help="report drift when the test's p-value is below this")
+@_friendly
+def drift_cmd(model, data, split, level):
+    """Whether DATA, presumed normal, still looks like the calibration rows of MODEL (a model fitted
+    with calibration): a two-sample Kolmogorov-Smirnov test of the scores. Exit status 1 on drift."""
+    from . import load
+    from .data import load_dataset
+    from .data.datasets import looks_like_path, streams
+    from .export import is_exported_scorer
+    from .lazy_rows import open_rows
+
+    if is_exported_scorer(model):
+        raise ConfigError(f"{model}: drift needs a saved model (model.pt or a run folder), not an exported graph")
+    det = load(model)
+    if split == "all" and looks_like_path(data) and streams(data):
+        X = open_rows(data)
+    else:
+        ds = load_dataset(data)
+        X = {"test": ds.X_test, "train": ds.X_train, "all": ds.rows_in_source_order()}[split]
+    result = det.drift(X)
+    verdict = "drift" if result.drifted(level) else "no drift"
+    click.echo(f"{verdict}: KS statistic {result.statistic:.4f}, p-value {result.p_value:.3g} ({result.n} rows against "
+               f"{result.n_calibration} calibration rows; mean conformal p-value {result.mean_p_value:.3f})")
+    if result.drifted(level):
+        sys.exit(1)
 
 
 @cli.command("bench", context_settings={"show_default": True})

@@ -52,7 +52,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import deprecation
+from . import calibration, deprecation
 from . import distributed as D
 from .checkpoint import atomic_torch_save, detector_payload, model_file, restore_detector
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError, first_line
@@ -78,6 +78,9 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("seed", 0, "random seed (weights, shuffling, sampling)"),
     Param("device", "auto", "cpu, cuda, cuda:N, or auto (cuda when available)"),
     Param("contamination", 0.1, "expected anomaly fraction; sets threshold_ for predict()", low=1e-6, high=0.5),
+    Param("calibration", 0.0, "normal training rows held out for calibrated alarms (p_values, predict(alpha=...) or "
+          "predict(fdr=...), drift): a fraction in (0, 1) or a count >= 1, never trained on, scored after training and "
+          "saved with the model; 0: none (predict uses contamination)", low=0.0),
     Param("preprocess", "auto", "input scaling fitted on the training rows and saved with the model: auto (uint8 images "
           "-> x/127.5-1, other images -> training range per channel onto [-1, 1], rows -> median/IQR per feature), "
           "uint8, range, robust, or none (data already prepared)", choices=PREPROCESS_KINDS),
@@ -87,7 +90,8 @@ COMMON_PARAMS: tuple[Param, ...] = (
 #: Public methods the core implements; a plugin that overrides one bypasses a policy. Overriding
 #: one is deprecated (a warning, refused from anomalykit 0.3.0); an override of ``reconstruct``
 #: is adapted into the ``_reconstruct`` hook (:mod:`anomalykit.deprecation`).
-CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "predict_proba", "predict_confidence", "fit_predict",
+CORE_OWNED = ("fit", "score_samples", "decision_function", "predict", "p_values", "drift", "predict_proba",
+              "predict_confidence", "fit_predict",
               "reconstruct", "anomaly_map", "save", "export", "get_params", "set_params", "map_batches", "map_inputs", "trainer",
               "require_current_threshold")
 
@@ -159,6 +163,8 @@ class Detector(BaseEstimator):
         self.epoch_steps_: int | None = None
         #: The optimiser steps of the main training: ``epochs_`` x the batches of an epoch (None before fit).
         self.steps_: int | None = None
+        #: Sorted scores (n,) of the held-out calibration rows (``calibration`` > 0), else None.
+        self.calibration_scores_: np.ndarray | None = None
         self._fit_options = FitOptions()
 
     # -- schema --------------------------------------------------------------------------
@@ -233,11 +239,15 @@ class Detector(BaseEstimator):
             labels = None
         if checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be >= 0")
+        # the core's policy for calibrated alarms: the held-out rows leave before anything is fitted
+        held_out = None
+        if self.hp.calibration:
+            X, labels, held_out = calibration.hold_out(X, labels, self.hp.calibration, self.hp.seed)
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress, check_backends(log))
         seed_everything(stream_seed(self.hp.seed, "weights"))
         self.input_shape_ = tuple(X.shape[1:])
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
-        self.decision_scores_ = self.threshold_ = self.labels_ = None
+        self.decision_scores_ = self.threshold_ = self.labels_ = self.calibration_scores_ = None
         if labels is None:
             normal = X
         else:
@@ -276,6 +286,7 @@ class Detector(BaseEstimator):
         self.decision_scores_ = self._checked_scores(train_scores, normal.shape[0], "_training_scores")
         self._set_threshold()
         self.threshold_params_ = {k: self.params_[k] for k in sorted(self.score_params)}
+        self.calibration_scores_ = None if held_out is None else np.sort(self._score_validated(held_out, desc="calibration"))
         return self
 
     def _set_threshold(self) -> None:
@@ -298,15 +309,50 @@ class Detector(BaseEstimator):
 
     decision_function = score_samples
 
-    def predict(self, X, return_confidence: bool = False):
-        """1 for anomalies (score above ``threshold_``), 0 for normal; shape (N,), int64.
+    def predict(self, X, return_confidence: bool = False, *, alpha: float | None = None, fdr: float | None = None):
+        """1 for anomalies, 0 for normal; shape (N,), int64.
 
-        With ``return_confidence=True`` also :meth:`predict_confidence` (PyOD's signature).
+        By default a score above ``threshold_`` (the ``contamination`` rule). With calibration rows
+        (``calibration`` > 0): ``alpha`` flags ``p_values(X) <= alpha``, a marginal false-alarm rate
+        of at most ``alpha`` on normal rows like the calibration rows; ``fdr`` flags the rows
+        Benjamini-Hochberg selects at that false discovery rate across the batch
+        (:mod:`anomalykit.calibration`). With ``return_confidence=True`` also
+        :meth:`predict_confidence` (PyOD's signature).
         """
         self.require_current_threshold("predict")
+        if alpha is not None and fdr is not None:
+            raise ConfigError("predict takes alpha (a false-alarm rate per row) or fdr (a false discovery rate of the batch), not both")
+        if alpha is not None or fdr is not None:
+            level = calibration.check_level("alpha" if alpha is not None else "fdr", alpha if alpha is not None else fdr)
+            p = self.p_values(X)
+            labels = (p <= level).astype(np.int64) if alpha is not None else calibration.benjamini_hochberg(p, level)
+            if return_confidence:
+                raise ConfigError("return_confidence belongs to the contamination threshold; with alpha or fdr the "
+                                  "p-values (p_values) say how sure each flag is")
+            return labels
         scores = self.score_samples(X)
         labels = (scores > self.threshold_).astype(np.int64)
         return (labels, self._confidence(scores)) if return_confidence else labels
+
+    def p_values(self, X) -> np.ndarray:
+        """Conformal p-values (N,) float64 of the rows of ``X`` against the calibration scores:
+        (1 + #{calibration scores >= score}) / (n + 1). Small = unlike the normal rows; for a normal
+        row like the calibration rows, P(p <= alpha) <= alpha. Needs ``calibration`` > 0."""
+        self._check_fitted("p_values")
+        if self.calibration_scores_ is None:
+            raise calibration.not_calibrated(self.name, "p_values")
+        self.require_current_threshold("p_values")
+        return calibration.p_values(self.calibration_scores_, self.score_samples(X))
+
+    def drift(self, X) -> "calibration.DriftResult":
+        """Whether a batch of presumed-normal rows still looks like the calibration rows: a
+        two-sample Kolmogorov-Smirnov test of their scores (:class:`anomalykit.calibration.DriftResult`:
+        statistic, p_value, sizes, the batch's mean conformal p-value). Needs ``calibration`` > 0."""
+        self._check_fitted("drift")
+        if self.calibration_scores_ is None:
+            raise calibration.not_calibrated(self.name, "drift")
+        self.require_current_threshold("drift")
+        return calibration.drift_test(self.calibration_scores_, self.score_samples(X))
 
     def predict_proba(self, X, method: str = "linear", return_confidence: bool = False) -> np.ndarray:
         """(N, 2) probabilities of [normal, anomaly], as PyOD computes them from the training scores.

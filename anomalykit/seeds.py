@@ -19,6 +19,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "validation-anomalies": (3, 1),  # --eval-split val, one-class: which other-class rows are anomalies
     "search-starts": (0x5EED, 1),    # test-time search starting points (ADGAN's z_{j,0})
     "score-transforms": (0, 7919),   # fixed transformations of an ensemble score (index = the transformation)
+    "calibration": (4, 1),           # calibration > 0: which normal training rows are held out for calibration
 }
 
 

@@ -437,15 +437,16 @@ def test_the_parity_check_refuses_a_graph_that_is_off_on_one_row(fitted, tmp_pat
     """The check measures the largest deviation of any row: a graph right on every row but one is refused."""
     from anomalykit.export import scorer as scorer_module
 
-    plain = scorer_module.ExportedScorer.run_graph
+    plain = scorer_module.ExportedScorer.run_graph_outputs
 
     def off_on_the_last_row(self, x):
-        out = np.array(plain(self, x), dtype=np.float32)
+        outputs = plain(self, x)
+        out = np.array(outputs[0], dtype=np.float32)
         if len(out) == 7:  # the check's second batch (sizes 1 and 7): only its last row is off
             out[-1] += np.float32(1e-2) * np.float32(max(np.abs(out).max(), 1.0))
-        return out
+        return [out, *outputs[1:]]
 
-    monkeypatch.setattr(scorer_module.ExportedScorer, "run_graph", off_on_the_last_row)
+    monkeypatch.setattr(scorer_module.ExportedScorer, "run_graph_outputs", off_on_the_last_row)
     path = tmp_path / "pca.pt"
     with pytest.raises(ExportError, match=r"differ from score_samples by [0-9.]+e-0[1-3] of the largest score") as err:
         fitted("pca-recon").export(path)

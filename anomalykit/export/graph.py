@@ -80,6 +80,22 @@ class _Scorer(nn.Module):
         return self._score(x).to(torch.float32)
 
 
+class _WithPValues(nn.Module):
+    """A scorer of a calibrated detector: raw inputs -> (scores (N,) float32, conformal p-values (N,)
+    float64), p = (1 + #{calibration scores >= score}) / (n + 1) with the sorted calibration scores
+    inside (float64; :mod:`anomalykit.calibration`)."""
+
+    def __init__(self, scorer: nn.Module, calibration_scores):
+        super().__init__()
+        self.scorer = scorer
+        self.register_buffer("calibration", torch.as_tensor(calibration_scores, dtype=torch.float64).reshape(1, -1).clone())
+
+    def forward(self, x: torch.Tensor):
+        scores = self.scorer(x)
+        at_least = (self.calibration >= scores.to(torch.float64).unsqueeze(1)).to(torch.float64).sum(1)
+        return scores, (at_least + 1.0) / (self.calibration.shape[1] + 1.0)
+
+
 class _RowBlocks(nn.Module):
     """Scores any number of rows with a graph recorded for exactly ``rows`` rows: the rows are
     cut into blocks, the last one padded with copies of its last row (rows are scored
@@ -155,7 +171,10 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
     det.nets.eval()
     rows = BLOCK_ROWS if needs_grad else (fixed or _TRACE_ROWS)
     example = example_rows(det, rows, seed=1)
-    scorer = _Scorer(det).eval()
+    calibrated = det.calibration_scores_ is not None
+    inner = _Scorer(det).eval()
+    # a calibrated detector's graph also outputs conformal p-values (needs_grad: around the row blocks)
+    scorer = _WithPValues(inner, det.calibration_scores_).eval() if calibrated and not needs_grad else inner
     meta = _metadata(det, fmt, fixed)
     dynamic = None if fixed else {"x": {0: torch.export.Dim("batch", min=1)}}
     stage = "tracing"
@@ -173,6 +192,8 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
                     # not frozen: the recorded graph holds only the tensors the score reads
                     # already, and it updates tensors in place, which is best left as recorded
                     module = torch.jit.script(_RowBlocks(block, rows)).eval()
+                    if calibrated:
+                        module = torch.jit.script(_WithPValues(module, det.calibration_scores_)).eval()
                 else:
                     stage = "torch.export"
                     _capture(scorer, example, dynamic)  # refuses what a trace would silently bake in
@@ -189,7 +210,8 @@ def _build(det: Detector, fmt: str, fixed: int | None, needs_grad: bool) -> byte
             stage = "torch.onnx.export"
             with torch.no_grad():
                 program = torch.onnx.export(scorer, (example,), dynamo=True, external_data=False, dynamic_shapes=dynamic,
-                                            input_names=["x"], output_names=["scores"], verbose=False)
+                                            input_names=["x"], output_names=["scores", "p_values"] if calibrated else ["scores"],
+                                            verbose=False)
             stage = "checking"
             proto = program.model_proto
             _refuse_random_onnx(det, proto)
@@ -261,7 +283,9 @@ def _metadata(det: Detector, fmt: str, fixed: int | None) -> dict:
         "model_input_shape": list(det.input_shape_),
         "batch_size": fixed,
         "input": f"{det.fit_input_[1]} (N, *input_shape): raw values as given to fit (the preprocessor is inside the graph)",
-        "output": "float32 (N,) anomaly scores, higher = more anomalous",
+        "output": "float32 (N,) anomaly scores, higher = more anomalous"
+                  + ("; float64 (N,) conformal p-values (second output)" if det.calibration_scores_ is not None else ""),
+        "calibration_rows": None if det.calibration_scores_ is None else len(det.calibration_scores_),
         "threshold": float(det.threshold_),
         "contamination": float(det.hp.contamination),
         "score_batch_size": int(det.hp.score_batch_size),

@@ -78,6 +78,8 @@ class ExportedScorer:
         self.threshold_ = float(self.meta["threshold"])
         self.batch_size = self.meta.get("batch_size")
         self.score_batch_size = int(self.meta.get("score_batch_size") or 512)
+        #: how many calibration rows the graph's p-values count against (None: not calibrated)
+        self.calibration_rows = self.meta.get("calibration_rows")
 
     def _open_onnx(self) -> str:
         try:
@@ -93,11 +95,16 @@ class ExportedScorer:
         return f"ExportedScorer({str(self.path)!r}, method={self.method!r}, format={self.format!r})"
 
     def run_graph(self, x: torch.Tensor) -> np.ndarray:
-        """The graph on one batch as it is ((n, *input_shape) of ``input_dtype`` -> float32 (n,))."""
+        """The graph on one batch as it is ((n, *input_shape) of ``input_dtype`` -> float32 (n,) scores)."""
+        return self.run_graph_outputs(x)[0]
+
+    def run_graph_outputs(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Every output of the graph on one batch: the scores, then (a calibrated model) the p-values."""
         if self.format == "onnx":
-            return self._session.run(None, {"x": x.numpy()})[0]
+            return list(self._session.run(None, {"x": x.numpy()}))
         with torch.no_grad():
-            return self._module(x).numpy()
+            out = self._module(x)
+        return [t.numpy() for t in out] if isinstance(out, (tuple, list)) else [out.numpy()]
 
     def score_samples(self, X) -> np.ndarray:
         """Anomaly scores (N,), float64, higher = more anomalous, in batches of the model's
@@ -105,6 +112,19 @@ class ExportedScorer:
         detector's ``score_samples``: the sample shape given to ``fit`` (or the same with its
         channel axis, e.g. (N, 1, 8, 8) for (N, 8, 8)), uint8 or float values; lazy rows
         (:func:`anomalykit.open_rows`, ``np.memmap``) are read a batch at a time."""
+        return self._outputs(X)[0].astype(np.float64)
+
+    decision_function = score_samples
+
+    def p_values(self, X) -> np.ndarray:
+        """Conformal p-values (N,) float64 from the graph's second output (a model fitted with
+        ``calibration`` > 0; see ``Detector.p_values``)."""
+        if not self.calibration_rows:
+            raise ConfigError(f"{self.path} was exported from a model fitted without calibration rows; refit with "
+                              "calibration=0.2 and export again to get p-values")
+        return self._outputs(X)[1].astype(np.float64)
+
+    def _outputs(self, X) -> list[np.ndarray]:
         uint8 = source_is_uint8(X)
         X = as_streamed_input(X, name="X")
         if tuple(X.shape[1:]) not in (self._model_shape, self.input_shape_):
@@ -112,7 +132,7 @@ class ExportedScorer:
         step = self.batch_size or self.score_batch_size
         n_rows = X.shape[0]
         batches = row_batches(X, 0, n_rows, step)
-        outs = []
+        outs: list[list[np.ndarray]] = []
         for batch in batches:
             batch = batch.reshape(batch.shape[0], *self.input_shape_)
             if self.input_dtype == "uint8":
@@ -124,10 +144,8 @@ class ExportedScorer:
             if self.batch_size and n < self.batch_size:  # a fixed-size graph: pad with copies of the last row
                 batch = torch.cat([batch, batch[-1:].expand(self.batch_size - n, *batch.shape[1:])])
             batch = batch.contiguous() if self.input_dtype == "uint8" else batch.to(torch.float32).contiguous()
-            outs.append(np.asarray(self.run_graph(batch))[:n])
-        return np.concatenate(outs).astype(np.float64)
-
-    decision_function = score_samples
+            outs.append([np.asarray(o)[:n] for o in self.run_graph_outputs(batch)])
+        return [np.concatenate(parts) for parts in zip(*outs)]
 
     def predict(self, X) -> np.ndarray:
         """1 for anomalies (score above ``threshold_``), 0 for normal; int64 (N,)."""

@@ -29,9 +29,11 @@ def _verify(det: Detector, path: Path, fixed: int | None) -> tuple[float, tuple[
     reference = det.score_samples(rows)
     try:
         scorer = ExportedScorer(path)
-        parts, lo = [], 0
+        parts, p_parts, lo = [], [], 0
         for size in sizes:
-            parts.append(scorer.run_graph(rows[lo : lo + size]))
+            outputs = scorer.run_graph_outputs(rows[lo : lo + size])
+            parts.append(outputs[0])
+            p_parts.append(outputs[1] if len(outputs) > 1 else None)
             lo += size
         again = scorer.run_graph(rows[: sizes[0]])
     except AnomalyKitError:
@@ -51,6 +53,13 @@ def _verify(det: Detector, path: Path, fixed: int | None) -> tuple[float, tuple[
     if not np.array_equal(again, parts[0]):
         raise ExportError(f"{det.name}: the exported graph gives different scores for the same rows on a second call; "
                           "scoring must be deterministic")
+    if det.calibration_scores_ is not None:  # the graph's p-values are those of its own scores
+        from ..calibration import p_values
+
+        got_p = np.concatenate([np.asarray(p, dtype=np.float64) for p in p_parts]) if all(p is not None for p in p_parts) else None
+        if got_p is None or not np.array_equal(got_p, p_values(det.calibration_scores_, got)):
+            raise ExportError(f"{det.name}: the exported graph's p-values are not the conformal p-values of its scores "
+                              "against the calibration scores")
     if not deviation <= PARITY_RTOL:
         raise ExportError(f"{det.name}: the exported graph's scores differ from score_samples by {deviation:.1e} of the "
                           f"largest score (allowed {PARITY_RTOL:.0e}) at batch sizes {sizes}; the traced score is not "
