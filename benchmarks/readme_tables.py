@@ -293,6 +293,22 @@ def _contract() -> str:
     return "\n".join(out) + "\n"
 
 
+def _calibration(*files: str) -> str:
+    """benchmarks/calibration_study.py's results (one JSON per method and dataset): the realised
+    false-alarm rate of p <= alpha with its band, the contamination threshold's at the same nominal
+    rate, and Benjamini-Hochberg's false discovery rate and power."""
+    out = ["| data | method | calibration rows | α = 0.01 | α = 0.05 | α = 0.1 | contamination threshold at 0.01 / 0.05 / 0.1 "
+           "| BH q = 0.1: FDR, power |", "|---|---|---:|---|---|---|---|---|"]
+    for f in files:
+        r = json.loads((ROOT / f).read_text())
+        cells = [f"{a['far']:.3f} [{max(a['band'][0], 0):.3f}, {a['band'][1]:.3f}]" + ("" if a["within"] else " **out**")
+                 for a in r["alphas"]]
+        contamination = " / ".join(f"{a['far_contamination']:.3f}" for a in r["alphas"])
+        out.append(f"| {r['data']} (class {r['normal_class']}) | {r['method']} | {r['calibration_rows']} | "
+                   + " | ".join(cells) + f" | {contamination} | {r['bh']['fdr']:.3f}, {r['bh']['power']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
 def _deprecations() -> str:
     """The deprecated members of the plugin API (anomalykit.deprecation.DEPRECATIONS) as a table."""
     from anomalykit.deprecation import DEPRECATIONS
@@ -318,7 +334,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"settings": _settings, "contract": _contract, "deprecations": _deprecations, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

@@ -75,7 +75,7 @@ def _mutmut_config(target: dict) -> str:
         f"pytest_add_cli_args_test_selection = {toml_list(target['tests'])}\n"
         f'also_copy = ["tests", "benchmarks"]\n'
         f"do_not_mutate_patterns = {toml_list(DO_NOT_MUTATE)}\n"
-        "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-q\"]\n"
+        f"pytest_add_cli_args = {toml_list(['-p', 'no:cacheprovider', '-q'] + (['-k', target['k']] if 'k' in target else []))}\n"
     )
 
 
