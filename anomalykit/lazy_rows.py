@@ -107,8 +107,11 @@ class LazyRows:
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, torch.Tensor):
             key = key.numpy()
-        if isinstance(key, (int, np.integer)):
-            return self._rows(slice(int(key), int(key) + 1))[0]
+        if isinstance(key, (int, np.integer)):  # one row, as a tensor indexes: negative counts from the end
+            i = int(key) + len(self) if int(key) < 0 else int(key)
+            if not 0 <= i < len(self):
+                raise IndexError(f"row {int(key)} is out of range for {len(self)} rows")
+            return self._rows(slice(i, i + 1))[0]
         return self._rows(key)
 
     def _rows(self, key) -> torch.Tensor:
