@@ -315,3 +315,93 @@ def test_one_epoch_fit_on_digits_scores_finite_with_a_threshold(digits):
     np.testing.assert_array_equal(det.predict(digits.X_test), (scores > det.threshold_).astype(int))
     # one epoch of the default networks already ranks digit 0 above the other digits
     assert roc_auc_score(digits.y_test, scores) > 0.8
+
+
+# -- the losses against independent numpy/scipy computations -----------------------------------------
+from anomalykit_plugins.adgan import losses as adgan_losses  # noqa: E402
+
+
+def _np_blur(a):
+    """[1 4 6 4 1]/16 along H then W, edge values repeated (scipy)."""
+    from scipy.ndimage import convolve1d
+
+    k = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+    return convolve1d(convolve1d(a, k, axis=-1, mode="nearest"), k, axis=-2, mode="nearest")
+
+
+def _np_bilinear(a, size):
+    """Bilinear resize with half-pixel centres (align_corners=False), written out."""
+    def axis_weights(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, None)
+        lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = src - lo
+        m = np.zeros((n_out, n_in))
+        m[np.arange(n_out), lo] += 1 - w
+        m[np.arange(n_out), hi] += w
+        return m
+
+    mh, mw = axis_weights(a.shape[-2], size[0]), axis_weights(a.shape[-1], size[1])
+    return np.einsum("oh,nchw,pw->ncop", mh, a, mw)
+
+
+def _np_pyramid_l1(x_hat, x, levels):
+    total, a, b = np.zeros(x.shape[0]), x_hat, x
+    for j in range(levels):
+        if j == levels - 1:
+            la, lb = a, b
+        else:
+            da, db = _np_blur(a)[..., ::2, ::2], _np_blur(b)[..., ::2, ::2]
+            la, lb = a - _np_bilinear(da, a.shape[-2:]), b - _np_bilinear(db, b.shape[-2:])
+            a, b = da, db
+        total += 4.0**j * np.abs(la - lb).reshape(len(x), -1).sum(1)
+    return total
+
+
+def test_the_blur_and_the_laplacian_pyramid_against_numpy():
+    rng = np.random.default_rng(0)
+    x, x_hat = rng.normal(size=(3, 2, 28, 28)), rng.normal(size=(3, 2, 28, 28))
+    got_blur = adgan_losses._blur(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got_blur, _np_blur(x), rtol=1e-10, atol=1e-12)
+    for levels in (None, 1, 2):
+        got = adgan_losses.laplacian_pyramid_l1(torch.from_numpy(x_hat), torch.from_numpy(x), levels).numpy()
+        np.testing.assert_allclose(got, _np_pyramid_l1(x_hat, x, 3 if levels is None else levels), rtol=1e-9)
+    # levels=None keeps the coarsest side >= 4: 28 -> 3 levels (7), 8 -> 2 (4)
+    x8, y8 = rng.normal(size=(2, 1, 8, 8)), rng.normal(size=(2, 1, 8, 8))
+    np.testing.assert_allclose(adgan_losses.laplacian_pyramid_l1(torch.from_numpy(x8), torch.from_numpy(y8)).numpy(),
+                               _np_pyramid_l1(x8, y8, 2), rtol=1e-9)
+    # two constant images: every level but the last is 0, the last weighs 4^(J-1) over 1/4^(J-1) of the pixels
+    c = adgan_losses.laplacian_pyramid_l1(torch.full((1, 3, 16, 16), 2.0, dtype=torch.float64),
+                                          torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64))
+    assert float(c) == pytest.approx(1.5 * 3 * 16 * 16)
+
+
+def test_reconstruction_loss_kinds_and_batch_dims():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 1, 8, 8))
+    x_hat = rng.normal(size=(2, 3, 1, 8, 8))  # (N, seeds, ...) with batch_dims=2
+    xt, ht = torch.from_numpy(x), torch.from_numpy(x_hat)
+    l2 = adgan_losses.reconstruction_loss(ht, xt[:, None], "l2", batch_dims=2).numpy()
+    l1 = adgan_losses.reconstruction_loss(ht, xt[:, None], "l1", batch_dims=2).numpy()
+    lap = adgan_losses.reconstruction_loss(ht, xt[:, None], "laplacian", batch_dims=2).numpy()
+    np.testing.assert_allclose(l2, ((x_hat - x[:, None]) ** 2).reshape(2, 3, -1).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(l1, np.abs(x_hat - x[:, None]).reshape(2, 3, -1).sum(-1), rtol=1e-12)
+    expected = _np_pyramid_l1(x_hat.reshape(6, 1, 8, 8), np.repeat(x, 3, axis=0), 2).reshape(2, 3)
+    np.testing.assert_allclose(lap, expected, rtol=1e-9)
+
+
+def test_wgan_encoder_and_feature_scores_by_hand():
+    d_real, d_fake = torch.tensor([1.0, 3.0]), torch.tensor([0.5, -0.5])
+    assert float(adgan_losses.critic_loss(d_real, d_fake)) == pytest.approx(0.0 - 2.0)  # E d(fake) - E d(real)
+    assert float(adgan_losses.generator_loss(torch.tensor([1.0, 2.0]))) == pytest.approx(-1.5)
+    x, x_rec = torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]])
+    f_x, f_rec = torch.tensor([[2.0]]), torch.tensor([[0.0]])
+    # pixels (1 + 4)/2 = 2.5, features 4/1 = 4: 2.5 + 0.5 * 4 = 4.5
+    assert float(adgan_losses.encoder_loss(x, x_rec, f_x, f_rec, kappa=0.5)) == pytest.approx(4.5)
+    pixel = torch.tensor([[8.0, 4.0]])  # (N=1, seeds=2)
+    f_rec2 = torch.tensor([[[2.0, 0.0], [0.0, 0.0]]])  # (1, 2, F=2)
+    f_x2 = torch.tensor([[0.0, 0.0]])
+    # seed 0: 8/4 + 2 * (4 + 0)/2 = 6; seed 1: 4/4 + 0 = 1; mean 3.5
+    assert float(adgan_losses.feature_score(pixel, f_x2, f_rec2, n_pixels=4, kappa=2.0)) == pytest.approx(3.5)
+    assert torch.equal(adgan_losses.latent_prior_nll(torch.tensor([[3.0, 4.0]])), torch.tensor([12.5]))
+    assert torch.equal(adgan_losses.critic_score(torch.tensor([2.0])), torch.tensor([-2.0]))

@@ -587,3 +587,37 @@ def test_digits_demo_default_pipeline_reaches_auroc_099():
     metrics = evaluate(outcome.scores, split, outcome.threshold, cfg.protocol)
     assert metrics["auroc"] == pytest.approx(roc_auc_score(split.y_test, outcome.scores))
     assert metrics["auroc"] >= 0.99, metrics
+
+
+# -- losses, term by term by hand (the mutants mutation testing found surviving) -------------------------
+def test_pixel_reconstruction_and_the_autoencoder_objective_by_hand():
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 0.0], [0.0, 2.0]]])  # (2, 2, 2)
+    x_rec = torch.tensor([[[1.0, 0.0], [3.0, 5.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    # per row: (0 + 4 + 0 + 1)/4 = 1.25 and (1 + 0 + 0 + 4)/4 = 1.25, mean 1.25; then a lopsided pair
+    assert float(losses.pixel_reconstruction(x, x_rec)) == pytest.approx(1.25)
+    assert float(losses.pixel_reconstruction(x[:1], x[:1] + torch.tensor([[[2.0, 0.0], [0.0, 0.0]]]))) == pytest.approx(1.0)
+    terms = {"rec": torch.tensor(1.0), "pixel": torch.tensor(2.0)}
+    assert float(losses.autoencoder_objective(terms, lambda_inter=0.0, lambda_reg=0.0, lambda_neg=0.0)) == pytest.approx(1.0)
+    assert float(losses.autoencoder_objective(terms, lambda_inter=0.0, lambda_reg=0.0, lambda_neg=0.0,
+                                              lambda_rec=3.0)) == pytest.approx(7.0)
+
+
+def test_atypical_draws_come_from_the_given_generator_only():
+    """The same seeded generator gives the same negatives whatever the global RNG did in between
+    (resume and DDP reproducibility rest on it), for both kinds of draw."""
+    for mode in ("annulus", "scaling"):
+        a = losses.draw_atypical(64, 8, mode=mode, delta=1.0, direction="inward", generator=torch.Generator().manual_seed(5))
+        torch.manual_seed(123)
+        torch.rand(10)
+        b = losses.draw_atypical(64, 8, mode=mode, delta=1.0, direction="inward", generator=torch.Generator().manual_seed(5))
+        key = "factor" if mode == "scaling" else "z"
+        assert torch.equal(a[key], b[key]), mode
+
+
+def test_an_inward_shell_wider_than_sqrt_d_starts_at_zero():
+    """d = 4 (sqrt(d) = 2), δ = 1.5 inward: r in [0.5, 2]; δ = 3: the shell is the ball [0, 2]."""
+    g = torch.Generator().manual_seed(0)
+    r = losses.atypical_latents(4000, 4, delta=1.5, direction="inward", generator=g).norm(dim=1)
+    assert float(r.min()) >= 0.5 - 1e-5 and float(r.min()) < 0.6
+    ball = losses.atypical_latents(4000, 4, delta=3.0, direction="inward", generator=g).norm(dim=1)
+    assert float(ball.min()) < 0.3 and float(ball.max()) <= 2.0 + 1e-5

@@ -343,3 +343,13 @@ def test_feature_gaussian_score_is_the_density_of_the_feature_differences(digits
     np.testing.assert_allclose(det.score_samples(Xt[:30]), expected, rtol=1e-5)
     back = anomalykit.load(det.save(tmp_path / "m.pt"))
     np.testing.assert_array_equal(back.score_samples(Xt[:30]), det.score_samples(Xt[:30]))
+
+
+def test_inter_generator_loss_by_hand():
+    """Eq. 5's interpolation term: mean over simplices of Σ_i α_i D_inter(x_i, x̂)²."""
+    from anomalykit_plugins.mae_simplex import losses as mae_losses
+
+    d_inter = torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]])
+    alpha = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.3, 0.5]])
+    # row 0: 0.5 + 0.25*4 = 1.5; row 1: 0.2*9 + 0.5*1 = 2.3; mean 1.9
+    assert float(mae_losses.inter_generator_loss(d_inter, alpha)) == pytest.approx(1.9)
