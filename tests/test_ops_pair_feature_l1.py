@@ -183,3 +183,35 @@ def test_cuda_gradcheck_and_opcheck():
     assert torch.autograd.gradcheck(native, (a, b))
     torch.library.opcheck(torch.ops.anomalykit.pair_feature_l1.default, (a, b))
     torch.library.opcheck(torch.ops.anomalykit.pair_feature_l1_backward.default, (torch.randn(4, device="cuda", dtype=torch.float64), a.detach(), b.detach()))
+
+
+@needs_cuda
+def test_cuda_non_contiguous_inputs_gradgradcheck_and_compile(monkeypatch):
+    """The cases the CPU tests cover and CUDA had not: strided rows, a transposed view, double
+    backward (the backward op is differentiable too) and torch.compile over the custom op."""
+    base = torch.randn(6, 40, device="cuda")
+    a, b = base[:, ::2], torch.randn(20, 6, device="cuda").t()  # (6, 20) each, neither contiguous
+    assert not a.is_contiguous() and not b.is_contiguous()
+    assert_matches_reference(a, b)
+    a64 = torch.randn(3, 7, device="cuda", dtype=torch.float64, requires_grad=True)
+    b64 = (a64.detach() + 0.3).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(native, (a64, b64))
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")
+    from anomalykit import ops
+
+    x = torch.randn(8, 33, device="cuda", requires_grad=True)
+    y = torch.randn(8, 33, device="cuda")
+    compiled = torch.compile(lambda p, q: ops.pair_feature_l1(p, q).sum(), fullgraph=True)
+    loss = compiled(x, y)
+    loss.backward()
+    torch.testing.assert_close(loss, reference.pair_feature_l1(x, y).sum())
+    torch.testing.assert_close(x.grad, torch.sign(x - y).detach())
+
+
+@needs_cuda
+@pytest.mark.parametrize("op", ["pair_feature_l1", "simplex_mix", "annulus_sample"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_kernels_pass_their_first_use_check(op, dtype):
+    from anomalykit.ops import gate
+
+    assert gate.check(op, torch.device("cuda"), dtype) == ""

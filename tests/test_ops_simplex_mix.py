@@ -256,3 +256,22 @@ def test_cuda_gradcheck_and_opcheck():
     torch.library.opcheck(torch.ops.anomalykit.simplex_mix.default, (latents, index, weight))
     args = (torch.randn(4, 6, device="cuda", dtype=torch.float64), latents.detach(), index, weight.detach(), True, True)
     torch.library.opcheck(torch.ops.anomalykit.simplex_mix_backward.default, args)
+
+
+@needs_cuda
+def test_cuda_non_contiguous_latents_and_compile(monkeypatch):
+    from anomalykit import ops
+
+    latents = torch.randn(10, 16, device="cuda")[:, ::2]  # (10, 8), strided rows
+    index = torch.randint(0, 10, (5, 3), device="cuda")
+    weight = torch.softmax(torch.randn(5, 3, device="cuda"), 1)
+    torch.testing.assert_close(torch.ops.anomalykit.simplex_mix(latents, index, weight),
+                               reference.simplex_mix(latents, index, weight), rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv("ANOMALYKIT_KERNELS", "native")
+    lat = torch.randn(10, 8, device="cuda", requires_grad=True)
+    compiled = torch.compile(lambda l_, i, w: ops.simplex_mix(l_, i, w).square().sum(), fullgraph=True)
+    loss = compiled(lat, index, weight)
+    loss.backward()
+    ref_lat = lat.detach().clone().requires_grad_(True)
+    reference.simplex_mix(ref_lat, index, weight).square().sum().backward()
+    torch.testing.assert_close(lat.grad, ref_lat.grad, rtol=1e-5, atol=1e-5)

@@ -28,12 +28,12 @@ from typing import Iterator
 import torch
 
 from ..errors import ConfigError, InputError
-from . import _native, reference
+from . import _native, gate, reference
 from .reference import SIMPLEX_SCHEMES, sample_simplex
 
 __all__ = [
     "pair_feature_l1", "simplex_mix", "sample_simplex", "annulus_sample", "SIMPLEX_SCHEMES", "outer_adam_step_",
-    "active_kernels", "extension_status", "cpu_isa_status", "kernels_mode", "reference", "KERNEL_MODES", "NATIVE_OPS",
+    "active_kernels", "extension_status", "cpu_isa_status", "kernels_mode", "reference", "gate", "KERNEL_MODES", "NATIVE_OPS",
 ]
 
 ENV_VAR = "ANOMALYKIT_KERNELS"
@@ -70,13 +70,16 @@ def kernels(mode: str) -> Iterator[None]:
         _override = before
 
 
-def _use_native(op: str, device: torch.device) -> bool:
-    """Whether ``op`` on ``device`` runs natively; raises if ANOMALYKIT_KERNELS=native cannot be honoured."""
+def _use_native(op: str, device: torch.device, dtype: torch.dtype | None = None) -> bool:
+    """Whether ``op`` on ``device`` runs natively; raises if ANOMALYKIT_KERNELS=native cannot be honoured.
+
+    ``auto`` on a gated device (CUDA) also needs the op's first-use check for this device and
+    ``dtype`` to have passed (:mod:`anomalykit.ops.gate`); ``native`` forces the kernel regardless."""
     mode = kernels_mode()
     if mode == "reference":
         return False
     if _native.has_kernel(op, device.type):
-        return True
+        return mode == "native" or dtype is None or gate.allows(op, device, dtype)
     if mode == "native":
         if not _native.loaded():
             raise RuntimeError(
@@ -108,14 +111,24 @@ def active_kernels(device) -> dict[str, str]:
     """Op name -> "native" or "reference": what a call on ``device`` would use now.
 
     With ANOMALYKIT_KERNELS=native and no kernel for ``device`` the entry is "unavailable"
-    (a call would raise RuntimeError). ``sample_simplex`` is pure Python and not listed.
+    (a call would raise RuntimeError). ``sample_simplex`` is pure Python and not listed. On a
+    device the first-use gate covers, "native" holds once the op's check passed; until then it
+    reads "native (checked at first use)", after a failed check "reference (failed its check: ...)".
     """
     device = torch.device(device)
     mode = kernels_mode()
+    verdicts = gate.verdicts()
     result = {}
     for op in NATIVE_OPS:
         if mode != "reference" and _native.has_kernel(op, device.type):
             result[op] = "native"
+            if mode == "auto" and gate.gated(device):
+                mine = {k: v for k, v in verdicts.items() if k[0] == op and k[1] == str(device)}
+                failed = [f"{k[2].replace('torch.', '')}: {v}" for k, v in mine.items() if v]
+                if failed:
+                    result[op] = "reference (failed its first-use check, " + "; ".join(failed) + ")"
+                elif not mine:
+                    result[op] = "native (checked at first use)"
         else:
             result[op] = "unavailable" if mode == "native" else "reference"
     return result
@@ -155,8 +168,8 @@ def pair_feature_l1(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
     Differentiable in both inputs with subgradient sign(f_real - f_fake) (0 where equal).
     """
     reference.check_pair_feature_l1_inputs(f_real, f_fake)
-    if _use_native("pair_feature_l1", f_real.device):
-        return torch.ops.anomalykit.pair_feature_l1(f_real, f_fake)
+    if _use_native("pair_feature_l1", f_real.device, f_real.dtype):
+        return _native.op("pair_feature_l1")(f_real, f_fake)
     return reference.pair_feature_l1(f_real, f_fake)
 
 
@@ -167,11 +180,11 @@ def simplex_mix(latents: torch.Tensor, index: torch.Tensor, weight: torch.Tensor
     Weights are used as given (``sample_simplex`` already normalises them to sum 1).
     Differentiable w.r.t. latents and weight. An index out of range raises InputError.
     """
-    native = _use_native("simplex_mix", latents.device) if isinstance(latents, torch.Tensor) else False
+    native = _use_native("simplex_mix", latents.device, latents.dtype) if isinstance(latents, torch.Tensor) else False
     # The native CPU kernel checks the index range itself while it reads the indices.
     reference.check_simplex_mix_inputs(latents, index, weight, check_range=not (native and latents.device.type == "cpu"))
     if native:
-        return torch.ops.anomalykit.simplex_mix(latents, index, weight)
+        return _native.op("simplex_mix")(latents, index, weight)
     return reference.simplex_mix(latents, index, weight)
 
 
@@ -194,10 +207,8 @@ def annulus_sample(
     device = reference.resolve_device(device, generator)
     if generator is not None and generator.device.type != device.type:
         raise InputError(f"annulus_sample: generator is on {generator.device} but device is {device}")
-    if _use_native("annulus_sample", device):
-        return torch.ops.anomalykit.annulus_sample(
-            n, d, r_inner, r_outer, generator=generator, dtype=dtype, device=device
-        )
+    if _use_native("annulus_sample", device, dtype):
+        return _native.op("annulus_sample")(n, d, r_inner, r_outer, generator=generator, dtype=dtype, device=device)
     return reference.annulus_sample(n, d, r_inner, r_outer, generator=generator, device=device, dtype=dtype)
 
 

@@ -64,6 +64,17 @@ def cpu_isa() -> tuple[str, str, str] | None:
     return used, requested, supported
 
 
+def op(name: str):
+    """The native op ``name`` (``torch.ops.anomalykit.<name>``): the one place the front-end and the
+    first-use gate (:mod:`anomalykit.ops.gate`) call native kernels through."""
+    return getattr(torch.ops.anomalykit, name)
+
+
+def library_path() -> str | None:
+    """The file of the loaded extension, or None."""
+    return getattr(_C, "__file__", None) if _C is not None else None
+
+
 def backends() -> list[str]:
     """Dispatch keys with a kernel for every native op, e.g. ["CPU", "CUDA"]."""
     return [key for dev, key in _DISPATCH_KEYS.items() if all(has_kernel(op, dev) for op in NATIVE_OPS)]
