@@ -17,6 +17,7 @@ import click
 
 from ._version import PLUGIN_API_VERSION, __version__
 from .errors import AnomalyKitError, ConfigError
+from .precision import PRECISIONS
 
 
 def _friendly(fn):
@@ -174,6 +175,10 @@ def info_cmd():
         for op, path in ops.active_kernels(torch.device(dev)).items():
             click.echo(f"  {dev:<7} {op:<16} {path}")
     click.echo(f"cpu loops: {ops.cpu_isa_status()}")
+    from .precision import cpu_bf16_units
+
+    units = cpu_bf16_units()
+    click.echo(f"bfloat16: {'native (' + units + ')' if units else 'emulated on this CPU (no AMX or AVX512-BF16): precision=bf16-mixed is slower here'}")
     reg = get_registry()
     click.echo(f"methods: {', '.join(sorted(reg.methods)) or 'none'}")
     for f in reg.failures:
@@ -193,6 +198,8 @@ def info_cmd():
 @click.option("--batch-size", type=int, default=None)
 @click.option("--seed", type=int, default=None)
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="32, bf16-mixed (CPUs with AMX/AVX512-BF16, GPUs) or 16-mixed (CUDA)  [default: 32]")
 @click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="method parameter (`anomalykit show METHOD`)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file (same layout as a run's config.toml)")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="report folder  [default: runs/METHOD-DATA-TIME]")
@@ -205,7 +212,7 @@ def info_cmd():
               help="training logs in the run folder: train_log.csv and epochs.csv always; tensorboard adds TensorBoard events")
 @_friendly
 def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_split, epochs, batch_size, seed, device,
-            assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads, log):
+            precision, assignments, config_file, out, checkpoint_every, resume, quiet, nproc, threads, log):
     """Train METHOD, score the test split, print metrics and write a report folder.
 
     \b
@@ -226,7 +233,8 @@ def run_cmd(method, data, protocol, normal_class, ood_data, max_train, eval_spli
         method=method, config_file=config_file, resume=resume,
         fields=dict(data=data, protocol=protocol, normal_class=normal_class, ood_data=ood_data, max_train=max_train,
                     eval_split=eval_split, checkpoint_every=checkpoint_every),
-        params=cli_params(dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device), assignments),
+        params=cli_params(dict(epochs=epochs, batch_size=batch_size, seed=seed, device=device, precision=precision),
+                          assignments),
     )
     if resume is not None and out is not None:
         from .errors import ConfigError
@@ -387,6 +395,8 @@ def drift_cmd(model, data, split, level):
               help="small: sized for a 2-core CPU; paper: the papers' budgets (GPU); default: the methods' defaults")
 @click.option("--max-train", type=int, default=None, help="subsample training rows (seeded)")
 @click.option("--device", default="auto")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="32, bf16-mixed or 16-mixed (methods only; recorded with each cell's parameters)  [default: 32]")
 @click.option("--set", "assignments", multiple=True, metavar="[METHOD.]KEY=VALUE", help="extra method parameter")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="results folder (rerun to resume)")
 @click.option("--progress/--no-progress", default=False, help="progress bars per cell")
@@ -395,8 +405,8 @@ def drift_cmd(model, data, split, level):
               help="checkpoint each method cell's training under OUT/checkpoints, so a rerun continues an interrupted cell")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, help="checkpoint every N steps (0 = each epoch)")
 @_friendly
-def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, assignments, out, progress, threads,
-              checkpoints, checkpoint_every):
+def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, precision,
+              assignments, out, progress, threads, checkpoints, checkpoint_every):
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
@@ -404,7 +414,8 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
 
     _set_threads(threads)
     cfg = BenchConfig(protocol=protocol, data=data, ood_data=ood_data, eval_split=eval_split, classes=classes, methods=methods, baselines=baselines,
-                      seeds=seeds, budget=budget, max_train=max_train, device=device, set=tuple(assignments))
+                      seeds=seeds, budget=budget, max_train=max_train, device=device,
+                      set=tuple(assignments) + ((f"precision={precision}",) if precision else ()))
     start = time.perf_counter()
     run_bench(cfg, Path(out), echo=click.echo, progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")

@@ -53,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import calibration, deprecation
+from . import precision as _precision
 from . import distributed as D
 from .checkpoint import atomic_torch_save, detector_payload, model_file, restore_detector
 from .errors import AnomalyKitError, CheckpointError, ConfigError, InputError, NotFittedError, PluginError, first_line
@@ -81,6 +82,9 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("calibration", 0.0, "normal training rows held out for calibrated alarms (p_values, predict(alpha=...) or "
           "predict(fdr=...), drift): a fraction in (0, 1) or a count >= 1, never trained on, scored after training and "
           "saved with the model; 0: none (predict uses contamination)", low=0.0),
+    Param("precision", "32", "32 (float32), bf16-mixed (bfloat16 autocast in training steps and scoring: CPUs with AMX or "
+          "AVX512-BF16, GPUs) or 16-mixed (float16 autocast with a gradient scaler: CUDA); weights, checkpoints and "
+          "exports stay float32", choices=_precision.PRECISIONS),
     Param("preprocess", "auto", "input scaling fitted on the training rows and saved with the model: auto (uint8 images "
           "-> x/127.5-1, other images -> training range per channel onto [-1, 1], rows -> median/IQR per feature), "
           "uint8, range, robust, or none (data already prepared)", choices=PREPROCESS_KINDS),
@@ -244,6 +248,7 @@ class Detector(BaseEstimator):
         if self.hp.calibration:
             X, labels, held_out = calibration.hold_out(X, labels, self.hp.calibration, self.hp.seed)
         self._fit_options = FitOptions(checkpoint_dir, checkpoint_every, resume, progress, check_backends(log))
+        _precision.check(self.hp.precision, self.device)
         seed_everything(stream_seed(self.hp.seed, "weights"))
         self.input_shape_ = tuple(X.shape[1:])
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
@@ -496,6 +501,7 @@ class Detector(BaseEstimator):
             options=self._fit_options,
             phase=phase,
             config=self.params_,
+            precision=self.hp.precision,
         )
         if average or average_decay is not None:
             subject = f"{type(self).__module__}.{type(self).__qualname__}"
@@ -519,8 +525,11 @@ class Detector(BaseEstimator):
         batches = row_batches(X, start, stop, bs)
         for batch in tqdm(batches, total=-(-(stop - start) // bs), desc=f"{self.name} {desc}", unit="batch",
                           disable=not show, leave=False):
-            out = fn(batch.to(self.device, non_blocking=True))
-            outs.append(out.detach().cpu())
+            with _precision.autocast(self.hp.precision, self.device):  # the core's precision policy
+                out = fn(batch.to(self.device, non_blocking=True)).detach()
+            if out.dtype in (torch.bfloat16, torch.float16):
+                out = out.float()
+            outs.append(out.cpu())
         local = torch.cat(outs) if outs else torch.empty(0)
         return D.gather_shards(local, n)
 

@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import _SpectralNorm
 
 from . import speedups as _speedups
+from .precision import full_precision
 
 
 def is_image(shape: Sequence[int]) -> bool:
@@ -69,6 +70,10 @@ class SpectralNorm(_SpectralNorm):
     """
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        with full_precision(weight.device.type):  # the power iteration and σ in float32 under autocast
+            return self._forward(weight)
+
+    def _forward(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.ndim == 1 or not (_speedups.enabled() and torch.is_grad_enabled() and weight.requires_grad) \
                 or torch.jit.is_tracing() or torch.jit.is_scripting():
             return super().forward(weight)
@@ -83,6 +88,10 @@ class SpectralNorm(_SpectralNorm):
         """σ exactly as :meth:`forward` computes it (after the same power iteration in training mode),
         as a differentiable function of ``weight``, for layers that divide their output by σ
         instead of their weight (:class:`WholeConv2d`): W x / σ is (W / σ) x."""
+        with full_precision(weight.device.type):
+            return self._sigma(weight)
+
+    def _sigma(self, weight: torch.Tensor) -> torch.Tensor:
         weight_mat = self._reshape_weight_to_matrix(weight)
         if self.training:
             self._power_method(weight_mat, self.n_power_iterations)

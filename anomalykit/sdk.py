@@ -43,6 +43,9 @@ Scores: :class:`FeatureGaussian` (a Gaussian fitted to training feature vectors,
 Parameter presets, so the same idea has the same name everywhere: :func:`lipschitz_param`,
 :func:`gp_weight_param`, :func:`latent_dim_param`, :func:`simplex_k_param`; :class:`RenamedParam`
 keeps a renamed parameter's old name working for a deprecation period (``renamed_params``).
+
+Precision: the core runs training steps and scoring under the ``precision`` parameter's autocast
+(:mod:`anomalykit.precision`); :func:`full_precision` runs a part of a plugin's forward in float32.
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ from .ops import SIMPLEX_SCHEMES, annulus_sample, outer_adam_step_, pair_feature
 from .params import Param
 from .scores import FeatureGaussian
 from .seeds import stream_seed
+from .precision import full_precision
 from .speedups import enabled as speedups_enabled
 
 __all__ = [
@@ -74,7 +78,7 @@ __all__ = [
     "recompute_batchnorm", "stack_pair", "channels_last_", "speedups_enabled",
     "SIMPLEX_SCHEMES", "annulus_sample", "pair_feature_l1", "sample_simplex", "simplex_mix", "FeatureGaussian", "outer_adam_step_",
     "lipschitz_param", "gp_weight_param", "latent_dim_param", "simplex_k_param", "StepContext", "Trainer", "Dataset", "stream_seed",
-    "RenamedParam",
+    "RenamedParam", "full_precision",
 ]
 
 

@@ -35,6 +35,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed as D
+from . import precision as _precision
 from .seeds import stream_seed
 from .training_log import TrainingLog
 from .checkpoint import atomic_torch_save, safe_load, stamp
@@ -141,16 +142,25 @@ class StepContext:
         """
         names = (names,) if isinstance(names, str) else tuple(names)
         term = term or "+".join(names)
+        loss = loss.float()  # a reduced-precision loss is checked and stepped on in float32
         self.check(term, loss)
         opts = [self._trainer.optimizers[n] for n in names]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self._trainer.scaler  # 16-mixed: scaled backward, unscaled gradients, skipped inf steps
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         synced = self._trainer.ddp_params
         for opt in opts:
+            if scaler is not None:
+                scaler.unscale_(opt)
             params = [p for group in opt.param_groups for p in group["params"] if id(p) not in synced]
             D.average_gradients(params)  # what DDP does, for networks stepped outside a DDP wrapper
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+            else:
+                opt.step()
+        if scaler is not None:
+            scaler.update()
         return float(loss.detach())
 
 
@@ -173,6 +183,7 @@ class Trainer:
         config: Mapping[str, Any] | None = None,
         epoch_steps: int | None = None,
         scheduler_interval: str = "epoch",
+        precision: str = "32",
     ):
         self.method = method
         self.modules = dict(modules)
@@ -199,6 +210,9 @@ class Trainer:
         self._epoch_counts: dict[str, int] = defaultdict(int)
         self.last_checkpoint: Path | None = None
         self.ddp_params: set[int] = set()
+        #: the autocast of each step (anomalykit.precision) and, for 16-mixed, its gradient scaler
+        self.precision = precision
+        self.scaler = _precision.grad_scaler(precision, self.device)
 
     def _step_schedulers(self, at: str) -> None:
         """Step every scheduler when ``at`` ("step" or "epoch") is this trainer's scheduler interval."""
@@ -351,7 +365,8 @@ class Trainer:
                     ctx.batch_index, ctx.step = b, step
                     ctx.labels = None if labels is None else labels[idx].to(self.device, non_blocking=True)
                     batch = batch.to(self.device, non_blocking=True)
-                    logged = step_fn(batch, ctx) or {}
+                    with _precision.autocast(self.precision, self.device):
+                        logged = step_fn(batch, ctx) or {}
                     values = self._record(logged, ctx)
                     if log is not None and values:
                         log.step(epoch, step, values)

@@ -58,9 +58,11 @@ def export(det: Detector, path: str | os.PathLike, *, format: str | None = None,
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"export path {path} is a folder; give a file name, e.g. {path / ('model' + SUFFIXES[fmt])}")
-    device = det.hp.device
+    device, precision = det.hp.device, det.hp.precision
     if det.device.type != "cpu":  # exported graphs are traced on the CPU
         det.set_params(device="cpu")
+    if precision != "32":  # exported graphs compute in float32, and are checked against float32 scores
+        det.set_params(precision="32")
     try:
         data = _build_with(det, det._export_params(), fmt, fixed, needs_grad)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +74,8 @@ def export(det: Detector, path: str | os.PathLike, *, format: str | None = None,
             tmp.unlink(missing_ok=True)
         atomic_write_bytes(path, data)
     finally:
-        if det.hp.device != device:
-            det.set_params(device=device)
+        if det.hp.device != device or det.hp.precision != precision:
+            det.set_params(device=device, precision=precision)
     return ExportResult(path, fmt, fixed, len(data), deviation, sizes)
 
 

@@ -161,12 +161,24 @@ def cpu_isa_status() -> str:
 # the ops (docstrings of the reference functions state the semantics)
 # ----------------------------------------------------------------------------------------------
 
+def _autocast_promote(a, b):
+    """Inside an autocast region (mixed precision, :mod:`anomalykit.precision`) tensors of two float
+    dtypes meet here (a bfloat16 network output and a float32 one): both take the wider dtype, as
+    autocast's own "promote" ops do. Outside autocast a mismatch stays an input error."""
+    if (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype != b.dtype and a.is_floating_point()
+            and b.is_floating_point() and torch.is_autocast_enabled(a.device.type)):
+        wide = torch.promote_types(a.dtype, b.dtype)
+        return a.to(wide), b.to(wide)
+    return a, b
+
+
 def pair_feature_l1(f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
     """Row-wise L1 distance of two (B, F) feature matrices -> (B,); R(x) of AMA eq. 5.
 
     Any float dtype (float16/bfloat16 accumulate in float32; output has the input dtype).
     Differentiable in both inputs with subgradient sign(f_real - f_fake) (0 where equal).
     """
+    f_real, f_fake = _autocast_promote(f_real, f_fake)
     reference.check_pair_feature_l1_inputs(f_real, f_fake)
     if _use_native("pair_feature_l1", f_real.device, f_real.dtype):
         return _native.op("pair_feature_l1")(f_real, f_fake)
@@ -180,6 +192,7 @@ def simplex_mix(latents: torch.Tensor, index: torch.Tensor, weight: torch.Tensor
     Weights are used as given (``sample_simplex`` already normalises them to sum 1).
     Differentiable w.r.t. latents and weight. An index out of range raises InputError.
     """
+    latents, weight = _autocast_promote(latents, weight)
     native = _use_native("simplex_mix", latents.device, latents.dtype) if isinstance(latents, torch.Tensor) else False
     # The native CPU kernel checks the index range itself while it reads the indices.
     reference.check_simplex_mix_inputs(latents, index, weight, check_range=not (native and latents.device.type == "cpu"))
