@@ -11,7 +11,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 python -m pip install -q build
+had_egg_info=$(ls -d ./*.egg-info 2>/dev/null || true)
 python -m build --sdist --no-isolation --outdir "$work/dist" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+# setuptools leaves anomalykit.egg-info in the checkout; a stale one there shadows the installed
+# entry points for anything run from the repository root, so remove what this build made
+[ -z "$had_egg_info" ] && rm -rf ./*.egg-info
 sdist=$(ls "$work"/dist/anomalykit-*.tar.gz)
 echo "sdist: $(basename "$sdist") ($(tar -tzf "$sdist" | wc -l) files)"
 

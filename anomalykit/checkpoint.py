@@ -124,6 +124,7 @@ def detector_payload(det) -> dict:
             "method": det.name,
             "params": det.params_,
             "input_shape": list(det.input_shape_),
+            "image_shape": None if det.image_shape_ is None else list(det.image_shape_),
             "fit_input": {"shape": list(det.fit_input_[0]), "dtype": det.fit_input_[1]},
             "nets": {k: v.detach().cpu() for k, v in det.nets.state_dict().items()},
             "extra": det._extra_state(),
@@ -162,9 +163,12 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
     saved = {**det.params_, **saved_params}  # the values the saved threshold was computed with
     det.threshold_params_ = {k: saved[k] for k in sorted(cls.score_params)}
     det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
+    image = ckpt.get("image_shape")  # patch mode (absent before it existed)
+    det.image_shape_ = None if image is None else tuple(int(s) for s in image)
     fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
-    det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", det.input_shape_)), str(fit_input.get("dtype", "float32")))
-    if det.fit_input_[1] not in ("uint8", "float32") or int(np.prod(det.fit_input_[0])) != int(np.prod(det.input_shape_)):
+    model = det.image_shape_ or det.input_shape_
+    det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", model)), str(fit_input.get("dtype", "float32")))
+    if det.fit_input_[1] not in ("uint8", "float32") or int(np.prod(det.fit_input_[0])) != int(np.prod(model)):
         raise CheckpointError(f"{path} has an invalid fit_input entry {fit_input!r}")
     det.nets = nn.ModuleDict()
     det._build(det.input_shape_)

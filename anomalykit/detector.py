@@ -52,7 +52,7 @@ from sklearn.base import BaseEstimator
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import calibration, deprecation
+from . import calibration, deprecation, patches
 from . import precision as _precision
 from . import distributed as D
 from .checkpoint import atomic_torch_save, detector_payload, model_file, restore_detector
@@ -85,6 +85,12 @@ COMMON_PARAMS: tuple[Param, ...] = (
     Param("precision", "32", "32 (float32), bf16-mixed (bfloat16 autocast in training steps and scoring: CPUs with AMX or "
           "AVX512-BF16, GPUs) or 16-mixed (float16 autocast with a gradient scaler: CUDA); weights, checkpoints and "
           "exports stay float32", choices=_precision.PRECISIONS),
+    Param("patch_size", None, "images: train on random crops of this side and score by sliding windows (patch mode, "
+          "anomalykit.patches; set for MVTec-layout folders by run and bench); None: whole images", type=int, low=2),
+    Param("patches_per_image", 64, "patch mode: random crops per training image", low=1),
+    Param("patch_stride", None, "patch mode: the scoring windows' stride; None: half the patch size", type=int, low=1),
+    Param("patch_score", "max", "patch mode: an image's score from its windows' scores: max, or top10 (the mean of the "
+          "highest 10%)", choices=patches.PATCH_SCORES),
     Param("preprocess", "auto", "input scaling fitted on the training rows and saved with the model: auto (uint8 images "
           "-> x/127.5-1, other images -> training range per channel onto [-1, 1], rows -> median/IQR per feature), "
           "uint8, range, robust, or none (data already prepared)", choices=PREPROCESS_KINDS),
@@ -169,6 +175,8 @@ class Detector(BaseEstimator):
         self.steps_: int | None = None
         #: Sorted scores (n,) of the held-out calibration rows (``calibration`` > 0), else None.
         self.calibration_scores_: np.ndarray | None = None
+        #: Patch mode: the (C, H, W) of the images fit took (``input_shape_`` is then the crops'); else None.
+        self.image_shape_: tuple[int, ...] | None = None
         self._fit_options = FitOptions()
 
     # -- schema --------------------------------------------------------------------------
@@ -251,6 +259,10 @@ class Detector(BaseEstimator):
         _precision.check(self.hp.precision, self.device)
         seed_everything(stream_seed(self.hp.seed, "weights"))
         self.input_shape_ = tuple(X.shape[1:])
+        self.image_shape_ = None
+        if self.hp.patch_size:  # the core's patch mode (anomalykit.patches): the plugin trains on crops
+            patches.check(self.input_shape_, self.hp.patch_size)
+            self.image_shape_, self.input_shape_ = self.input_shape_, (self.input_shape_[0], self.hp.patch_size, self.hp.patch_size)
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
         self.decision_scores_ = self.threshold_ = self.labels_ = self.calibration_scores_ = None
         if labels is None:
@@ -266,6 +278,12 @@ class Detector(BaseEstimator):
         takes_labels = self.supports_labels or self._legacy_labels
         X = normal if labels is None or not takes_labels else self.preprocessor_.transform_rows(X)
         labels = labels if takes_labels else None
+        images = normal
+        if self.image_shape_ is not None:
+            k = self.hp.patches_per_image
+            normal = patches.random_crops(normal, self.hp.patch_size, k, self.hp.seed)
+            X = normal if X is images else patches.random_crops(X, self.hp.patch_size, k, self.hp.seed)
+            labels = None if labels is None else labels.repeat_interleave(k)
         # the core's policy for the training length: the plugin trains self.epochs_ epochs
         n, hp = normal.shape[0], self.hp
         self.epochs_ = capped_epochs(hp.epochs, hp.max_steps, n, hp.batch_size)
@@ -284,11 +302,12 @@ class Detector(BaseEstimator):
         self.nets.eval()
         # the core's policy: one training score per normal training row, scored as new rows would be
         # (decision_scores_ set by _fit is still taken, with a deprecation warning)
-        train_scores = deprecation.legacy_training_scores(self, normal.shape[0])
+        train_scores = deprecation.legacy_training_scores(self, images.shape[0])
         if train_scores is None:
             with _plugin_guard(self.name, "training scores"):
-                train_scores = self._training_scores(normal)
-        self.decision_scores_ = self._checked_scores(train_scores, normal.shape[0], "_training_scores")
+                train_scores = self._training_scores(normal) if self.image_shape_ is None else \
+                    self.map_batches(self._image_scores, images, desc="threshold", batch_size=self._images_per_batch())
+        self.decision_scores_ = self._checked_scores(train_scores, images.shape[0], "_training_scores")
         self._set_threshold()
         self.threshold_params_ = {k: self.params_[k] for k in sorted(self.score_params)}
         self.calibration_scores_ = None if held_out is None else np.sort(self._score_validated(held_out, desc="calibration"))
@@ -405,7 +424,7 @@ class Detector(BaseEstimator):
         prep = self.preprocessor_
         self.nets.eval()
         with _plugin_guard(self.name, what):
-            return self.map_batches(lambda x: fn(prep.transform(x)), X, desc=what)
+            return self.map_batches(lambda x: fn(prep.transform(x)), X, desc=what, batch_size=self._images_per_batch())
 
     @torch.no_grad()
     def reconstruct(self, X) -> torch.Tensor | None:
@@ -420,10 +439,11 @@ class Detector(BaseEstimator):
         self.nets.eval()
         prep = self.preprocessor_
         outs = []
-        for lo in range(0, X.shape[0], self.hp.score_batch_size):
-            x = prep.transform(X[lo : lo + self.hp.score_batch_size].to(self.device))
+        step = self._images_per_batch()
+        for lo in range(0, X.shape[0], step):
+            x = prep.transform(X[lo : lo + step].to(self.device))
             with _plugin_guard(self.name, "reconstruct"):
-                out = self._reconstruct(x)
+                out = self._reconstruct(x) if self.image_shape_ is None else self._patch_reconstruct(x)
             if out is None:
                 return None
             outs.append(prep.inverse_transform(out.detach().float()).cpu())
@@ -440,10 +460,36 @@ class Detector(BaseEstimator):
         if len(self.input_shape_ or ()) != 3:
             self._check_fitted("anomaly_map")
             raise ConfigError(f"{self.name}: anomaly maps need images (N, C, H, W); this detector was fitted on rows")
-        maps = self.map_inputs(self._map_or_refuse, X, what="anomaly_map")
+        maps = self.map_inputs(self._map_or_refuse if self.image_shape_ is None else self._patch_maps, X, what="anomaly_map")
         if sigma > 0:
             maps = gaussian_smooth(maps, sigma)
         return maps.double().numpy()
+
+    # -- patch mode (anomalykit.patches) ---------------------------------------------------------
+    def _images_per_batch(self) -> int:
+        """Images per scoring batch: ``score_batch_size`` rows, or in patch mode that many windows."""
+        if self.image_shape_ is None:
+            return self.hp.score_batch_size
+        return max(1, self.hp.score_batch_size // patches.n_windows(self.image_shape_, self.hp.patch_size, self._stride()))
+
+    def _stride(self) -> int:
+        return patches.stride_of(self.hp.patch_size, self.hp.patch_stride)
+
+    def _image_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch mode: (n,) scores of model-space images from their windows' ``_score``."""
+        return patches.score_images(self._score, x, self.hp.patch_size, self._stride(), self.hp.patch_score,
+                                    self.hp.score_batch_size)
+
+    def _patch_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return patches.map_images(self._anomaly_map, self._score, x, self.hp.patch_size, self._stride(), self.hp.score_batch_size)
+
+    def _patch_reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
+        p, stride = self.hp.patch_size, self._stride()
+        w = patches.windows(x, p, stride)
+        parts = [self._reconstruct(w[lo : lo + self.hp.score_batch_size]) for lo in range(0, w.shape[0], self.hp.score_batch_size)]
+        if any(r is None for r in parts):
+            return None
+        return patches.assemble(torch.cat(parts), x.shape[0], x.shape[2], x.shape[3], p, stride)
 
     def _map_or_refuse(self, x: torch.Tensor) -> torch.Tensor:
         out = self._anomaly_map(x)
@@ -509,8 +555,9 @@ class Detector(BaseEstimator):
         getattr(self, "_trainers", []).append(trainer)
         return trainer
 
-    def map_batches(self, fn: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, *, desc: str = "score") -> torch.Tensor:
-        """Apply ``fn`` to ``X`` in batches of ``score_batch_size`` on ``self.device``.
+    def map_batches(self, fn: Callable[[torch.Tensor], torch.Tensor], X: torch.Tensor, *, desc: str = "score",
+                    batch_size: int | None = None) -> torch.Tensor:
+        """Apply ``fn`` to ``X`` in batches of ``batch_size`` (default ``score_batch_size``) on ``self.device``.
 
         Returns the concatenated CPU outputs in input order. Under torchrun each rank handles a
         contiguous shard and the results are all-gathered, so every rank gets the full result.
@@ -519,7 +566,7 @@ class Detector(BaseEstimator):
         """
         n = X.shape[0]
         start, stop = D.shard_bounds(n)
-        bs = self.hp.score_batch_size
+        bs = batch_size or self.hp.score_batch_size
         outs = []
         show = self._fit_options.show_progress and (stop - start) > bs
         batches = row_batches(X, start, stop, bs)
@@ -579,21 +626,21 @@ class Detector(BaseEstimator):
         """A fitted detector's check of user data: float32 tensor of the fitted sample shape."""
         self._check_fitted(what)
         X = as_streamed_input(X, name="X")
-        if tuple(X.shape[1:]) != self.input_shape_:
-            raise InputError(
-                f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {self.input_shape_}"
-            )
+        fitted = self.image_shape_ or self.input_shape_
+        if tuple(X.shape[1:]) != fitted:
+            raise InputError(f"X has sample shape {tuple(X.shape[1:])} but the detector was fitted on {fitted}")
         return X
 
     def _score_validated(self, X: torch.Tensor, *, desc: str) -> np.ndarray:
         """Scores of validated user-space rows: each batch is preprocessed on the device, then scored."""
         prep = self.preprocessor_
-        return self._scores_checked(lambda x: self._score(prep.transform(x)), X, desc=desc)
+        score = self._score if self.image_shape_ is None else self._image_scores
+        return self._scores_checked(lambda x: score(prep.transform(x)), X, desc=desc, batch_size=self._images_per_batch())
 
-    def _scores_checked(self, fn, X: torch.Tensor, *, desc: str) -> np.ndarray:
+    def _scores_checked(self, fn, X: torch.Tensor, *, desc: str, batch_size: int | None = None) -> np.ndarray:
         self.nets.eval()
         with _plugin_guard(self.name, "score"):
-            scores = self.map_batches(fn, X, desc=desc)
+            scores = self.map_batches(fn, X, desc=desc, batch_size=batch_size)
         return self._checked_scores(scores, X.shape[0], "_score")
 
     def _checked_scores(self, scores, n: int, hook: str) -> np.ndarray:

@@ -136,10 +136,23 @@ class RunConfig:
 
 
 # -- the steps ---------------------------------------------------------------------------------------
-def build_detector(method: str, params: dict[str, Any]) -> tuple[Detector, MethodInfo]:
-    """An unfitted detector of ``method`` (parameters validated against its schema)."""
+def build_detector(method: str, params: dict[str, Any], data: str | None = None) -> tuple[Detector, MethodInfo]:
+    """An unfitted detector of ``method`` (parameters validated against its schema); with ``data``
+    the defaults that data calls for (:func:`data_defaults`) fill what ``params`` leaves unset."""
     info = get_registry().method(method)
-    return info.cls(**params), info
+    return info.cls(**{**data_defaults(data, params), **params}), info
+
+
+def data_defaults(data: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """Parameters a kind of data calls for, where ``given`` does not set them: an MVTec-layout folder
+    (local defects in images) trains in patch mode (:func:`anomalykit.patches.mvtec_defaults`)."""
+    from .data.datasets import is_mvtec_layout, looks_like_path
+    from .patches import mvtec_defaults
+
+    if not data or not looks_like_path(data) or not is_mvtec_layout(Path(data).expanduser()):
+        return {}
+    keys = {k.replace("-", "_") for k in given}
+    return {k: v for k, v in mvtec_defaults().items() if k not in keys}
 
 
 def load_split(cfg: RunConfig, *, seed: int) -> Split:
@@ -228,7 +241,7 @@ def run_experiment(
     log: str = "csv",
 ) -> dict[str, Any]:
     """Train, score and report one run; returns the metrics record (also in ``out/metrics.json``)."""
-    det, info = build_detector(cfg.method, cfg.params)
+    det, info = build_detector(cfg.method, cfg.params, cfg.data)
     cfg.params = det.get_params()
     split = load_split(cfg, seed=det.hp.seed)
     _ = det.device  # fail early on an unavailable device

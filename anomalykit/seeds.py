@@ -20,6 +20,7 @@ STREAMS: dict[str, tuple[int, int]] = {
     "search-starts": (0x5EED, 1),    # test-time search starting points (ADGAN's z_{j,0})
     "score-transforms": (0, 7919),   # fixed transformations of an ensemble score (index = the transformation)
     "calibration": (4, 1),           # calibration > 0: which normal training rows are held out for calibration
+    "patches": (5, 1),               # patch_size set: where the training crops are cut
 }
 
 

@@ -164,6 +164,8 @@ TINY_PARAMS = {
     "adgan": dict(epochs=2, batch_size=32, n_seed=4, k=3, g_width=4, d_width=8, lr_theta=1e-2, score="loss"),
     "csi-aae": dict(epochs=1, f_width=4, f_stages=2, proj_dim=8, latent_dim=4, ae_width=4, aae_every=1),
     "pca-recon": dict(n_components=4),
+    "patch-knn": dict(bank_size=500),
+    "patch-ae": dict(epochs=1, width=4),
 }
 
 

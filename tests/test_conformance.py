@@ -12,7 +12,7 @@ from conftest import tiny_params
 
 #: the kit checks that noise scores above normal rows, which takes a trained model: ADGAN's
 #: generator needs a few more epochs on the kit's 200 small images than the other tests use
-KIT_PARAMS = {"adgan": dict(epochs=30)}
+KIT_PARAMS = {"adgan": dict(epochs=30), "patch-ae": dict(epochs=10, width=8)}
 
 
 def params_for(method: str) -> dict:

@@ -430,7 +430,7 @@ def test_every_installed_method_exports_or_is_refused(installed_methods, registr
             continue
         close(load_scorer(path).score_samples(held_out), fitted(method).score_samples(held_out))
     builtin = {name for name, info in registry_with_pca.methods.items() if info.distribution == "anomalykit"}
-    assert builtin == {"ama", "mae-simplex", "csi-aae", "adgan"} and not builtin & set(refused), refused
+    assert builtin == {"ama", "mae-simplex", "csi-aae", "adgan", "patch-knn", "patch-ae"} and not builtin & set(refused), refused
 
 
 def test_the_parity_check_refuses_a_graph_that_is_off_on_one_row(fitted, tmp_path, monkeypatch):

@@ -113,13 +113,18 @@ def method_params(name: str, cfg: BenchConfig, seed: int) -> dict[str, Any]:
     from ..deprecation import accepted_names
     from ..params import parse_assignments
 
+    from ..pipeline import data_defaults
+
     cls = get_registry().method(name).cls
     accepted = accepted_names(cls)
-    params = dict(getattr(cls, "budgets", {}).get(cfg.budget, {})) if cfg.budget != "default" else {}
+    budget = dict(getattr(cls, "budgets", {}).get(cfg.budget, {})) if cfg.budget != "default" else {}
+    sets = {}
     for key, value in parse_assignments(cfg.set).items():
         target, _, pkey = key.rpartition(".")
         if not target or target == name:
             if pkey.replace("-", "_") in accepted or target == name:
-                params[pkey] = value
+                sets[pkey] = value
+    # what the data calls for (patch mode on MVTec-layout folders) goes over the budget, --set over both
+    params = {**budget, **data_defaults(cfg.data, sets), **sets}
     params.update(seed=seed, device=cfg.device)
     return params

@@ -64,7 +64,7 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
         threshold = threshold_from_scores(model.decision_function(X_fit), contamination)
         row.update(device="cpu", params="{}")
     else:
-        det, _ = build_detector(cell.name, method_params(cell.name, cfg, cell.seed))
+        det, _ = build_detector(cell.name, method_params(cell.name, cfg, cell.seed), cfg.data)
         fit_options: dict[str, Any] = {"progress": progress}
         resumed = False
         if checkpoints is not None:

@@ -5,6 +5,7 @@ checks on what was recorded, and the file's bytes with the metadata inside.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -16,6 +17,7 @@ from typing import Any, List
 import torch
 from torch import nn
 
+from .. import patches
 from .._version import __version__
 from ..errors import AnomalyKitError, ConfigError, ExportError, first_line
 from .scorer import _META_FORMAT, _META_VERSION, META_KEY
@@ -64,8 +66,11 @@ class _Scorer(nn.Module):
     def __init__(self, det: Detector):
         super().__init__()
         self.nets = det.nets
-        self._score = det._score  # a bound method: not a module attribute tracing looks into
-        self.model_shape = [int(s) for s in det.input_shape_]
+        # a bound method: not a module attribute tracing looks into (patch mode: the windows' scores
+        # reduced per image, the same code as score_samples)
+        self._score = det._score if det.image_shape_ is None else functools.partial(
+            patches.score_images, det._score, size=det.hp.patch_size, stride=det._stride(), how=det.hp.patch_score, batch=None)
+        self.model_shape = [int(s) for s in (det.image_shape_ or det.input_shape_)]
         prep = det.preprocessor_
         self.affine = prep.kind != "none"
         if self.affine:
@@ -280,7 +285,7 @@ def _metadata(det: Detector, fmt: str, fixed: int | None) -> dict:
         "export_format": fmt,
         "input_shape": list(det.fit_input_[0]),
         "input_dtype": det.fit_input_[1],
-        "model_input_shape": list(det.input_shape_),
+        "model_input_shape": list(det.image_shape_ or det.input_shape_),
         "batch_size": fixed,
         "input": f"{det.fit_input_[1]} (N, *input_shape): raw values as given to fit (the preprocessor is inside the graph)",
         "output": "float32 (N,) anomaly scores, higher = more anomalous"
@@ -300,8 +305,9 @@ def example_rows(det: Detector, n: int, *, seed: int = 0) -> torch.Tensor:
     (rows) in the model's space, mapped back through the fitted preprocessor, in the sample shape
     and dtype given to ``fit`` (uint8: rounded and clipped to 0..255)."""
     g = torch.Generator().manual_seed(seed)
-    shape = (n, *det.input_shape_)
-    model_space = torch.rand(shape, generator=g) * 2 - 1 if len(det.input_shape_) == 3 else torch.randn(shape, generator=g)
+    model_shape = det.image_shape_ or det.input_shape_
+    shape = (n, *model_shape)
+    model_space = torch.rand(shape, generator=g) * 2 - 1 if len(model_shape) == 3 else torch.randn(shape, generator=g)
     raw = det.preprocessor_.inverse_transform(model_space).float()
     raw_shape, dtype = det.fit_input_
     if dtype == "uint8":
