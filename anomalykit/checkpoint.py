@@ -78,13 +78,12 @@ def safe_load(path: str | os.PathLike, *, kind: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = first_line(exc, default="")
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        if "Unsupported global" in str(exc):  # the pickle asks for a class or function: foreign or tampered
             raise CheckpointError(
                 f"refusing to load {path}: it contains Python objects other than tensors and plain data "
                 "(not an anomalykit checkpoint, or tampered with)"
             ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first})") from None
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint (UnpicklingError); re-save it") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}); re-save it") from None
     if not isinstance(obj, dict) or obj.get("format") != f"anomalykit-{kind}":

@@ -92,3 +92,44 @@ def test_labels():
         as_label_tensor([0.0, float("nan")], 2)
     with pytest.raises(InputError, match=r"only 0 \(normal\) and 1 \(anomaly\); found \[0, 2\]"):
         as_label_tensor([0, 2], 2)
+
+
+def test_the_tensor_is_a_copy_of_the_users_array():
+    arr = np.ones((2, 3), dtype=np.float32)
+    t = as_input_tensor(arr)
+    arr[0, 0] = 5.0
+    assert t[0, 0] == 1.0
+    a64 = np.ones((2, 3))
+    t64 = as_input_tensor(a64)
+    a64[0, 0] = 7.0
+    assert t64[0, 0] == 1.0 and t64.dtype == torch.float32
+    u8 = np.ones((2, 4, 4), np.uint8)
+    tu = as_input_tensor(u8)
+    u8[0, 0, 0] = 9
+    assert tu[0, 0, 0, 0] == 1
+
+
+def test_float64_tensors_beyond_float32_and_named_messages(tmp_path):
+    with pytest.raises(InputError, match="^X .*float32"):
+        as_input_tensor(torch.tensor([[1e39]], dtype=torch.float64))
+    with pytest.raises(InputError, match="^rows .*NaN"):
+        as_input_tensor(torch.tensor([[float("nan")]]), name="rows")
+    np.save(tmp_path / "named.npy", np.full((2, 2), np.nan, np.float32))
+    mm = np.load(tmp_path / "named.npy", mmap_mode="r")
+    assert as_streamed_input(mm, name="my rows").name == "my rows" and as_streamed_input(mm).name == "X"
+    with pytest.raises(InputError, match="^my rows .*NaN"):
+        as_input_tensor(as_streamed_input(mm, name="my rows"))
+    with pytest.raises(InputError, match="^Y has 1 dimension"):
+        as_streamed_input(np.zeros(3), name="Y")
+
+
+def test_lazy_rows_are_read_whole_into_a_validated_tensor(tmp_path):
+    arr = np.arange(24, dtype=np.float64).reshape(4, 2, 3)
+    np.save(tmp_path / "x.npy", arr)
+    from anomalykit import open_rows
+
+    t = as_input_tensor(open_rows(tmp_path / "x.npy"))
+    assert t.shape == (4, 1, 2, 3) and t.dtype == torch.float32 and source_sample_shape(t) == (2, 3)
+    np.testing.assert_array_equal(t[:, 0].numpy(), arr.astype(np.float32))
+    plain = torch.zeros(5, 2, 7)
+    assert source_sample_shape(plain) == (2, 7)  # a tensor that never went through validation
