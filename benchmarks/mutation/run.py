@@ -12,7 +12,7 @@ below: their wording is user text; the condition that raises is on the line befo
 mutated). A target runs in its own copy of the repository under ``.mutation/NAME`` (mutmut's
 cache there makes a rerun resume), and its result is saved to
 ``benchmarks/results/mutation/NAME.json``: every mutant's status, and the diff of each one that
-survived. ``benchmarks/mutation/equivalent.toml`` lists the survivors that no test can kill
+survived; a rerun starts afresh unless ``--resume``. ``benchmarks/mutation/equivalent.toml`` lists the survivors that no test can kill
 (equivalent mutants), each with a one-line reason; the report
 (``benchmarks/results/mutation/report.md``) counts, per target, killed / (mutants - equivalent).
 """
@@ -85,8 +85,10 @@ def _key(function: str, diff: str) -> str:
     return f"{function}: " + " ".join(ln.strip() for ln in changed)
 
 
-def run_target(name: str, target: dict) -> dict:
+def run_target(name: str, target: dict, resume: bool = False) -> dict:
     work = WORK / name
+    if not resume and (work / "mutants").exists():
+        shutil.rmtree(work / "mutants")  # results of other code or tests would be stale
     work.mkdir(parents=True, exist_ok=True)
     _copy_repo(work)
     pyproject = work / "pyproject.toml"
@@ -161,6 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="targets to run (default: all)")
     ap.add_argument("--report", action="store_true", help="only rebuild report.md from the saved results")
+    ap.add_argument("--resume", action="store_true", help="keep mutmut's results from an interrupted run of the same code")
     args = ap.parse_args()
     all_targets = targets()
     unknown = sorted(set(args.names) - set(all_targets))
@@ -168,7 +171,7 @@ def main() -> None:
         raise SystemExit(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(all_targets)}")
     if not args.report:
         for name in args.names or list(all_targets):
-            result = run_target(name, all_targets[name])
+            result = run_target(name, all_targets[name], resume=args.resume)
             s = score(result, equivalent().get(name, {}))
             print(f"{name}: {s['killed']}/{s['mutants']} killed, {s['equivalent']} equivalent, "
                   f"{s['survived']} survived: {s['score']:.1f}% ({result['seconds']} s)", flush=True)
