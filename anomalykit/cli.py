@@ -387,7 +387,8 @@ def drift_cmd(model, data, split, level):
 @click.option("--eval-split", type=click.Choice(["test", "val"]), default="test",
               help="test: the dataset's test split; val: held-out training rows only (normals of the class, anomalies "
                    "from other classes' training rows) -- choose defaults there, report on test")
-@click.option("--classes", default="0-9", help="normal classes for one-class, e.g. 0-9 or 0,6,8")
+@click.option("--classes", default=None, help="normal classes for one-class, e.g. 0-9 or 0,6,8  [default: 0 on an MVTec-layout "
+              "folder, else 0-9]")
 @click.option("--methods", default="ama", help="comma-separated method names")
 @click.option("--baselines", default="", help="comma-separated PyOD baselines: iforest,ocsvm,autoencoder,deepsvdd,pca,kde-pca")
 @click.option("--seeds", default="0", help="e.g. 0 or 0-2")
@@ -404,9 +405,11 @@ def drift_cmd(model, data, split, level):
 @click.option("--checkpoints/--no-checkpoints", default=True,
               help="checkpoint each method cell's training under OUT/checkpoints, so a rerun continues an interrupted cell")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, help="checkpoint every N steps (0 = each epoch)")
+@click.option("--map-baselines/--no-map-baselines", default=True,
+              help="on MVTec-layout data, also run the installed map baselines (patch-knn, patch-ae) on the same splits")
 @_friendly
 def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines, seeds, budget, max_train, device, precision,
-              assignments, out, progress, threads, checkpoints, checkpoint_every):
+              assignments, out, progress, threads, checkpoints, checkpoint_every, map_baselines):
     """Run methods and PyOD baselines on the same splits; write results.csv, summary.md, auroc.png."""
     from pathlib import Path
 
@@ -417,7 +420,8 @@ def bench_cmd(protocol, data, ood_data, eval_split, classes, methods, baselines,
                       seeds=seeds, budget=budget, max_train=max_train, device=device,
                       set=tuple(assignments) + ((f"precision={precision}",) if precision else ()))
     start = time.perf_counter()
-    run_bench(cfg, Path(out), echo=click.echo, progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every)
+    run_bench(cfg, Path(out), echo=click.echo, progress=progress, checkpoints=checkpoints, checkpoint_every=checkpoint_every,
+              map_baselines=map_baselines)
     click.echo(f"done in {time.perf_counter() - start:.0f} s; see {Path(out) / 'summary.md'}")
     click.echo((Path(out) / "summary.md").read_text() if (Path(out) / "summary.md").exists() else "no finished cells")
     failed = [r for r in read_results(Path(out) / "results.csv") if r.get("status") == "failed"]

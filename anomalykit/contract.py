@@ -74,6 +74,8 @@ MEMBERS: tuple[Member, ...] = (
     Member("streams_training_rows", "attribute", False, "False", "True if _fit and _training_scores only index, slice, "
            "read .shape of and map_batches their X: lazy training rows (a .npy, an image folder) then stay on disk, read "
            "per batch; otherwise the core reads them whole into a tensor first"),
+    Member("map_baseline", "attribute", False, "False", "True for a reference method that every anomaly map is read "
+           "against: `anomalykit bench` on MVTec-layout data runs it beside the methods asked for"),
     Member("supports_labels", "attribute", False, "False", "True if _fit uses labelled anomalies (y == 1); otherwise the core "
            "passes only the normal rows and y=None"),
     Member("_reconstruct", "hook", False, "None (no reconstructions)", "_reconstruct(x) -> reconstructions of a batch "
@@ -144,7 +146,7 @@ def check_method_class(cls) -> str | None:
             return f"{label} does not implement {m.name}()"
         if m.kind == "hook" and not callable(getattr(cls, m.name)):
             return f"{label}.{m.name} must be a method"
-    for attr in ("supports_labels", "score_needs_grad", "streams_training_rows"):
+    for attr in ("supports_labels", "score_needs_grad", "streams_training_rows", "map_baseline"):
         value = getattr(cls, attr)
         if not isinstance(value, bool) and not (attr == "score_needs_grad" and isinstance(value, property)):
             return f"{label}.{attr} must be True or False" + (" (or a property returning one)" if attr == "score_needs_grad" else "")

@@ -124,6 +124,9 @@ class Detector(BaseEstimator):
     #: True if ``_fit``/``_training_scores`` only index, slice and ``map_batches`` their rows, so
     #: lazy training rows are read per batch (anomalykit.contract); else they are read whole first.
     streams_training_rows: ClassVar[bool] = False
+    #: True for a reference method every anomaly map is read against (``anomalykit bench`` on
+    #: MVTec-layout data runs it beside the methods asked for).
+    map_baseline: ClassVar[bool] = False
     #: Export (:meth:`export`): True if ``_score`` takes gradient steps (autograd inside scoring)
     #: and scores each row independently of the others; the exporter then records the
     #: computation, gradients included, for a block of rows (TorchScript only). A property where

@@ -208,12 +208,30 @@ def anomaly_maps(det: Detector, split: Split, *, limit: int | None = None) -> tu
         return None
 
 
-def pixel_metrics(maps: np.ndarray, split: Split) -> dict[str, float]:
+def pixel_metrics(maps: np.ndarray, split: Split, scores: np.ndarray | None = None) -> dict[str, Any]:
     """Pixel AUROC and AUPRO (up to FPR 0.3) of the maps of every evaluation image (N, H, W)
-    against the split's masks."""
+    against the split's masks. Where the split names each image's defect type, also
+    ``per_defect_type``: for each type, the same measures (and the image AUROC of ``scores``, (N,))
+    on the good images plus that type's images only, as MVTec AD reports them."""
     from .metrics import aupro, pixel_auroc
 
-    return {"pixel_auroc": pixel_auroc(maps, split.masks_test), "aupro": aupro(maps, split.masks_test)}
+    out: dict[str, Any] = {"pixel_auroc": pixel_auroc(maps, split.masks_test), "aupro": aupro(maps, split.masks_test)}
+    if split.defect_types is None:
+        return out
+    types = np.asarray(split.defect_types)
+    good = types == "good"
+    per_type = {}
+    for t in sorted(set(types.tolist()) - {"good"}):
+        rows = good | (types == t)
+        entry: dict[str, Any] = {"images": int((types == t).sum())}
+        if scores is not None and good.any():
+            entry["image_auroc"] = detection_metrics(np.asarray(scores)[rows], split.y_test[rows], 0.0)["auroc"]
+        if split.masks_test[rows].any():  # a type without defect pixels (no masks) has no pixel measures
+            entry["pixel_auroc"] = pixel_auroc(maps[rows], split.masks_test[rows])
+            entry["aupro"] = aupro(maps[rows], split.masks_test[rows])
+        per_type[t] = entry
+    out["per_defect_type"] = per_type
+    return out
 
 
 def evaluate(scores: np.ndarray, split: Split, threshold: float, protocol: str) -> dict[str, float]:
@@ -262,7 +280,7 @@ def run_experiment(
     record = _record(cfg, info, det, split, outcome)
     maps = anomaly_maps(det, split, limit=8)  # every rank: map_batches shards and gathers under torchrun
     if maps is not None and split.masks_test is not None:
-        record.update(pixel_metrics(maps[1], split))  # maps of every row: the split has masks
+        record.update(pixel_metrics(maps[1], split, outcome.scores))  # maps of every row: the split has masks
     if main:
         record["files"] = write_report(out, det, split, outcome.scores, f"{cfg.method}: {desc.split(' on ', 1)[1]}", maps)
         atomic_write_text(out / "metrics.json", json.dumps(record, indent=2, default=_json_default) + "\n")

@@ -50,7 +50,7 @@ def test_aupro_regions_are_per_image_and_count_once():
 
 
 # -- a synthetic MVTec-layout folder ----------------------------------------------------------------------
-def write_mvtec(root, n_train=48, n_good=8, n_defect=8, side=32, seed=0):
+def write_mvtec(root, n_train=48, n_good=8, n_defect=8, side=32, seed=0, kinds=("scratch",)):
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -70,14 +70,15 @@ def write_mvtec(root, n_train=48, n_good=8, n_defect=8, side=32, seed=0):
     for i in range(n_good):
         save(texture(), root / "test" / "good" / f"{i:03d}.png")
     masks = []
-    for i in range(n_defect):
-        img, mask = texture(), np.zeros((side, side), bool)
-        r, c = rng.integers(2, side - 10, 2)
-        mask[r:r + 7, c:c + 7] = True
-        img[mask] = [1.0, 1.0, 0.0]  # a bright yellow patch
-        save(img, root / "test" / "scratch" / f"{i:03d}.png")
-        save(mask.astype(float), root / "ground_truth" / "scratch" / f"{i:03d}_mask.png")
-        masks.append(mask)
+    for kind, colour in zip(kinds, ([1.0, 1.0, 0.0], [0.0, 0.0, 0.0])):  # a bright yellow, a black patch
+        for i in range(n_defect):
+            img, mask = texture(), np.zeros((side, side), bool)
+            r, c = rng.integers(2, side - 10, 2)
+            mask[r:r + 7, c:c + 7] = True
+            img[mask] = colour
+            save(img, root / "test" / kind / f"{i:03d}.png")
+            save(mask.astype(float), root / "ground_truth" / kind / f"{i:03d}_mask.png")
+            masks.append(mask)
     return np.array(masks)
 
 
@@ -194,3 +195,47 @@ def test_methods_without_maps_and_rows_are_refused_in_one_line(blobs):
     rows = anomalykit.load_method("ama", **tiny_params("ama")).fit(X[:64])
     with pytest.raises(ConfigError, match="anomaly maps need images"):
         rows.anomaly_map(X[:3])
+
+
+def test_bench_on_mvtec_data_measures_maps_per_defect_type_beside_the_map_baselines(pca_method, tmp_path):
+    """``bench`` on an MVTec-layout folder: class 0 only, the map baselines beside the method, and
+    per defect type the image AUROC, pixel AUROC and AUPRO on the good images plus that type's,
+    recomputed here with scikit-learn and the hand-checked aupro from a detector refitted with
+    the cell's recorded parameters (patch-knn: no training, so the same maps)."""
+    from anomalykit.bench import read_results
+    from anomalykit.cli import cli
+
+    root = tmp_path / "two-kinds"
+    write_mvtec(root, n_train=24, n_good=6, n_defect=5, kinds=("scratch", "stain"))
+    out = tmp_path / "bench"
+    res = CliRunner().invoke(cli, ["bench", "--data", str(root), "--methods", pca_method, "--set", "n_components=4",
+                                   "--set", "max_steps=3", "--set", "patches_per_image=4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = {r["method"]: r for r in read_results(out / "results.csv")}
+    assert sorted(rows) == sorted([pca_method, "patch-ae", "patch-knn"])  # one cell each: class 0, seed 0
+    assert {r["normal_class"] for r in rows.values()} == {"0"}
+    knn = rows["patch-knn"]
+    split = make_split("one-class", str(root))
+    det = anomalykit.load_method("patch-knn", **json.loads(knn["params"])).fit(split.X_train)
+    scores, maps = det.score_samples(split.X_test), det.anomaly_map(split.X_test)
+    types = np.array(["good"] * 6 + ["scratch"] * 5 + ["stain"] * 5)
+    per_type = json.loads(knn["per_defect_type"])
+    assert sorted(per_type) == ["scratch", "stain"]
+    for kind in ("scratch", "stain"):
+        rows_k = (types == "good") | (types == kind)
+        assert per_type[kind]["images"] == 5
+        assert per_type[kind]["image_auroc"] == pytest.approx(roc_auc_score(split.y_test[rows_k], scores[rows_k]), abs=1e-9)
+        assert per_type[kind]["pixel_auroc"] == pytest.approx(
+            roc_auc_score(split.masks_test[rows_k].ravel(), maps[rows_k].ravel()), abs=1e-9)
+        assert per_type[kind]["aupro"] == pytest.approx(aupro(maps[rows_k], split.masks_test[rows_k]), abs=1e-9)
+    assert float(knn["pixel_auroc"]) == pytest.approx(roc_auc_score(split.masks_test.ravel(), maps.ravel()), abs=1e-9)
+    assert float(knn["aupro"]) == pytest.approx(aupro(maps, split.masks_test), abs=1e-9)
+    summary = (out / "summary.md").read_text()
+    assert "| pixel_auroc | aupro |" in summary
+    assert "| scratch | pixel auroc |" in summary and "| stain | aupro |" in summary
+    # without the baselines, the method alone
+    out2 = tmp_path / "alone"
+    res = CliRunner().invoke(cli, ["bench", "--data", str(root), "--methods", pca_method, "--set", "n_components=4",
+                                   "--set", "max_steps=3", "--no-map-baselines", "--out", str(out2)])
+    assert res.exit_code == 0, res.output
+    assert [r["method"] for r in read_results(out2 / "results.csv")] == [pca_method]

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from .baselines import BASELINES, baseline_inputs
 from .baselines import _pyod, _SklearnPipelineDetector  # noqa: F401 -- used by benchmarks/scaling_before_after.py
-from .plan import BenchConfig, Cell, check_assignments, method_params, parse_classes, plan
+from .plan import BenchConfig, Cell, check_assignments, for_data, method_params, parse_classes, plan
 from .runner import run_bench, run_cell
 from .store import COLUMNS, read_results, write_results
 from .summary import summarise, write_summary
 
 __all__ = [
     "BenchConfig", "Cell", "COLUMNS", "BASELINES", "run_bench", "run_cell", "plan", "parse_classes",
-    "check_assignments", "method_params", "baseline_inputs", "read_results", "write_results",
+    "check_assignments", "for_data", "method_params", "baseline_inputs", "read_results", "write_results",
     "summarise", "write_summary",
 ]

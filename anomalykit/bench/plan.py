@@ -4,6 +4,7 @@ and the parameters each method cell gets (budget, then ``--set``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -51,7 +52,7 @@ class BenchConfig:
     data: str = "fashion-mnist"
     ood_data: str | None = None
     eval_split: str = "test"  # "val": held-out training rows only (for choosing defaults)
-    classes: str = "0-9"
+    classes: str | None = None  # None: "0" (the good images) on MVTec-layout data, else "0-9"
     methods: str = "ama"
     baselines: str = ""
     seeds: str = "0"
@@ -59,6 +60,24 @@ class BenchConfig:
     max_train: int | None = None
     device: str = "auto"
     set: tuple[str, ...] = ()  # method params applied to every method (key=value or method.key=value)
+
+
+def for_data(cfg: BenchConfig, *, map_baselines: bool = True) -> BenchConfig:
+    """``cfg`` with what its data call for filled in: on an MVTec-layout folder (local defects with
+    masks) the classes default to 0 (train on the good images) and, with ``map_baselines``, every
+    installed method declaring ``map_baseline`` joins the methods, so each map is read against
+    them on the same splits; elsewhere the classes default to 0-9."""
+    from dataclasses import replace
+
+    from ..data.datasets import is_mvtec_layout, looks_like_path
+
+    mvtec = cfg.protocol == "one-class" and looks_like_path(cfg.data) and is_mvtec_layout(Path(cfg.data).expanduser())
+    classes = cfg.classes if cfg.classes is not None else ("0" if mvtec else "0-9")
+    methods = _split_list(cfg.methods)
+    if mvtec and map_baselines:
+        reg = get_registry()
+        methods += [name for name, info in sorted(reg.methods.items()) if info.cls.map_baseline and name not in methods]
+    return replace(cfg, classes=classes, methods=",".join(methods))
 
 
 def plan(cfg: BenchConfig) -> list[Cell]:
@@ -74,7 +93,7 @@ def plan(cfg: BenchConfig) -> list[Cell]:
         raise ConfigError("--budget must be small, paper or default")
     check_assignments(cfg.set, methods)
     seeds = parse_classes(cfg.seeds)
-    classes: list[int | None] = parse_classes(cfg.classes) if cfg.protocol == "one-class" else [None]
+    classes: list[int | None] = parse_classes(cfg.classes or "0-9") if cfg.protocol == "one-class" else [None]
     return [
         Cell(name, kind, c, s)
         for c in classes

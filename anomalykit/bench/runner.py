@@ -15,9 +15,9 @@ import torch
 from ..checkpoint import atomic_write_text
 from ..detector import COMMON_PARAMS, threshold_from_scores
 from ..errors import AnomalyKitError, ConfigError, first_line
-from ..pipeline import RunConfig, build_detector, evaluate, fit_and_score, load_split
+from ..pipeline import RunConfig, anomaly_maps, build_detector, evaluate, fit_and_score, load_split, pixel_metrics
 from .baselines import _pyod, baseline_inputs
-from .plan import BenchConfig, Cell, _split_list, method_params, plan
+from .plan import BenchConfig, Cell, _split_list, for_data, method_params, plan
 from .store import _row_key, read_results, write_results
 from .summary import write_summary
 
@@ -75,6 +75,11 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
         scores, threshold, fit_s, score_s = outcome.scores, outcome.threshold, outcome.train_seconds, outcome.score_seconds
         row.update(device=str(det.device), params=json.dumps(det.get_params(), sort_keys=True), epochs_trained=det.epochs_,
                    steps_trained=det.steps_, resumed="yes" if resumed else "")
+        maps = anomaly_maps(det, split) if split.masks_test is not None else None
+        if maps is not None:  # images with defect masks: the maps' measures, per defect type too
+            pixel = pixel_metrics(maps[1], split, scores)
+            row.update(pixel_auroc=pixel["pixel_auroc"], aupro=pixel["aupro"],
+                       per_defect_type=json.dumps(pixel.get("per_defect_type", {}), sort_keys=True))
     m = evaluate(scores, split, threshold, cfg.protocol)
     row.update(auroc=m["auroc"], aupr=m["aupr"], f1=m["f1"], train_seconds=round(fit_s, 2), score_seconds=round(score_s, 2))
     if cfg.protocol == "tabular-topk":
@@ -83,13 +88,15 @@ def run_cell(cell: Cell, cfg: BenchConfig, split_cache: dict, progress: bool = F
 
 
 def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = print, progress: bool = False,
-              checkpoints: bool = True, checkpoint_every: int = 0) -> list[dict]:
+              checkpoints: bool = True, checkpoint_every: int = 0, map_baselines: bool = True) -> list[dict]:
     """Run every planned cell not yet finished in ``out/results.csv``; returns all rows.
 
     ``checkpoints``: each method cell checkpoints its training under ``out/checkpoints/`` (every
     ``checkpoint_every`` steps, 0 = each epoch), so a rerun after an interruption continues the
     cell it stopped in from its last checkpoint (its ``resumed`` column says so, and its
-    ``train_seconds`` then count the last attempt only)."""
+    ``train_seconds`` then count the last attempt only). On MVTec-layout data the methods declaring
+    ``map_baseline`` run too unless ``map_baselines`` is False (:func:`~anomalykit.bench.plan.for_data`)."""
+    cfg = for_data(cfg, map_baselines=map_baselines)
     cells = plan(cfg)
     out.mkdir(parents=True, exist_ok=True)
     ckroot = None

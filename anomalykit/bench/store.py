@@ -14,7 +14,7 @@ COLUMNS = [
     "method", "kind", "protocol", "dataset", "ood_data", "eval_split", "normal_class", "seed", "budget", "status",
     "auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds", "n_train", "n_test",
     "device", "split_fingerprint", "params", "error", "epochs_trained", "steps_trained",
-    "resumed",
+    "resumed", "pixel_auroc", "aupro", "per_defect_type",
 ]
 
 

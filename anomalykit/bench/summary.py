@@ -3,6 +3,7 @@ bold, a per-class AUROC table, the failed cells) and ``auroc.png`` (per-class he
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,10 @@ import numpy as np
 
 from ..checkpoint import atomic_write_text
 from .plan import BenchConfig
+
+
+#: The columns summarised per method, in the table's order.
+METRICS = ("auroc", "aupr", "f1", "topk_f1", "pixel_auroc", "aupro", "train_seconds", "score_seconds")
 
 
 def _floats(rows, key):
@@ -29,7 +34,7 @@ def summarise(rows: list[dict]) -> list[dict[str, Any]]:
     for name, kind in order:
         mine = [r for r in rows if r["method"] == name and r["kind"] == kind]
         entry = {"method": name, "kind": kind, "cells": len(mine)}
-        for key in ("auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds"):
+        for key in METRICS:
             vals = _floats(mine, key)
             entry[key] = (float(vals.mean()), float(vals.std())) if len(vals) else None
         by_seed: dict[str, dict[str, float]] = {}
@@ -54,7 +59,7 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
         atomic_write_text(out / "summary.md", "\n".join(["# Benchmark: no finished cells", "", *_failed_lines(failed)]) + "\n")
         return
     stats = summarise(rows)
-    keys = [k for k in ("auroc", "aupr", "f1", "topk_f1", "train_seconds", "score_seconds") if any(s[k] for s in stats)]
+    keys = [k for k in METRICS if any(s[k] for s in stats)]
     best = {}
     for k in keys:
         vals = [(s[k][0], i) for i, s in enumerate(stats) if s[k]]
@@ -88,10 +93,47 @@ def write_summary(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
         for i, s in enumerate(stats):
             cells = ["" if math.isnan(v) else (f"**{v:.3f}**" if col_best[j] == i else f"{v:.3f}") for j, v in enumerate(table[i])]
             lines.append(f"| {s['method']} | " + " | ".join(cells) + " |")
+    lines += _defect_type_lines(rows, stats)
     if failed:
         lines += ["", *_failed_lines(failed)]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
     _plot(out / "auroc.png", rows, stats, classes, head[2:])
+
+
+def defect_type_table(rows: list[dict]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
+    """``{method: {defect type: {measure: (mean, std, n)}}}`` over the cells (seeds) of each method
+    that have per-defect-type measures (image AUROC, pixel AUROC, AUPRO; std with ddof=0)."""
+    acc: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in rows:
+        if not r.get("per_defect_type"):
+            continue
+        per = json.loads(r["per_defect_type"]) if isinstance(r["per_defect_type"], str) else r["per_defect_type"]
+        for t, measures in per.items():
+            for k, v in measures.items():
+                if k != "images":
+                    acc.setdefault(r["method"], {}).setdefault(t, {}).setdefault(k, []).append(float(v))
+    return {m: {t: {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in ms.items()} for t, ms in ts.items()}
+            for m, ts in acc.items()}
+
+
+def _defect_type_lines(rows, stats) -> list[str]:
+    table = defect_type_table(rows)
+    if not table:
+        return []
+    methods = [s["method"] for s in stats if s["method"] in table]
+    types = sorted({t for m in methods for t in table[m]})
+    lines = ["", "Per defect type (the good images plus that type's; mean ± std over seeds; best per row in bold):", "",
+             "| defect type | measure | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    for t in types:
+        for k in ("image_auroc", "pixel_auroc", "aupro"):
+            vals = [table[m].get(t, {}).get(k) for m in methods]
+            if not any(vals):
+                continue
+            best = max(range(len(vals)), key=lambda i: -1.0 if vals[i] is None else vals[i][0])
+            cells = ["" if v is None else (f"**{v[0]:.3f} ± {v[1]:.3f}**" if i == best else f"{v[0]:.3f} ± {v[1]:.3f}")
+                     for i, v in enumerate(vals)]
+            lines.append(f"| {t} | {k.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _failed_lines(failed: list[dict]) -> list[str]:

@@ -56,6 +56,8 @@ class Dataset:
     source_positions: np.ndarray | None = None
     #: Ground-truth defect masks of the test images (N_test, H, W) bool, where known (MVTec layout).
     masks_test: np.ndarray | None = None
+    #: The defect type of each test image (N_test,) str (``good`` for normal ones), where known (MVTec layout).
+    defect_types_test: np.ndarray | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -394,7 +396,8 @@ def _read_mvtec(path: Path) -> Dataset:
             masks[i] = m > 127
     y_test = np.asarray([0 if t == "good" else 1 for t, _ in test_files], dtype=np.int64)
     return Dataset(path.name, "image", _uint8_images(np.stack(X_train)), np.zeros(len(X_train), np.int64),
-                   _uint8_images(np.stack(X_test)), y_test, ["good", "defect"], str(path), masks_test=masks)
+                   _uint8_images(np.stack(X_test)), y_test, ["good", "defect"], str(path), masks_test=masks,
+                   defect_types_test=np.asarray([t for t, _ in test_files]))
 
 
 def fingerprint(*arrays) -> str:

@@ -45,6 +45,8 @@ class Split:
     info: dict = field(default_factory=dict)
     #: Ground-truth anomaly masks of the evaluation images (N, H, W) bool, where the dataset has them.
     masks_test: np.ndarray | None = None
+    #: The defect type of each evaluation image (N,) str (``good`` = normal), where the dataset names them.
+    defect_types: np.ndarray | None = None
 
     @property
     def anomaly_ratio(self) -> float:
@@ -117,8 +119,9 @@ def one_class(ds: Dataset, normal_class: int, *, seed: int = 0, max_train: int |
         "split_fingerprint": fingerprint(train_idx[sub], y_test) if eval_split == "test"
         else fingerprint(train_idx[sub], eval_idx, y_test),
     }
-    masks = ds.masks_test if eval_split == "test" and ds.masks_test is not None and normal_class == 0 else None
-    return Split(X_train, X_test, y_test, info, masks)
+    with_masks = eval_split == "test" and ds.masks_test is not None and normal_class == 0
+    return Split(X_train, X_test, y_test, info, ds.masks_test if with_masks else None,
+                 ds.defect_types_test if with_masks else None)
 
 
 def ood(a: Dataset, b: Dataset, *, seed: int = 0, max_train: int | None = None, ratio: float = OOD_RATIO,

@@ -32,6 +32,7 @@ class PatchKNN(Detector):
         Param("bank_size", 20000, "training rows kept (a seeded random subset when there are more)", low=1),
     )
     streams_training_rows = False
+    map_baseline = True
 
     def _build(self, input_shape):
         self.bank_ = torch.zeros(0, int(torch.tensor(input_shape).prod()))  # the kept rows (extra state)
@@ -101,6 +102,7 @@ class PatchAE(Detector):
         Param("lr", 1e-3, "Adam learning rate", low=0.0),
     )
     streams_training_rows = True
+    map_baseline = True
 
     def _build(self, input_shape):
         if is_image(tuple(input_shape)):
