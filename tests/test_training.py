@@ -219,3 +219,97 @@ def test_saved_model_keeps_the_epochs_it_trained(X, tmp_path):
     loaded = TinyAE.from_checkpoint(safe_load(path, kind="detector"), path=path)
     assert (loaded.epochs_, loaded.epoch_steps_, loaded.steps_) == (1, 5, 5)
     assert TinyAE().epochs_ is None  # not fitted
+
+
+# -- what a step sees, by hand ------------------------------------------------------------------------
+class Probe(Detector):
+    """Records what each step and the epoch hook see; one optimiser over two networks, b only
+    receiving a gradient on even steps; labels encoded in the rows' first column."""
+
+    name = "probe"
+    summary = "trainer probe"
+    supports_labels = True
+    params = (Param("batch_size", 16, "batch", low=1), Param("epochs", 2, "epochs", low=0))
+
+    def _build(self, shape):
+        self.nets["a"] = nn.Linear(int(np.prod(shape)), 1)
+        self.nets["b"] = nn.Linear(int(np.prod(shape)), 1)
+
+    def _fit(self, X, y):
+        opt = {"ab": torch.optim.Adam(self.nets.parameters(), lr=0.1)}
+        self.seen = []
+        self.b_before_after = []
+
+        def step(x, ctx):
+            self.seen.append((ctx.epoch, ctx.step, ctx.batch_index, ctx.nets["a"] is self.nets["a"],
+                              isinstance(ctx.generator, torch.Generator), ctx.labels.clone()))
+            self.seen_x = x
+            before = self.nets["b"].weight.detach().clone()
+            loss_a = self.nets["a"](x).square().mean()
+            if ctx.step % 2 == 0:
+                ctx.update("ab", loss_a + self.nets["b"](x).square().mean())
+            else:  # b has no gradient this step
+                ctx.update("ab", loss_a)
+            self.b_before_after.append((ctx.step, before, self.nets["b"].weight.detach().clone()))
+            assert torch.equal(ctx.labels.float(), x[:, 0]), "the labels of this batch's rows"
+            return {"value": float(ctx.step)}
+
+        def epoch_end(epoch, ctx):
+            return {"epoch_value": 10.0 * (epoch + 1), "steps_so_far": float(ctx.step)}
+
+        self.trainer(optimizers=opt).run(X, step, labels=torch.as_tensor(y), on_epoch_end=epoch_end)
+
+    def _score(self, X):
+        return self.nets["a"](X).squeeze(1)
+
+
+def test_a_step_sees_its_position_labels_and_networks_and_the_history_holds_epoch_means():
+    """100 rows, batch 16: 7 batches per epoch, 2 epochs. By hand: steps 0..13, batch indices
+    0..6 in each epoch; the history's per-epoch mean of the step values (0..6 -> 3, 7..13 -> 10)
+    and the epoch hook's values; each batch's labels are those of its rows."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 4, generator=g)
+    y = np.r_[np.zeros(80, int), np.ones(20, int)]
+    X[:, 0] = torch.as_tensor(y, dtype=torch.float32)  # the label, readable from the row
+    det = Probe(preprocess="none").fit(X, y)
+    assert [(e, s, b) for e, s, b, *_ in det.seen] == [(e, 7 * e + b, b) for e in range(2) for b in range(7)]
+    assert all(same and gen for *_, same, gen, _ in det.seen)
+    assert det.history_ == [{"value": 3.0, "epoch_value": 10.0, "steps_so_far": 7.0},
+                            {"value": 10.0, "epoch_value": 20.0, "steps_so_far": 14.0}]
+    assert sum(len(s[-1]) for s in det.seen) == 200 and sum(int(s[-1].sum()) for s in det.seen) == 40
+
+
+def test_an_optimiser_without_a_gradient_in_a_step_leaves_its_parameters_alone():
+    """Adam with momentum would move a parameter whose gradient is a zero tensor; update zeroes
+    gradients to None, so network b moves only on the even steps that give it a gradient."""
+    X = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    y = np.r_[np.zeros(56, int), np.ones(8, int)]
+    X[:, 0] = torch.as_tensor(y, dtype=torch.float32)
+    det = Probe(preprocess="none", epochs=1).fit(X, y)
+    for step, before, after in det.b_before_after:
+        assert torch.equal(before, after) == (step % 2 == 1), step
+
+
+def test_progress_bar_counts_steps_of_the_whole_training(X, capsys):
+    TinyAE(epochs=3).fit(X, progress=True)  # 100 rows, batch 16: 7 steps per epoch
+    err = capsys.readouterr().err
+    assert "tiny-ae train" in err and "/21 [" in err and "step/s" in err
+    TinyAE(epochs=3).fit(X, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_divergence_message_gives_the_value_and_the_joined_optimiser_names():
+    class Nan(TinyAE):
+        name = "nan-ae"
+
+        def _fit(self, X, y):
+            opt = {"enc": torch.optim.SGD(self.nets["enc"].parameters(), lr=0.1),
+                   "dec": torch.optim.SGD(self.nets["dec"].parameters(), lr=0.1)}
+
+            def step(x, ctx):
+                ctx.update(("enc", "dec"), self.nets["dec"](self.nets["enc"](x)).sum() * float("nan"))
+
+            self.trainer(optimizers=opt).run(X, step)
+
+    with pytest.raises(DivergenceError, match=r"at epoch 1, step 0: loss term 'enc\+dec' is nan; no checkpoint was written"):
+        Nan(preprocess="none").fit(torch.randn(32, 8))
