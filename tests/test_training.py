@@ -157,6 +157,7 @@ def test_batches_per_epoch_counts_what_the_trainer_yields(n, batch_size):
     (10, 320, 50_000, 64, 1),     # 782 batches: one epoch is more than the cap: one (cut short, below)
     (2, 320, 6_000, 64, 2),       # the cap never raises epochs
     (0, 320, 6_000, 64, 0),       # epochs=0 (no training) stays 0
+    (5, 3, 10, 16, 3),            # one batch per epoch: 3 epochs fit in 3 steps
 ])
 def test_capped_epochs_by_hand(epochs, max_steps, n, batch_size, expected):
     from anomalykit.training import capped_epochs
@@ -313,3 +314,74 @@ def test_divergence_message_gives_the_value_and_the_joined_optimiser_names():
 
     with pytest.raises(DivergenceError, match=r"at epoch 1, step 0: loss term 'enc\+dec' is nan; no checkpoint was written"):
         Nan(preprocess="none").fit(torch.randn(32, 8))
+
+
+@pytest.mark.parametrize("n, sizes", [(33, [16, 16]), (34, [16, 16, 2]), (1, [1]), (17, [16])])
+def test_a_lone_last_row_is_left_to_the_next_epoch_by_hand(n, sizes):
+    from anomalykit.training import Trainer
+
+    t = Trainer(method="m", modules={}, optimizers={}, epochs=1, batch_size=16, seed=0, device="cpu")
+    got = t.batches(n, 0)
+    assert [len(c) for c in got] == sizes
+    assert got[0].dtype == torch.long and len(set(torch.cat(got).tolist())) == sum(sizes)
+
+
+class Draws(TinyAE):
+    """Each step draws from numpy's and Python's global generators and counts in ctx.extra; a
+    resumed run must continue all three where the crashed one left them."""
+
+    name = "draws"
+
+    def _fit(self, X, y):
+        import random
+
+        opt = {"ae": torch.optim.SGD(self.nets.parameters(), lr=1e-3)}
+        self.draws = []
+
+        def step(x, ctx):
+            if ctx.step == self.crash_at_step:
+                raise Crash()
+            ctx.extra["count"] = ctx.extra.get("count", 0) + 1
+            self.draws.append((ctx.step, float(np.random.rand()), random.random(), float(np.random.randn()), ctx.extra["count"]))
+            ctx.update("ae", (self.nets["dec"](self.nets["enc"](x)) - x.flatten(1)).pow(2).mean())
+
+        self.trainer(optimizers=opt).run(X, step)
+
+
+def test_resume_continues_numpy_python_and_plugin_state(X, tmp_path):
+    reference = Draws(seed=2).fit(X)
+    crashing = Draws(seed=2)
+    crashing.crash_at_step = 10
+    with pytest.raises(PluginError):
+        crashing.fit(X, checkpoint_dir=tmp_path, checkpoint_every=3)  # last checkpoint after step 9
+    resumed = Draws(seed=2).fit(X, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.draws[0][0] == 9 and resumed.draws == reference.draws[9:]
+
+
+def test_a_non_finite_parameter_stops_training_naming_it():
+    class Poisoned(TinyAE):
+        name = "poisoned"
+
+        def _fit(self, X, y):
+            opt = {"ae": torch.optim.SGD(self.nets.parameters(), lr=1e-3)}
+
+            def step(x, ctx):
+                ctx.update("ae", (self.nets["dec"](self.nets["enc"](x)) - x.flatten(1)).pow(2).mean())
+                if ctx.batch_index == 1:  # the epoch's last step (32 rows, batch 16); its loss was finite
+                    with torch.no_grad():
+                        self.nets["dec"].bias[0] = float("inf")
+
+            self.trainer(optimizers=opt).run(X, step)
+
+    with pytest.raises(DivergenceError, match=r"poisoned: .*dec.*bias.*no checkpoint was written") as err:
+        Poisoned(preprocess="none").fit(torch.randn(32, 8))
+    assert "\n" not in str(err.value)
+
+
+def test_resume_refuses_a_checkpoint_whose_settings_the_run_lacks(X, tmp_path):
+    TinyAE(seed=1, epochs=1).fit(X, checkpoint_dir=tmp_path)
+    ckpt = torch.load(tmp_path / "train_state-train.pt", weights_only=True)
+    ckpt["config"]["width"] = 7  # a setting this run does not have
+    torch.save(ckpt, tmp_path / "train_state-train.pt")
+    with pytest.raises(CheckpointError, match="different parameters.*width"):
+        TinyAE(seed=1, epochs=2).fit(X, checkpoint_dir=tmp_path, resume=True)
