@@ -149,3 +149,56 @@ def test_model_file_and_stamp(tmp_path):
     assert model_file(tmp_path) == tmp_path / "model.pt" and model_file(tmp_path / "x.pt") == tmp_path / "x.pt"
     assert stamp("detector", {"a": 1}) == {"format": "anomalykit-detector", "format_version": FORMAT_VERSION,
                                            "anomalykit_version": anomalykit.__version__, "a": 1}
+
+
+def test_the_temporary_file_is_written_beside_the_target(tmp_path, monkeypatch):
+    """An atomic rename needs the temporary file on the target's file system: in its folder."""
+    renames = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renames.append((str(src), str(dst))), real(src, dst)))
+    atomic_write_bytes(tmp_path / "sub" / "x.bin", b"1")
+    (src, dst), = renames
+    assert os.path.dirname(src) == str(tmp_path / "sub") and dst == str(tmp_path / "sub" / "x.bin")
+
+
+class First(Detector):
+    """Scores rows by their first value: training scores the user can set by hand."""
+
+    name = "ckpt-first"
+    summary = "first feature as the score"
+    params = (Param("epochs", 0, "unused", low=0), Param("gain", 1.0, "score factor", low=0.0))
+    renamed_params = ()
+
+    def _build(self, input_shape):
+        self.nets["m"] = torch.nn.Module()
+
+    def _fit(self, X, y):
+        pass
+
+    def _score(self, X):
+        return X[:, 0] * self.hp.gain
+
+
+def test_loaded_labels_flag_only_training_scores_above_a_threshold_they_touch(tmp_path):
+    """Training scores 0..10, contamination 0.1: the 0.9 quantile is 9.0, a training score itself;
+    labels_ flag scores strictly above it (as predict does), before and after a reload."""
+    X = np.c_[np.arange(11.0), np.zeros(11)].astype(np.float32)
+    det = First(preprocess="none", contamination=0.1).fit(X)
+    assert det.threshold_ == 9.0
+    np.testing.assert_array_equal(det.labels_, [0] * 10 + [1])
+    det.save(tmp_path / "m.pt")
+    back = restore_detector(First, safe_load(tmp_path / "m.pt", kind="detector"), path=tmp_path, overrides={})
+    np.testing.assert_array_equal(back.labels_, [0] * 10 + [1])
+    np.testing.assert_array_equal(back.predict(X), [0] * 10 + [1])
+
+
+def test_an_override_on_load_may_use_a_renamed_parameter(tmp_path, monkeypatch):
+    from anomalykit.deprecation import RenamedParam
+
+    monkeypatch.setattr(First, "renamed_params", (RenamedParam("factor", "gain", 1.0),))
+    X = np.c_[np.arange(11.0), np.zeros(11)].astype(np.float32)
+    First(preprocess="none").fit(X).save(tmp_path / "m.pt")
+    with pytest.warns(anomalykit.AnomalykitDeprecationWarning, match="factor"):
+        back = restore_detector(First, safe_load(tmp_path / "m.pt", kind="detector"), path=tmp_path, overrides={"factor": 2.0})
+    assert back.hp.gain == 2.0
+    np.testing.assert_allclose(back.score_samples(X[:3]), [0.0, 2.0, 4.0])
