@@ -54,6 +54,8 @@ def test_a_validated_tensor_passes_through_but_a_view_is_checked_again():
     (np.array([[1 + 2j]]), "complex dtype"),
     (torch.zeros(2, 2, dtype=torch.complex64), "complex dtype"),
     (np.array([["a", "b"]]), "has dtype <U1; pass numbers"),
+    (np.array([[1, 2]], dtype="timedelta64[s]"), "has dtype timedelta64"),
+    (np.array([[1, 2]], dtype="datetime64[s]"), "has dtype datetime64"),
     (np.array([[1.0, np.nan]]), "NaN"),
     (np.array([[1.0, np.inf]]), "inf"),
     (torch.tensor([[1.0, float("-inf")]], dtype=torch.float64), "inf"),
@@ -133,3 +135,24 @@ def test_lazy_rows_are_read_whole_into_a_validated_tensor(tmp_path):
     np.testing.assert_array_equal(t[:, 0].numpy(), arr.astype(np.float32))
     plain = torch.zeros(5, 2, 7)
     assert source_sample_shape(plain) == (2, 7)  # a tensor that never went through validation
+
+
+def test_integer_and_double_tensors_become_float32_and_uint8_tensors_count_as_uint8():
+    t = as_input_tensor(torch.arange(6).reshape(2, 3))
+    assert t.dtype == torch.float32 and t.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert as_input_tensor(torch.ones(2, 3, dtype=torch.float64) / 3).dtype == torch.float32
+    raw = torch.tensor([[0, 255], [128, 7]], dtype=torch.uint8)
+    assert source_is_uint8(raw) and source_is_uint8(as_input_tensor(raw))
+    assert not source_is_uint8(torch.zeros(2, 2)) and not source_is_uint8(np.zeros((2, 2)))
+
+
+def test_a_uint8_tensor_is_scaled_like_the_same_uint8_array():
+    """``auto`` scaling of uint8 images: x / 127.5 - 1, whether they come as a numpy array or a tensor."""
+    from anomalykit.preprocess import Preprocessor
+
+    images = np.random.default_rng(0).integers(0, 256, size=(20, 1, 6, 6)).astype(np.uint8)
+    images[0, 0, 0, :2] = [0, 255]
+    for X in (images, torch.from_numpy(images)):
+        t = as_input_tensor(X)
+        p = Preprocessor("auto").fit(t)
+        np.testing.assert_allclose(p.transform(t[:1]).numpy()[0, 0, 0, :2], [-1.0, 1.0])
