@@ -41,6 +41,8 @@ Sources:
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
   hold ``=``;
+- ``maps FOLDER ...``: anomaly maps on MVTec-layout folders: per folder, image AUROC, pixel
+  AUROC and AUPRO of each method and map baseline, mean ± std over seeds;
 - ``settings LABEL=FOLDER ...``: one row per folder holding one method on one class or OOD split
   (several seeds): the AUROC of each seed, mean ± standard deviation, seeds, mean training
   seconds; LABEL as for ``classes``.
@@ -309,6 +311,42 @@ def _calibration(*files: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _maps(*folders: str) -> str:
+    """Anomaly maps on MVTec-layout folders (bench runs with pixel measures): one row per folder
+    and measure (image AUROC, pixel AUROC, AUPRO), one column per method (map baselines last),
+    mean ± standard deviation over the seeds (ddof=0); the best mean per row in bold."""
+    import numpy as np
+
+    from anomalykit.bench import read_results
+
+    tables = {}
+    for folder in folders:
+        rows = [r for r in read_results(ROOT / folder / "results.csv") if r.get("status", "ok") == "ok"]
+        tables[folder] = rows
+    methods: list[str] = []
+    for rows in tables.values():
+        methods += [r["method"] for r in rows if r["method"] not in methods]
+    from anomalykit.registry import get_registry
+
+    reg = get_registry().methods
+    baselines = [m for m in methods if m in reg and reg[m].cls.map_baseline]  # the map baselines, shown last
+    methods = [m for m in methods if m not in baselines] + baselines
+    out = ["| set | measure | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    for folder, rows in tables.items():
+        seeds = sorted({r["seed"] for r in rows})
+        for key, label in (("auroc", "image AUROC"), ("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO")):
+            cells = []
+            for m in methods:
+                vals = np.array([float(r[key]) for r in rows if r["method"] == m and r.get(key) not in ("", None)])
+                cells.append((vals.mean(), vals.std()) if len(vals) else None)
+            best = max((c[0] for c in cells if c), default=None)
+            text = ["" if c is None else (f"**{c[0]:.3f} ± {c[1]:.3f}**" if c[0] == best else f"{c[0]:.3f} ± {c[1]:.3f}")
+                    for c in cells]
+            n = f"{len(seeds)} seed" + ("s" if len(seeds) > 1 else "")
+            out.append(f"| {Path(folder).name} ({n}) | {label} | " + " | ".join(text) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _deprecations() -> str:
     """The deprecated members of the plugin API (anomalykit.deprecation.DEPRECATIONS) as a table."""
     from anomalykit.deprecation import DEPRECATIONS
@@ -334,7 +372,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"maps": _maps, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

@@ -157,9 +157,9 @@ def report() -> str:
             continue
         result = json.loads(path.read_text())
         s = score(result, equiv)
-        verdict = "ok" if s["score"] >= TARGET else f"below {TARGET:.0f}%"
+        status = "ok" if s["score"] >= TARGET else f"below {TARGET:.0f}%"
         rows.append(f"| {name} (`{result['module']}`) | {s['mutants']} | {s['killed']} | {s['equivalent']} | {s['survived']} "
-                    f"| {s['score']:.1f}% | {verdict}; {result['seconds']} s at {result['commit']} |")
+                    f"| {s['score']:.1f}% | {status}; {result['seconds']} s at {result['commit']} |")
         for m, info in sorted(result["survivors"].items()):
             v = verdict(equiv, name, info["key"])
             text = f"**{info['status']}**" if v is None else (f"equivalent: {v[1]}" if v[0] == "equivalent"
