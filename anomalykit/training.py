@@ -83,6 +83,23 @@ def capped_epoch_steps(epochs: int, max_steps: int | None, n: int, batch_size: i
     return int(max_steps)
 
 
+class _NoProgress:
+    """The progress bar's calls when no bar is shown. tqdm is not touched at all: creating even a
+    disabled bar takes its global lock, which a process forked meanwhile (data loader workers,
+    multiprocessing) would inherit held."""
+
+    disable = True
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class FitOptions:
     """How ``fit`` runs (not what it learns): checkpoints, resume and progress display.
@@ -345,10 +362,9 @@ class Trainer:
             initial=min(step, total),
             desc=f"{self.method} {self.phase}",
             unit="step",
-            disable=not self.options.show_progress,
             dynamic_ncols=True,
             leave=False,
-        )
+        ) if self.options.show_progress else _NoProgress()
         every = self.options.checkpoint_every
         log = (TrainingLog(self.options.checkpoint_dir, self.phase, self.options.log)
                if self.options.checkpoint_dir is not None and D.is_main_process() else None)

@@ -6,8 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 TESTS = Path(__file__).parent
+#: no tqdm monitor thread: a process forked while it holds tqdm's lock (mutation testing forks
+#: one per mutant) would wait for that lock for ever
+tqdm.monitor_interval = 0
 #: frozen plugins of earlier releases: tests/test_compat_plugins.py installs and drives each one in
 #: its own process (their own test files import their own copy of the plugin)
 collect_ignore = ["compat_plugins"]
