@@ -573,8 +573,9 @@ class Detector(BaseEstimator):
         outs = []
         show = self._fit_options.show_progress and (stop - start) > bs
         batches = row_batches(X, start, stop, bs)
-        for batch in tqdm(batches, total=-(-(stop - start) // bs), desc=f"{self.name} {desc}", unit="batch",
-                          disable=not show, leave=False):
+        if show:  # no tqdm object otherwise (see anomalykit.training._NoProgress)
+            batches = tqdm(batches, total=-(-(stop - start) // bs), desc=f"{self.name} {desc}", unit="batch", leave=False)
+        for batch in batches:
             with _precision.autocast(self.hp.precision, self.device):  # the core's precision policy
                 out = fn(batch.to(self.device, non_blocking=True)).detach()
             if out.dtype in (torch.bfloat16, torch.float16):
