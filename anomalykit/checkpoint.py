@@ -160,10 +160,13 @@ def restore_detector(cls, ckpt: dict, *, path, overrides: dict) -> Any:
         raise CheckpointError(f"{path} has parameters this version of {cls.name!r} does not know: {', '.join(unknown)}")
     det = cls(**params)
     saved = {**det.params_, **saved_params}  # the values the saved threshold was computed with
-    det.threshold_params_ = {k: saved[k] for k in sorted(cls.score_params)}
+    if det.params_.get("patch_size") != saved.get("patch_size"):
+        raise CheckpointError(f"{path}: patch_size is fixed when the model is trained (this one: {saved.get('patch_size')!r}); "
+                              f"drop the patch_size override, or fit a new model")
     det.input_shape_ = tuple(int(s) for s in ckpt["input_shape"])
     image = ckpt.get("image_shape")  # patch mode (absent before it existed)
     det.image_shape_ = None if image is None else tuple(int(s) for s in image)
+    det.threshold_params_ = {k: saved[k] for k in det.score_param_names()}
     fit_input = ckpt.get("fit_input") or {}  # checkpoints from before it was recorded: the model's shape, float32
     model = det.image_shape_ or det.input_shape_
     det.fit_input_ = (tuple(int(s) for s in fit_input.get("shape", model)), str(fit_input.get("dtype", "float32")))

@@ -264,7 +264,7 @@ class Detector(BaseEstimator):
         self.input_shape_ = tuple(X.shape[1:])
         self.image_shape_ = None
         if self.hp.patch_size:  # the core's patch mode (anomalykit.patches): the plugin trains on crops
-            patches.check(self.input_shape_, self.hp.patch_size)
+            patches.check(self.input_shape_, self.hp.patch_size, self.hp.patch_stride)
             self.image_shape_, self.input_shape_ = self.input_shape_, (self.input_shape_[0], self.hp.patch_size, self.hp.patch_size)
         self.fit_input_ = (raw_shape, "uint8" if uint8 else "float32")
         self.decision_scores_ = self.threshold_ = self.labels_ = self.calibration_scores_ = None
@@ -312,7 +312,7 @@ class Detector(BaseEstimator):
                     self.map_batches(self._image_scores, images, desc="threshold", batch_size=self._images_per_batch())
         self.decision_scores_ = self._checked_scores(train_scores, images.shape[0], "_training_scores")
         self._set_threshold()
-        self.threshold_params_ = {k: self.params_[k] for k in sorted(self.score_params)}
+        self.threshold_params_ = {k: self.params_[k] for k in self.score_param_names()}
         self.calibration_scores_ = None if held_out is None else np.sort(self._score_validated(held_out, desc="calibration"))
         return self
 
@@ -399,6 +399,12 @@ class Detector(BaseEstimator):
         self.require_current_threshold("predict_confidence")
         return self._confidence(self.score_samples(X))
 
+    def score_param_names(self) -> list[str]:
+        """The parameters that change this fitted detector's scores: the plugin's ``score_params``,
+        and in patch mode the core's ``patch_stride`` and ``patch_score`` (sorted)."""
+        core = patches.SCORE_PARAMS if self.image_shape_ is not None else frozenset()
+        return sorted(self.score_params | core)
+
     def require_current_threshold(self, what: str) -> None:
         """One-line :class:`InputError` if a ``score_params`` value differs from the one
         ``threshold_`` was computed with (see ``score_params``); a no-op before fit."""
@@ -473,21 +479,25 @@ class Detector(BaseEstimator):
         """Images per scoring batch: ``score_batch_size`` rows, or in patch mode that many windows."""
         if self.image_shape_ is None:
             return self.hp.score_batch_size
-        return max(1, self.hp.score_batch_size // patches.n_windows(self.image_shape_, self.hp.patch_size, self._stride()))
+        return max(1, self.hp.score_batch_size // patches.n_windows(self.image_shape_, self._patch(), self._stride()))
+
+    def _patch(self) -> int:
+        """The side of the crops the networks were built for at ``fit`` (``patch_size`` then)."""
+        return self.input_shape_[1]
 
     def _stride(self) -> int:
-        return patches.stride_of(self.hp.patch_size, self.hp.patch_stride)
+        return patches.stride_of(self._patch(), self.hp.patch_stride)
 
     def _image_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Patch mode: (n,) scores of model-space images from their windows' ``_score``."""
-        return patches.score_images(self._score, x, self.hp.patch_size, self._stride(), self.hp.patch_score,
+        return patches.score_images(self._score, x, self._patch(), self._stride(), self.hp.patch_score,
                                     self.hp.score_batch_size)
 
     def _patch_maps(self, x: torch.Tensor) -> torch.Tensor:
-        return patches.map_images(self._anomaly_map, self._score, x, self.hp.patch_size, self._stride(), self.hp.score_batch_size)
+        return patches.map_images(self._anomaly_map, self._score, x, self._patch(), self._stride(), self.hp.score_batch_size)
 
     def _patch_reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
-        p, stride = self.hp.patch_size, self._stride()
+        p, stride = self._patch(), self._stride()
         w = patches.windows(x, p, stride)
         parts = [self._reconstruct(w[lo : lo + self.hp.score_batch_size]) for lo in range(0, w.shape[0], self.hp.score_batch_size)]
         if any(r is None for r in parts):

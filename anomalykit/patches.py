@@ -14,10 +14,20 @@ the border, so every pixel is covered):
   without maps), then ``Detector.anomaly_map`` smooths it as usual;
 - its reconstruction is assembled the same way from the windows' reconstructions.
 
-Every method gets this without code: plugins see crops as their rows. The image shape is fixed at
-``fit`` (scored images have the training images' size).
+Every method gets this without code: plugins see crops as their rows. The image shape and the
+patch size are fixed at ``fit`` (scored images have the training images' size; a ``patch_size``
+changed later takes effect at the next ``fit``, and ``load`` refuses to change it). ``patch_stride``
+and ``patch_score`` change the scores of a fitted model, so ``predict`` and the calibrated alarms
+refuse values other than the ones the threshold was computed with (:data:`SCORE_PARAMS`).
+
+Thresholds: ``contamination`` takes its quantile of the training images' own scores, and their
+windows overlap the crops the model learned, so they score lower than new normal images would and
+the threshold errs low (more alarms than ``contamination`` says). For a false-alarm rate you can
+rely on, set ``calibration``: its held-out images are never cropped for training.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,13 +35,17 @@ from .errors import ConfigError, InputError
 from .seeds import stream_seed
 
 PATCH_SCORES = ("max", "top10")
+#: the core's parameters that change a fitted patch-mode model's scores (checked like a plugin's ``score_params``)
+SCORE_PARAMS = frozenset({"patch_stride", "patch_score"})
 
 
-def check(image_shape: tuple[int, ...], patch_size: int) -> None:
+def check(image_shape: tuple[int, ...], patch_size: int, patch_stride: int | None = None) -> None:
+    """One-line refusal of a patch mode that cannot work on images of ``image_shape`` (C, H, W)."""
     if len(image_shape) != 3:
         raise ConfigError(f"patch_size needs images (N, C, H, W); this data has rows of shape {image_shape}")
     if min(image_shape[1:]) < patch_size:
         raise InputError(f"patch_size={patch_size} is larger than the images ({image_shape[1]}x{image_shape[2]}); lower it")
+    stride_of(patch_size, patch_stride)
 
 
 def random_crops(X, size: int, per_image: int, seed: int) -> torch.Tensor:
@@ -88,11 +102,11 @@ def assemble(per_window: torch.Tensor, n: int, height: int, width: int, size: in
 
 
 def image_score(window_scores: torch.Tensor, n: int, how: str) -> torch.Tensor:
-    """(n * L,) -> (n,): the max of each image's windows, or the mean of their top 10% (at least one)."""
+    """(n * L,) -> (n,): the max of each image's windows, or the mean of their top 10% (rounded up)."""
     per_image = window_scores.reshape(n, -1).float()
     if how == "max":
         return per_image.max(1).values
-    k = max(1, int(round(0.1 * per_image.shape[1])))
+    k = max(1, math.ceil(0.1 * per_image.shape[1]))
     return per_image.topk(k, dim=1).values.mean(1)
 
 
@@ -101,7 +115,14 @@ def n_windows(shape: tuple[int, ...], size: int, stride: int) -> int:
 
 
 def stride_of(size: int, stride: int | None) -> int:
-    return max(1, size // 2) if stride is None else stride
+    """The windows' stride: ``stride``, or half the patch size; one larger than the patch would
+    leave pixels no window covers (a one-line :class:`ConfigError`)."""
+    if stride is None:
+        return max(1, size // 2)
+    if stride > size:
+        raise ConfigError(f"patch_stride={stride} is larger than patch_size={size}, so some pixels would lie in no window; "
+                          f"use patch_stride <= {size}")
+    return stride
 
 
 def score_images(score_fn, x: torch.Tensor, size: int, stride: int, how: str, batch: int | None) -> torch.Tensor:

@@ -104,6 +104,18 @@ def test_mvtec_layout_reads_images_labels_and_masks(mvtec):
         make_split("one-class", str(root), eval_split="val")
 
 
+def test_mvtec_layout_ignores_hidden_folders_and_files(tmp_path):
+    """A notebook's test/.ipynb_checkpoints is no defect type, a hidden file no image."""
+    import shutil
+
+    root = tmp_path / "tiles"
+    write_mvtec(root, n_train=6, n_good=2, n_defect=2)
+    shutil.copytree(root / "test" / "scratch", root / "test" / ".ipynb_checkpoints")
+    shutil.copy(root / "train" / "good" / "000.png", root / "train" / "good" / ".000.png")
+    ds = load_dataset(str(root))
+    assert ds.X_train.shape[0] == 6 and list(ds.defect_types_test) == ["good"] * 2 + ["scratch"] * 2
+
+
 def test_anomaly_maps_localise_pasted_defects(mvtec, pca_method):
     root, masks = mvtec
     split = make_split("one-class", str(root))

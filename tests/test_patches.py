@@ -45,6 +45,8 @@ def test_image_scores_take_the_max_or_the_mean_of_the_top_tenth():
     s = torch.tensor([1.0, 5.0, 3.0, 2.0] + [0.0] * 16 + [9.0, 8.0] + [0.0] * 18)  # 2 images x 20 windows
     assert patches.image_score(s, 2, "max").tolist() == [5.0, 9.0]
     assert patches.image_score(s, 2, "top10").tolist() == [4.0, 8.5]  # the top 2 of 20 each
+    assert patches.image_score(torch.arange(13.0), 1, "top10").tolist() == [11.5]  # 10% of 13 rounds up to 2
+    assert patches.image_score(torch.arange(9.0), 1, "top10").tolist() == [8.0]  # and 0.9 to 1
 
 
 def test_random_crops_are_seeded_crops_of_their_own_image():
@@ -144,6 +146,67 @@ def test_patch_mode_refuses_rows_and_patches_larger_than_the_images():
         WindowMean(patch_size=32).fit(np.zeros((10, 1, 16, 16), np.float32))
 
 
+def test_a_stride_larger_than_the_patch_is_refused_at_fit_and_at_scoring():
+    X = np.random.default_rng(5).normal(size=(6, 1, 16, 16)).astype(np.float32)
+    with pytest.raises(ConfigError, match="^patch_stride=5 is larger than patch_size=4, so some pixels would lie in no window; "
+                                          "use patch_stride <= 4$"):
+        WindowMean(patch_size=4, patch_stride=5).fit(X)
+    det = WindowMean(patch_size=4, patch_stride=4, preprocess="none").fit(X)  # equal: windows tile the image
+    assert np.isfinite(det.anomaly_map(X, sigma=0)).all()
+    det.set_params(patch_stride=6)
+    with pytest.raises(ConfigError, match="patch_stride=6 is larger than patch_size=4"):
+        det.score_samples(X)
+
+
+def load_window_mean(path, **overrides):
+    return WindowMean.from_checkpoint(torch.load(path, weights_only=True), path=path, **overrides)
+
+
+def test_patch_stride_and_score_are_score_params_of_a_patch_mode_model(tmp_path):
+    """Changing them changes the image scores, so the threshold and the calibration scores no
+    longer match: predict, p_values and export refuse, score_samples works."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(20, 1, 12, 12)).astype(np.float32)
+    det = WindowMean(patch_size=4, calibration=5, preprocess="none").fit(X)
+    assert det.threshold_params_ == {"patch_score": "max", "patch_stride": None}
+    assert WindowMean(preprocess="none").fit(X).threshold_params_ == {}  # whole images: nothing to check
+    for key, value in (("patch_stride", 1), ("patch_score", "top10")):
+        det.set_params(**{key: value})
+        assert det.score_samples(X).shape == (20,)
+        for call in (lambda: det.predict(X), lambda: det.p_values(X), lambda: det.export(tmp_path / "m.onnx")):
+            with pytest.raises(InputError, match=f"{key}={value!r} changes the scores, but threshold_ comes from the training "
+                                                 f"scores with {key}="):
+                call()
+        det.set_params(patch_stride=None, patch_score="max")
+        assert det.predict(X).shape == (20,)
+    path = det.save(tmp_path / "m.pt")
+    with pytest.raises(InputError, match="patch_score='top10' changes the scores"):
+        load_window_mean(path, patch_score="top10").predict(X)
+    assert load_window_mean(path, patch_stride=None).predict(X).shape == (20,)
+
+
+def test_the_patch_size_is_fixed_at_fit(tmp_path):
+    """Set later, it takes effect at the next fit (scikit-learn's rule): scoring keeps the crops
+    the networks were built for; load refuses to change it in one line."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(10, 1, 12, 12)).astype(np.float32)
+    det = WindowMean(patch_size=4, preprocess="none").fit(X)
+    before = det.score_samples(X)
+    det.set_params(patch_size=6)
+    np.testing.assert_array_equal(det.score_samples(X), before)
+    assert det.anomaly_map(X, sigma=0).shape == (10, 12, 12)
+    det.set_params(patch_size=4)
+    path = det.save(tmp_path / "m.pt")
+    for other in (6, None):
+        with pytest.raises(anomalykit.CheckpointError, match="patch_size is fixed when the model is trained \\(this one: 4\\); "
+                                                             "drop the patch_size override, or fit a new model$"):
+            load_window_mean(path, patch_size=other)
+    whole = WindowMean(preprocess="none").fit(X).save(tmp_path / "w.pt")
+    with pytest.raises(anomalykit.CheckpointError, match="this one: None"):
+        load_window_mean(whole, patch_size=4)
+    np.testing.assert_array_equal(load_window_mean(path, patch_size=4).score_samples(X), before)
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_patch_mode_exports_with_parity(fmt, tmp_path):
     from anomalykit.export import load_scorer
@@ -169,6 +232,24 @@ def test_patch_knn_is_the_distance_to_the_nearest_training_row():
     small = anomalykit.load_method("patch-knn", preprocess="none", bank_size=7).fit(X)
     assert small.bank_.shape == (7, 16)
     assert all(any(np.array_equal(row, x) for x in X.reshape(30, -1)) for row in small.bank_.numpy())
+
+
+def test_patch_knn_training_scores_leave_the_row_itself_out():
+    """In-sample every training row finds itself (score 0, threshold 0, every new row flagged):
+    a kept row scores against the nearest other bank row, a row left out of the bank against the
+    nearest bank row, by hand with numpy."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(25, 1, 3, 3)).astype(np.float32)
+    flat = X.reshape(25, -1).astype(np.float64)
+    d = ((flat[:, None] - flat[None]) ** 2).sum(-1)
+    det = anomalykit.load_method("patch-knn", preprocess="none", score_batch_size=4).fit(X)
+    np.testing.assert_allclose(det.decision_scores_, np.where(np.eye(25, dtype=bool), np.inf, d).min(1), rtol=1e-4)
+    assert det.threshold_ > 0 and det.predict(rng.normal(size=(40, 1, 3, 3)).astype(np.float32)).mean() < 0.5
+    small = anomalykit.load_method("patch-knn", preprocess="none", bank_size=10, score_batch_size=4).fit(X)
+    kept = [int(np.flatnonzero((flat == row).all(1))[0]) for row in small.bank_.numpy().astype(np.float64)]
+    to_bank = d[:, kept]
+    to_bank[kept, np.arange(10)] = np.inf
+    np.testing.assert_allclose(small.decision_scores_, to_bank.min(1), rtol=1e-4)
 
 
 def test_patch_ae_learns_to_reconstruct():

@@ -1,5 +1,6 @@
 """What ``anomalykit bench`` runs: its settings, the cells (method or baseline x class x seed)
-and the parameters each method cell gets (budget, then ``--set``).
+and the parameters each method cell gets (the budget, then the data's defaults such as patch mode
+on MVTec-layout folders, then ``--set``: each later one wins).
 """
 from __future__ import annotations
 

@@ -366,7 +366,7 @@ def _read_images(files: list[Path], mode: str | None = None) -> list[np.ndarray]
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
 
 
 def _read_mvtec(path: Path) -> Dataset:
@@ -375,7 +375,7 @@ def _read_mvtec(path: Path) -> Dataset:
     (the defect's pixels; a missing mask means no defect pixels). Classes: 0 = good, 1 = defect, so
     ``--protocol one-class --normal-class 0`` (the default) trains on the good images."""
     train_files = _images_in(path / "train" / "good")
-    types = sorted(p.name for p in (path / "test").iterdir() if p.is_dir())
+    types = sorted(p.name for p in (path / "test").iterdir() if p.is_dir() and not p.name.startswith("."))  # no .ipynb_checkpoints
     test_files = [(t, f) for t in types for f in _images_in(path / "test" / t)]
     if not train_files or not test_files:
         raise DatasetError(f"{path}: the MVTec layout needs images in train/good and in test/<type>/")

@@ -69,7 +69,7 @@ class _Scorer(nn.Module):
         # a bound method: not a module attribute tracing looks into (patch mode: the windows' scores
         # reduced per image, the same code as score_samples)
         self._score = det._score if det.image_shape_ is None else functools.partial(
-            patches.score_images, det._score, size=det.hp.patch_size, stride=det._stride(), how=det.hp.patch_score, batch=None)
+            patches.score_images, det._score, size=det._patch(), stride=det._stride(), how=det.hp.patch_score, batch=None)
         self.model_shape = [int(s) for s in (det.image_shape_ or det.input_shape_)]
         prep = det.preprocessor_
         self.affine = prep.kind != "none"

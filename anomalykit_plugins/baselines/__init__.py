@@ -39,22 +39,44 @@ class PatchKNN(Detector):
 
     def _fit(self, X, y):
         flat = X.reshape(X.shape[0], -1)
+        #: bank position of each training row (-1: not kept), for the leave-one-out training scores
+        self._bank_position = torch.arange(flat.shape[0])
         if flat.shape[0] > self.hp.bank_size:
             g = torch.Generator().manual_seed(stream_seed(self.hp.seed, "subsample"))
-            flat = flat[torch.randperm(flat.shape[0], generator=g)[: self.hp.bank_size]]
+            kept = torch.randperm(flat.shape[0], generator=g)[: self.hp.bank_size]
+            flat = flat[kept]
+            self._bank_position = torch.full((X.shape[0],), -1, dtype=torch.long)
+            self._bank_position[kept] = torch.arange(kept.numel())
         self.bank_ = flat.to(self.device, torch.float32).contiguous()
 
-    def _nearest(self, x: torch.Tensor) -> torch.Tensor:
+    def _nearest(self, x: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """The nearest bank row of each row of ``x``: argmin of ‖x‖² − 2 x·b + ‖b‖² (one matrix
         product; ``torch.cdist`` picks its algorithm by the batch size, which an exported graph
-        cannot follow)."""
+        cannot follow). ``exclude`` (n,): a bank position each row may not pick (-1: none)."""
         bank = self.bank_.to(x.device)
         flat = x.reshape(x.shape[0], -1).float()
         d = (flat * flat).sum(1, keepdim=True) - 2 * flat @ bank.T + (bank * bank).sum(1)
+        if exclude is not None and bank.shape[0] > 1:
+            rows = torch.nonzero(exclude >= 0).flatten()
+            d[rows.to(d.device), exclude[rows].to(d.device)] = float("inf")
         return bank[d.argmin(1)]
 
     def _score(self, X):
         return (X.reshape(X.shape[0], -1).float() - self._nearest(X)).square().sum(1)
+
+    def _training_scores(self, X):
+        """Leave-one-out: each training row's distance to its nearest *other* bank row (in-sample,
+        a kept row finds itself at distance 0 and the threshold would be 0)."""
+        position = getattr(self, "_bank_position", None)
+        if position is None or position.shape[0] != X.shape[0]:  # not the rows _fit saw
+            return super()._training_scores(X)
+        bs = self.hp.score_batch_size
+        out = []
+        for lo in range(0, X.shape[0], bs):
+            x = X[lo : lo + bs].to(self.device)
+            nearest = self._nearest(x, exclude=position[lo : lo + bs])
+            out.append((x.reshape(x.shape[0], -1).float() - nearest).square().sum(1).cpu())
+        return torch.cat(out)
 
     def _anomaly_map(self, x):
         if not is_image(tuple(x.shape[1:])):

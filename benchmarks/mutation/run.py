@@ -112,7 +112,8 @@ def run_target(name: str, target: dict, resume: bool = False) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0")
     mutmut = [sys.executable, "-m", "mutmut"]
     t0 = time.time()
-    subprocess.run([*mutmut, "run"], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    with open(work / "mutmut.log", "w") as log:  # mutmut's own output, to see why a run checked nothing
+        subprocess.run([*mutmut, "run"], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.time() - t0
     listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True, text=True).stdout
     statuses: dict[str, str] = {}
