@@ -193,8 +193,10 @@ def test_loaded_labels_flag_only_training_scores_above_a_threshold_they_touch(tm
 
 
 def test_an_override_on_load_may_use_a_renamed_parameter(tmp_path, monkeypatch):
+    from anomalykit import deprecation
     from anomalykit.deprecation import RenamedParam
 
+    monkeypatch.setattr(deprecation, "_emitted", set())  # each warning shows once per process: not already shown
     monkeypatch.setattr(First, "renamed_params", (RenamedParam("factor", "gain", 1.0),))
     X = np.c_[np.arange(11.0), np.zeros(11)].astype(np.float32)
     First(preprocess="none").fit(X).save(tmp_path / "m.pt")
