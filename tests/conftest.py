@@ -1,6 +1,7 @@
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ TESTS = Path(__file__).parent
 #: no tqdm monitor thread: a process forked while it holds tqdm's lock (mutation testing forks
 #: one per mutant) would wait for that lock for ever
 tqdm.monitor_interval = 0
+#: and a per-process lock: tqdm's default one includes a multiprocessing lock, which forked
+#: processes share, so a test process killed while holding it (a mutant timed out) left every
+#: later one waiting for ever
+tqdm.set_lock(threading.RLock())
 #: frozen plugins of earlier releases: tests/test_compat_plugins.py installs and drives each one in
 #: its own process (their own test files import their own copy of the plugin)
 collect_ignore = ["compat_plugins"]
