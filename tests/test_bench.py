@@ -146,8 +146,23 @@ def test_no_checkpoints_writes_none(tmp_path):
 
 
 def test_changed_settings_need_a_new_folder(finished):
-    with pytest.raises(ConfigError, match="other settings"):
-        B.run_bench(config(seeds="1"), finished, echo=lambda *_: None)
+    with pytest.raises(ConfigError, match=r"other settings \(budget, classes\)"):
+        B.run_bench(config(classes="2", budget="small"), finished, echo=lambda *_: None)
+
+
+def test_seeds_can_be_added_to_a_finished_folder(finished, tmp_path):
+    """A seed's cells do not depend on the other seeds: a later run adds seeds to the folder."""
+    import shutil
+
+    out = tmp_path / "more-seeds"
+    shutil.copytree(finished, out)
+    before = rows_of(out / "results.csv")
+    B.run_bench(config(methods="pca-recon", seeds="1"), out, echo=lambda *_: None)
+    rows = rows_of(out / "results.csv")
+    assert rows[: len(before)] == before  # the seed-0 cells are kept as they were
+    assert sorted((r["method"], r["normal_class"], r["seed"]) for r in rows[len(before):]) == [
+        (m, c, "1") for m in ("iforest", "pca-recon") for c in ("0", "1")]
+    assert json.loads((out / "bench.json").read_text())["seeds"] == "0,1"
 
 
 def test_bad_names_fail_before_running(tmp_path):

@@ -17,7 +17,7 @@ from ..detector import COMMON_PARAMS, threshold_from_scores
 from ..errors import AnomalyKitError, ConfigError, first_line
 from ..pipeline import RunConfig, anomaly_maps, build_detector, evaluate, fit_and_score, load_split, pixel_metrics
 from .baselines import _pyod, baseline_inputs
-from .plan import BenchConfig, Cell, _split_list, for_data, method_params, plan
+from .plan import BenchConfig, Cell, _split_list, for_data, method_params, parse_classes, plan
 from .store import _row_key, read_results, write_results
 from .summary import write_summary
 
@@ -108,14 +108,17 @@ def run_bench(cfg: BenchConfig, out: Path, *, echo: Callable[[str], None] = prin
     current = {k: v for k, v in cfg.__dict__.items()}
     current["set"] = list(cfg.set)
     if settings.is_file():
-        # the splits and budgets must match; methods and baselines may be added to a folder
+        # the splits and budgets must match; methods, baselines and seeds may be added to a folder
+        # (a seed's cells do not depend on the other seeds)
         previous = {"eval_split": "test", **json.loads(settings.read_text())}  # folders from before --eval-split
-        changed = sorted(k for k in current if k not in ("methods", "baselines") and previous.get(k) != current[k])
+        changed = sorted(k for k in current if k not in ("methods", "baselines", "seeds") and previous.get(k) != current[k])
         if changed:
             raise ConfigError(f"{out} holds a benchmark with other settings ({', '.join(changed)}); use another --out")
         for key in ("methods", "baselines"):
             names = _split_list(previous.get(key)) + [n for n in _split_list(current[key]) if n not in _split_list(previous.get(key))]
             current[key] = ",".join(names)
+        seeds = sorted(set(parse_classes(previous.get("seeds") or current["seeds"])) | set(parse_classes(current["seeds"])))
+        current["seeds"] = ",".join(map(str, seeds))
     atomic_write_text(settings, json.dumps(current, indent=2) + "\n")
     rows = read_results(out / "results.csv")  # failed cells stay listed until a rerun replaces them
     done = {_row_key(r) for r in rows if r.get("status") == "ok"}
