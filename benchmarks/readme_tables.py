@@ -41,6 +41,8 @@ Sources:
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
   hold ``=``;
+- ``precision FILE ...``: benchmarks/precision_speed.py's JSONs: fit and score seconds at
+  precision=32 and bf16-mixed per method, the speed-ups, the CPU and its bfloat16 hardware;
 - ``maps FOLDER ...``: anomaly maps on MVTec-layout folders: per folder, image AUROC, pixel
   AUROC and AUPRO of each method and map baseline, mean ± std over seeds;
 - ``settings LABEL=FOLDER ...``: one row per folder holding one method on one class or OOD split
@@ -338,12 +340,31 @@ def _maps(*folders: str) -> str:
             cells = []
             for m in methods:
                 vals = np.array([float(r[key]) for r in rows if r["method"] == m and r.get(key) not in ("", None)])
-                cells.append((vals.mean(), vals.std()) if len(vals) else None)
+                cells.append((vals.mean(), vals.std(), len(vals)) if len(vals) else None)
             best = max((c[0] for c in cells if c), default=None)
-            text = ["" if c is None else (f"**{c[0]:.3f} ± {c[1]:.3f}**" if c[0] == best else f"{c[0]:.3f} ± {c[1]:.3f}")
-                    for c in cells]
+
+            def shown(c):  # mean ± std over the seeds; one seed has no spread to show
+                value = f"{c[0]:.3f}" + (f" ± {c[1]:.3f}" if c[2] > 1 else "")
+                return f"**{value}**" if c[0] == best else value
+
+            text = ["" if c is None else shown(c) for c in cells]
             n = f"{len(seeds)} seed" + ("s" if len(seeds) > 1 else "")
             out.append(f"| {Path(folder).name} ({n}) | {label} | " + " | ".join(text) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _precision(*files: str) -> str:
+    """Training and scoring at precision=32 against bf16-mixed (benchmarks/precision_speed.py): one
+    row per file and method, with the CPU, its bfloat16 hardware and the ISA ceiling it ran under."""
+    out = ["| CPU (bf16 units, ISA ceiling) | method | fit s, 32 / bf16-mixed | training speed-up | "
+           "score s, 32 / bf16-mixed | scoring speed-up | file |", "|---|---|---:|---:|---:|---:|---|"]
+    for file in files:
+        data = json.loads((ROOT / file).read_text())
+        cpu = f"{data['cpu']} ({data['bf16_units']}, {data['onednn_max_cpu_isa'] or 'native'})"
+        for method, m in data["methods"].items():
+            s, up = m["seconds"], m["speedup"]
+            out.append(f"| {cpu} | {method} | {s['32']['fit']:.2f} / {s['bf16-mixed']['fit']:.2f} | {up['fit']:.2f}x | "
+                       f"{s['32']['score']:.2f} / {s['bf16-mixed']['score']:.2f} | {up['score']:.2f}x | `{Path(file).name}` |")
     return "\n".join(out) + "\n"
 
 
@@ -372,7 +393,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"maps": _maps, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"maps": _maps, "precision": _precision, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

@@ -7,7 +7,7 @@
 #   bash benchmarks/texture_runs.sh test   # the test sets, once, for the final tables, seeds 0-2
 set -euo pipefail
 split=${1:?usage: texture_runs.sh val|test}
-seeds=${SEEDS:-0-2}
+seeds=${SEEDS:-0-2}  # add seeds later with SEEDS=3-4: the folders grow
 data=${TEXTURES:-.data/textures}
 [ -f "$data/manifest.json" ] || python benchmarks/make_texture_sets.py --out "$data" > /dev/null
 for set in moon tissue hubble cells; do
