@@ -41,6 +41,9 @@ Sources:
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
   hold ``=``;
+- ``compare LABEL=FOLDER ...``: the same cells under several settings (one bench folder each):
+  per method the mean AUROC under each, and the mean paired difference to the first ± its
+  population standard deviation over the cells;
 - ``precision FILE ...``: benchmarks/precision_speed.py's JSONs: fit and score seconds at
   precision=32 and bf16-mixed per method, the speed-ups, the CPU and its bfloat16 hardware;
 - ``maps FOLDER ...``: anomaly maps on MVTec-layout folders: per folder, image AUROC, pixel
@@ -353,6 +356,35 @@ def _maps(*folders: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _compare(*specs: str) -> str:
+    """The same cells (method x class x seed) under several settings, one results folder each
+    (``LABEL=FOLDER``, LABEL's underscores shown as spaces): per method, the mean AUROC under each
+    setting and, from the second on, the mean paired difference to the first with its population
+    standard deviation over the cells both hold."""
+    import numpy as np
+
+    from anomalykit.bench import read_results
+
+    labels, runs = [], []
+    for spec in specs:
+        label, folder = spec.split("=", 1)
+        labels.append(label.replace("_", " "))
+        rows = [r for r in read_results(ROOT / folder / "results.csv") if r.get("status", "ok") == "ok"]
+        runs.append({(r["method"], r["normal_class"], r["seed"]): float(r["auroc"]) for r in rows})
+    methods = list(dict.fromkeys(k[0] for run in runs for k in run))
+    head = ["method", "cells"] + [f"AUROC, {lab}" for lab in labels] + [f"{lab} − {labels[0]}" for lab in labels[1:]]
+    out = ["| " + " | ".join(head) + " |", "|---|---:|" + "---:|" * (len(head) - 2)]
+    for m in methods:
+        cells = sorted(set.intersection(*[{k for k in run if k[0] == m} for run in runs]))
+        if not cells:
+            continue
+        vals = [np.array([run[c] for c in cells]) for run in runs]
+        means = [f"{v.mean():.3f}" for v in vals]
+        diffs = [f"{(v - vals[0]).mean():+.3f} ± {(v - vals[0]).std():.3f}" for v in vals[1:]]
+        out.append(f"| {m} | {len(cells)} | " + " | ".join(means + diffs) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _precision(*files: str) -> str:
     """Training and scoring at precision=32 against bf16-mixed (benchmarks/precision_speed.py): one
     row per file and method, with the CPU, its bfloat16 hardware and the ISA ceiling it ran under."""
@@ -393,7 +425,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"maps": _maps, "precision": _precision, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"maps": _maps, "precision": _precision, "compare": _compare, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

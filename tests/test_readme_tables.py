@@ -60,6 +60,21 @@ def test_a_changed_results_row_is_caught(tmp_path, monkeypatch):
         readme_tables.main()
 
 
+def test_compare_pairs_the_cells_both_settings_hold(tmp_path, monkeypatch):
+    """Per method: each setting's mean AUROC over the cells both hold, and the mean paired
+    difference ± its population SD, by hand; a cell only one setting holds is left out."""
+    head = "method,kind,normal_class,seed,status,auroc\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.csv").write_text(head + "m,method,0,0,ok,0.90\nm,method,1,0,ok,0.80\nm,method,2,0,ok,0.5\n")
+    (tmp_path / "b" / "results.csv").write_text(head + "m,method,0,0,ok,0.86\nm,method,1,0,ok,0.82\nm,method,2,0,failed,\n")
+    monkeypatch.setattr(readme_tables, "ROOT", tmp_path)
+    table = readme_tables.render("compare first_one=a second=b").splitlines()
+    assert table[0] == "| method | cells | AUROC, first one | AUROC, second | second − first one |"
+    # cells 0 and 1: means 0.85 and 0.84, differences -0.04 and +0.02: mean -0.01, population SD 0.03
+    assert table[2] == "| m | 2 | 0.850 | 0.840 | -0.010 ± 0.030 |"
+
+
 # -- numbers in sentences (benchmarks/prose_numbers.py) -----------------------------------------------
 import prose_numbers  # noqa: E402
 
