@@ -41,6 +41,8 @@ Sources:
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
   hold ``=``;
+- ``map-types MEASURE FOLDER ...``: the same folders per defect type (bench's
+  ``per_defect_type``): MEASURE (image_auroc, pixel_auroc, aupro) of each method, mean over seeds;
 - ``compare LABEL=FOLDER ...``: the same cells under several settings (one bench folder each):
   per method the mean AUROC under each, and the mean paired difference to the first ± its
   population standard deviation over the cells;
@@ -356,6 +358,34 @@ def _maps(*folders: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _map_types(measure: str, *folders: str) -> str:
+    """Anomaly maps per defect type (bench's ``per_defect_type``): one row per folder and defect
+    type, one column per method (map baselines last), ``measure`` (image_auroc, pixel_auroc or
+    aupro) of that type against the good images, mean over the seeds; the best per row in bold."""
+    import numpy as np
+
+    from anomalykit.bench import read_results
+    from anomalykit.registry import get_registry
+
+    tables = {f: [r for r in read_results(ROOT / f / "results.csv") if r.get("status", "ok") == "ok"] for f in folders}
+    methods = list(dict.fromkeys(r["method"] for rows in tables.values() for r in rows))
+    reg = get_registry().methods
+    baselines = [m for m in methods if m in reg and reg[m].cls.map_baseline]
+    methods = [m for m in methods if m not in baselines] + baselines
+    out = ["| set | defect type | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
+    for folder, rows in tables.items():
+        per = [(r["method"], json.loads(r["per_defect_type"])) for r in rows if r.get("per_defect_type")]
+        seeds = len({r["seed"] for r in rows})
+        for kind in sorted({k for _, types in per for k in types}):
+            means = [np.mean([t[kind][measure] for m2, t in per if m2 == m and kind in t]) if any(m2 == m for m2, _ in per)
+                     else None for m in methods]
+            best = max(v for v in means if v is not None)
+            cells = ["" if v is None else (f"**{v:.3f}**" if v == best else f"{v:.3f}") for v in means]
+            n = f"{seeds} seed" + ("s" if seeds > 1 else "")
+            out.append(f"| {Path(folder).name} ({n}) | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def _compare(*specs: str) -> str:
     """The same cells (method x class x seed) under several settings, one results folder each
     (``LABEL=FOLDER``, LABEL's underscores shown as spaces): per method, the mean AUROC under each
@@ -425,7 +455,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"maps": _maps, "precision": _precision, "compare": _compare, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"maps": _maps, "map-types": _map_types, "precision": _precision, "compare": _compare, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 

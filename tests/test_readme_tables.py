@@ -75,6 +75,23 @@ def test_compare_pairs_the_cells_both_settings_hold(tmp_path, monkeypatch):
     assert table[2] == "| m | 2 | 0.850 | 0.840 | -0.010 ± 0.030 |"
 
 
+def test_map_types_average_each_defect_type_over_the_seeds(tmp_path, monkeypatch):
+    import json as _json
+
+    def types(foreign, scratch):
+        return _json.dumps({"foreign": {"pixel_auroc": foreign}, "scratch": {"pixel_auroc": scratch}}).replace('"', '""')
+
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "results.csv").write_text(
+        "method,kind,normal_class,seed,status,auroc,per_defect_type\n"
+        f'patch-knn,method,0,0,ok,0.9,"{types(0.9, 0.5)}"\nm,method,0,0,ok,0.9,"{types(0.8, 0.7)}"\n'
+        f'm,method,0,1,ok,0.9,"{types(0.6, 0.8)}"\n')
+    monkeypatch.setattr(readme_tables, "ROOT", tmp_path)
+    table = readme_tables.render("map-types pixel_auroc set").splitlines()
+    assert table[0] == "| set | defect type | m | patch-knn |"  # the map baseline last
+    assert table[2:] == ["| set (2 seeds) | foreign | 0.700 | **0.900** |", "| set (2 seeds) | scratch | **0.750** | 0.500 |"]
+
+
 # -- numbers in sentences (benchmarks/prose_numbers.py) -----------------------------------------------
 import prose_numbers  # noqa: E402
 
