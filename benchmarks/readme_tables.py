@@ -41,6 +41,7 @@ Sources:
   over those classes only): settings run on the same classes side by side (e.g. validation-split
   variants and the baselines); LABEL uses ``_`` for spaces, ``__`` for an underscore, and may
   hold ``=``;
+- ``mutation-scores``: the score table of the mutation report (benchmarks/mutation/run.py);
 - ``map-types MEASURE FOLDER ...``: the same folders per defect type (bench's
   ``per_defect_type``): MEASURE (image_auroc, pixel_auroc, aupro) of each method, mean over seeds;
 - ``compare LABEL=FOLDER ...``: the same cells under several settings (one bench folder each):
@@ -358,6 +359,21 @@ def _maps(*folders: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mutation_scores() -> str:
+    """The mutation report's score table (benchmarks/mutation/run.py's ``report()`` from the
+    committed JSONs under benchmarks/results/mutation/)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutation_run", ROOT / "benchmarks" / "mutation" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    run.RESULTS = ROOT / "benchmarks" / "results" / "mutation"
+    lines = run.report().splitlines()
+    start = lines.index("| target | mutants | killed | equivalent | survived | score | |")
+    end = lines.index("", start)
+    return "\n".join(lines[start:end]) + "\n"
+
+
 def _map_types(measure: str, *folders: str) -> str:
     """Anomaly maps per defect type (bench's ``per_defect_type``): one row per folder and defect
     type, one column per method (map baselines last), ``measure`` (image_auroc, pixel_auroc or
@@ -455,7 +471,7 @@ def _renamed_params() -> str:
     return "\n".join(out) + "\n"
 
 
-SOURCES = {"maps": _maps, "map-types": _map_types, "precision": _precision, "compare": _compare, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
+SOURCES = {"maps": _maps, "mutation-scores": _mutation_scores, "map-types": _map_types, "precision": _precision, "compare": _compare, "settings": _settings, "contract": _contract, "deprecations": _deprecations, "calibration": _calibration, "renamed-params": _renamed_params, "file": _file, "gaps": _gaps, "summary": _summary, "speed": _speed, "ops": _ops, "rows": _rows, "headline": _headline,
            "classes": _classes,
            "export": _export, "adgan-loop": _adgan_loop}
 
