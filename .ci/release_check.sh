@@ -34,7 +34,8 @@ print("installed", anomalykit.__version__, "plugin API", anomalykit.PLUGIN_API_V
 assert "/venv/" in anomalykit.__file__, "imported the repository, not the installed package"
 status = ops.extension_status()
 assert status.startswith("native extension loaded"), f"the wheel's native extension did not load: {status}"
-assert anomalykit.list_methods() == ["adgan", "ama", "csi-aae", "mae-simplex"], anomalykit.list_methods()
+# every built-in method and map baseline registers through the wheel's entry points
+assert anomalykit.list_methods() == ["adgan", "ama", "csi-aae", "mae-simplex", "patch-ae", "patch-knn"], anomalykit.list_methods()
 PY
 "$work/venv/bin/anomalykit" run ama --epochs 1 -q --out "$work/run" | tail -3
 test -f "$work/run/metrics.json" && test -f "$work/run/model.pt"
