@@ -319,6 +319,15 @@ def _calibration(*files: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _map_baselines_last(methods: list[str]) -> list[str]:
+    """``methods`` in their order, the registered map baselines (``map_baseline``) moved last."""
+    from anomalykit.registry import get_registry
+
+    reg = get_registry().methods
+    baselines = [m for m in methods if m in reg and reg[m].cls.map_baseline]
+    return [m for m in methods if m not in baselines] + baselines
+
+
 def _maps(*folders: str) -> str:
     """Anomaly maps on MVTec-layout folders (bench runs with pixel measures): one row per folder
     and measure (image AUROC, pixel AUROC, AUPRO), one column per method (map baselines last),
@@ -334,11 +343,7 @@ def _maps(*folders: str) -> str:
     methods: list[str] = []
     for rows in tables.values():
         methods += [r["method"] for r in rows if r["method"] not in methods]
-    from anomalykit.registry import get_registry
-
-    reg = get_registry().methods
-    baselines = [m for m in methods if m in reg and reg[m].cls.map_baseline]  # the map baselines, shown last
-    methods = [m for m in methods if m not in baselines] + baselines
+    methods = _map_baselines_last(methods)
     out = ["| set | measure | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
     for folder, rows in tables.items():
         seeds = sorted({r["seed"] for r in rows})
@@ -381,13 +386,10 @@ def _map_types(measure: str, *folders: str) -> str:
     import numpy as np
 
     from anomalykit.bench import read_results
-    from anomalykit.registry import get_registry
 
     tables = {f: [r for r in read_results(ROOT / f / "results.csv") if r.get("status", "ok") == "ok"] for f in folders}
     methods = list(dict.fromkeys(r["method"] for rows in tables.values() for r in rows))
-    reg = get_registry().methods
-    baselines = [m for m in methods if m in reg and reg[m].cls.map_baseline]
-    methods = [m for m in methods if m not in baselines] + baselines
+    methods = _map_baselines_last(methods)
     out = ["| set | defect type | " + " | ".join(methods) + " |", "|---|---|" + "---:|" * len(methods)]
     for folder, rows in tables.items():
         per = [(r["method"], json.loads(r["per_defect_type"])) for r in rows if r.get("per_defect_type")]

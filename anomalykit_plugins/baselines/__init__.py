@@ -61,8 +61,13 @@ class PatchKNN(Detector):
             d[rows.to(d.device), exclude[rows].to(d.device)] = float("inf")
         return bank[d.argmin(1)]
 
+    @staticmethod
+    def _distance(x: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
+        """(n,): the squared L2 distance of each row of ``x`` to its ``nearest`` bank row."""
+        return (x.reshape(x.shape[0], -1).float() - nearest).square().sum(1)
+
     def _score(self, X):
-        return (X.reshape(X.shape[0], -1).float() - self._nearest(X)).square().sum(1)
+        return self._distance(X, self._nearest(X))
 
     def _training_scores(self, X):
         """Leave-one-out: each training row's distance to its nearest *other* bank row (in-sample,
@@ -74,8 +79,7 @@ class PatchKNN(Detector):
         out = []
         for lo in range(0, X.shape[0], bs):
             x = X[lo : lo + bs].to(self.device)
-            nearest = self._nearest(x, exclude=position[lo : lo + bs])
-            out.append((x.reshape(x.shape[0], -1).float() - nearest).square().sum(1).cpu())
+            out.append(self._distance(x, self._nearest(x, exclude=position[lo : lo + bs])).cpu())
         return torch.cat(out)
 
     def _anomaly_map(self, x):
